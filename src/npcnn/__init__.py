@@ -1,0 +1,19 @@
+"""npcnn: convolutional networks written from scratch in NumPy."""
+
+from npcnn import nn, optim
+from npcnn._parallel import get_num_threads, set_num_threads
+from npcnn.gradcheck import gradcheck
+from npcnn.serialization import load, save
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "__version__",
+    "get_num_threads",
+    "gradcheck",
+    "load",
+    "nn",
+    "optim",
+    "save",
+    "set_num_threads",
+]

@@ -1,0 +1,58 @@
+"""Split batch work over the machine's cores.
+
+NumPy releases the GIL inside copies, ufuncs and BLAS calls, so plain
+threads give real parallelism for the chunked loops of the conv and pooling
+layers. Chunks are sized so their scratch buffers stay in cache; see
+`chunk_ranges`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_num_threads = max(1, os.cpu_count() or 1)
+_pool: ThreadPoolExecutor | None = None
+
+
+def set_num_threads(n: int) -> None:
+    """Use `n` threads (at least 1) inside the layers' forward and backward passes."""
+    global _num_threads, _pool
+    if n < 1:
+        raise ValueError(f"number of threads must be at least 1, got {n}")
+    _num_threads = int(n)
+    if _pool is not None:
+        _pool.shutdown(wait=True)
+        _pool = None
+
+
+def get_num_threads() -> int:
+    """The number of threads the layers use."""
+    return _num_threads
+
+
+def chunk_ranges(total: int, bytes_per_item: int, target_bytes: int = 2 << 20) -> list[range]:
+    """Split `range(total)` into contiguous chunks whose scratch fits in `target_bytes`.
+
+    Small GEMMs (a conv has only 10 to 100 output channels) run far below BLAS
+    peak unless their operands stay in cache, hence chunks of a few MB rather
+    than the whole batch. There are at least as many chunks as threads when
+    the batch allows it, so every core gets work.
+    """
+    per_chunk = max(1, target_bytes // max(1, bytes_per_item))
+    per_chunk = min(per_chunk, max(1, -(-total // _num_threads)))
+    return [range(start, min(start + per_chunk, total)) for start in range(0, total, per_chunk)]
+
+
+def parallel_map(fn: Callable[[range], T], chunks: Sequence[range]) -> list[T]:
+    """Apply `fn` to every chunk, on the thread pool when there is more than one chunk."""
+    global _pool
+    if _num_threads == 1 or len(chunks) <= 1:
+        return [fn(c) for c in chunks]
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max_workers=_num_threads, thread_name_prefix="npcnn")
+    return list(_pool.map(fn, chunks))

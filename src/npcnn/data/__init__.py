@@ -1,0 +1,30 @@
+"""Data sets, IDX files and mini-batches.
+
+>>> from npcnn.data import load_dataset, BatchIterator
+>>> ds = load_dataset("sample")            # ships with npcnn, no network
+>>> batches = BatchIterator(ds.train_images, ds.train_labels, 64, rng=0)
+>>> x, y = next(iter(batches))             # x (64, 1, 28, 28) float32 in [0, 1]
+"""
+
+from npcnn.data.batches import BatchIterator
+from npcnn.data.checksums import FileSpec
+from npcnn.data.datasets import DATASETS, Dataset, DatasetSpec
+from npcnn.data.errors import ChecksumError, DataError, DownloadError
+from npcnn.data.idx import read_idx, write_idx
+from npcnn.data.load import default_cache_dir, load_dataset, load_directory
+
+__all__ = [
+    "DATASETS",
+    "BatchIterator",
+    "ChecksumError",
+    "DataError",
+    "Dataset",
+    "DatasetSpec",
+    "DownloadError",
+    "FileSpec",
+    "default_cache_dir",
+    "load_dataset",
+    "load_directory",
+    "read_idx",
+    "write_idx",
+]

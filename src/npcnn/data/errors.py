@@ -1,0 +1,17 @@
+"""Exceptions raised by the data module.
+
+Every error is a ``ValueError`` subclass so callers can catch bad data the
+same way whether it came from a corrupt file or a failed download.
+"""
+
+
+class DataError(ValueError):
+    """A data file is missing, malformed or does not match its checksum."""
+
+
+class DownloadError(DataError):
+    """No mirror could deliver a file (offline, refused, truncated, ...)."""
+
+
+class ChecksumError(DownloadError):
+    """A file's content does not match its published checksum."""

@@ -1,0 +1,56 @@
+"""Layers, containers, losses and initialisers: `from npcnn import nn`."""
+
+from npcnn.nn import init
+from npcnn.nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
+from npcnn.nn.batchnorm import BatchNorm1D, BatchNorm2D
+from npcnn.nn.container import Sequential
+from npcnn.nn.conv import Conv2D
+from npcnn.nn.dropout import Dropout
+from npcnn.nn.linear import Dense, Flatten
+from npcnn.nn.loss import CrossEntropyLoss, log_softmax, softmax
+from npcnn.nn.module import Layer, NoForwardError, Parameter
+from npcnn.nn.pooling import AvgPool2D, MaxPool2D
+
+#: Every layer type by name, for rebuilding a model from its saved architecture.
+LAYERS: dict[str, type[Layer]] = {
+    cls.__name__: cls
+    for cls in (
+        AvgPool2D,
+        BatchNorm1D,
+        BatchNorm2D,
+        Conv2D,
+        Dense,
+        Dropout,
+        Flatten,
+        LeakyReLU,
+        MaxPool2D,
+        ReLU,
+        Sequential,
+        Sigmoid,
+        Tanh,
+    )
+}
+
+__all__ = [
+    "LAYERS",
+    "AvgPool2D",
+    "BatchNorm1D",
+    "BatchNorm2D",
+    "Conv2D",
+    "CrossEntropyLoss",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "Layer",
+    "LeakyReLU",
+    "MaxPool2D",
+    "NoForwardError",
+    "Parameter",
+    "ReLU",
+    "Sequential",
+    "Sigmoid",
+    "Tanh",
+    "init",
+    "log_softmax",
+    "softmax",
+]

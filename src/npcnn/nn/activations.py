@@ -1,0 +1,93 @@
+"""Elementwise activations. Each keeps, from a training forward, the least its backward needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from npcnn.nn.module import Layer, NoForwardError, keeps_cache
+
+
+class ReLU(Layer):
+    """y = max(x, 0). Backward: dx = dy where x > 0, else 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._mask: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        if keeps_cache(training):
+            self._mask = x > 0
+        return np.maximum(x, 0)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        if self._mask is None:
+            raise NoForwardError(self)
+        return dy * self._mask
+
+
+class LeakyReLU(Layer):
+    """y = x if x > 0 else negative_slope * x. Backward: dx = dy * (1 or negative_slope)."""
+
+    def __init__(self, negative_slope: float = 0.01) -> None:
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+        self._mask: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        positive = x > 0
+        if keeps_cache(training):
+            self._mask = positive
+        return np.where(positive, x, x * x.dtype.type(self.negative_slope))
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        if self._mask is None:
+            raise NoForwardError(self)
+        return np.where(self._mask, dy, dy * dy.dtype.type(self.negative_slope))
+
+    def config(self) -> dict[str, Any]:
+        return {"negative_slope": self.negative_slope}
+
+
+class Sigmoid(Layer):
+    """y = 1 / (1 + exp(-x)). Backward: dx = dy * y * (1 - y).
+
+    Written as exp(min(x, 0)) / (1 + exp(-|x|)) so that exp never overflows.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._y: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        e = np.exp(-np.abs(x))
+        y = np.where(x >= 0, 1.0, e) / (1.0 + e)
+        y = y.astype(x.dtype, copy=False)
+        if keeps_cache(training):
+            self._y = y
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        if self._y is None:
+            raise NoForwardError(self)
+        return dy * self._y * (1 - self._y)
+
+
+class Tanh(Layer):
+    """y = tanh(x). Backward: dx = dy * (1 - y^2)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._y: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        y = np.tanh(x)
+        if keeps_cache(training):
+            self._y = y
+        return y
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        if self._y is None:
+            raise NoForwardError(self)
+        return dy * (1 - self._y * self._y)

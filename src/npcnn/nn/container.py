@@ -1,0 +1,70 @@
+"""Sequential: layers applied one after another; backward runs them in reverse."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import numpy as np
+
+from npcnn.nn.module import Layer
+
+
+class Sequential(Layer):
+    """y = layers[-1](...layers[1](layers[0](x))). Children are named "0", "1", ... as in PyTorch.
+
+    Accepts a list of layers (`Sequential([a, b])`) or the layers themselves
+    (`Sequential(a, b)`).
+    """
+
+    def __init__(self, layers: Iterable[Layer] | Layer = (), *more: Layer) -> None:
+        super().__init__()
+        items = [layers, *more] if isinstance(layers, Layer) else [*layers, *more]
+        for i, layer in enumerate(items):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"Sequential item {i} is a {type(layer).__name__}, not a Layer")
+            self._children[str(i)] = layer
+
+    @property
+    def layers(self) -> list[Layer]:
+        return list(self._children.values())
+
+    def __len__(self) -> int:
+        return len(self._children)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self._children.values())
+
+    def __getitem__(self, index: int) -> Layer:
+        return self.layers[index]
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        for layer in self._children.values():
+            x = layer.forward(x, training=training)
+        return x
+
+    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """dy (gradient of the loss w.r.t. the output) -> dx; fills every parameter's .grad.
+
+        With `need_input_grad=False` the first layer skips its input gradient
+        (nothing needs dL/dx of a network's input while training) and None is
+        returned; layers that cannot skip it compute it anyway.
+        """
+        layers = self.layers
+        for layer in reversed(layers[1:]):
+            dy = layer.backward(dy)
+        if not layers:
+            return dy
+        first = layers[0]
+        if not need_input_grad and "need_input_grad" in inspect.signature(first.backward).parameters:
+            return first.backward(dy, need_input_grad=False)
+        dx = first.backward(dy)
+        return dx if need_input_grad else None
+
+    def config(self) -> dict[str, Any]:
+        return {"layers": [{"type": type(layer).__name__, "config": layer.config()} for layer in self]}
+
+    def __repr__(self) -> str:
+        inner = "\n".join(f"  ({name}): {layer!r}" for name, layer in self._children.items())
+        return f"Sequential(\n{inner}\n)"

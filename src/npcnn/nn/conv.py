@@ -1,0 +1,216 @@
+"""2-D convolution (cross-correlation, as in every deep-learning library).
+
+Shapes: input x (N, C, H, W), weight (O, C, kh, kw), bias (O,), output
+y (N, O, Ho, Wo) with Ho = (H + 2*ph - kh) // sh + 1 (likewise Wo).
+
+Forward:  y[n, o, a, b] = bias[o] + sum_{c,i,j} w[o, c, i, j] * xp[n, c, a*sh + i, b*sw + j]
+where xp is x zero-padded by (ph, pw).
+
+How it is computed (im2col + GEMM): copy every receptive field into a row of
+a matrix `cols` of shape (N*Ho*Wo, kh*kw*C); then y = cols @ W with W the
+weight reshaped to (kh*kw*C, O). One matrix product does all the
+multiply-adds, at BLAS speed.
+
+Backward, given dy = dL/dy:
+- dL/dbias[o] = sum over n, a, b of dy[n, o, a, b]
+- dL/dW = cols^T @ dy  (the same matrix as the forward, transposed)
+- dL/dx is itself a convolution: spread dy out by the stride (zeros between
+  rows), pad it by kh-1, and correlate it with the kernel flipped in both
+  spatial axes and with in/out channels swapped. Every input pixel then
+  gathers the contributions of all the outputs it fed, in one more GEMM,
+  instead of scattering them with kh*kw strided additions.
+
+Performance: the work is done in chunks of images small enough for `cols`
+to stay in cache (GEMMs with 10-100 output channels run far below peak
+otherwise) and the chunks are spread over the cores. Data is kept
+channels-last inside (see `layout.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from npcnn._parallel import chunk_ranges, parallel_map
+from npcnn.nn import init
+from npcnn.nn.layout import from_channels_last, to_channels_last
+from npcnn.nn.module import (
+    DEFAULT_DTYPE,
+    Layer,
+    NoForwardError,
+    Parameter,
+    as_pair,
+    check_input,
+    keeps_cache,
+)
+
+
+def _pad(x: np.ndarray, ph: int, pw: int, rows: slice = slice(None)) -> np.ndarray:
+    """Zero-pad the spatial axes of channels-last `x[rows]` (N, H, W, C)."""
+    xb = x[rows]
+    if ph == 0 and pw == 0:
+        return xb
+    n, h, w, c = xb.shape
+    out = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=xb.dtype)
+    out[:, ph : ph + h, pw : pw + w, :] = xb
+    return out
+
+
+def _im2col(
+    xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int, top: int = 0, left: int = 0
+) -> np.ndarray:
+    """Receptive fields of channels-last `xp` (B, Hp, Wp, C) as a (B*ho*wo, kh*kw*C) matrix.
+
+    Row (b, a, c) holds xp[b, top + a*sh + i, left + c*sw + j, :] for every (i, j),
+    in (i, j, channel) order. One strided copy per kernel offset: kh*kw copies
+    of whole (B, ho, wo, C) blocks, no loop over pixels.
+    """
+    b, _, _, c = xp.shape
+    cols = np.empty((b, ho, wo, kh, kw, c), dtype=xp.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            r0, c0 = top + i, left + j
+            cols[:, :, :, i, j, :] = xp[:, r0 : r0 + sh * (ho - 1) + 1 : sh, c0 : c0 + sw * (wo - 1) + 1 : sw]
+    return cols.reshape(b * ho * wo, kh * kw * c)
+
+
+class Conv2D(Layer):
+    """2-D convolution over (N, C, H, W) input; weight (out, in, kh, kw) as in PyTorch.
+
+    Args:
+        in_channels, out_channels: C and O.
+        kernel_size, stride, padding: an int or an (h, w) pair; zero padding.
+        bias: learn an additive bias per output channel.
+        rng: seed or Generator for the He-normal initial weights.
+        dtype: float32 (default) or float64.
+    """
+
+    _param_names = ("weight", "bias")
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        bias: bool = True,
+        *,
+        rng: np.random.Generator | int | None = None,
+        dtype: np.typing.DTypeLike = DEFAULT_DTYPE,
+    ) -> None:
+        super().__init__()
+        self.in_channels = int(in_channels)
+        self.out_channels = int(out_channels)
+        self.kernel_size = as_pair(kernel_size, "kernel_size")
+        self.stride = as_pair(stride, "stride")
+        self.padding = as_pair(padding, "padding")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise ValueError(
+                f"Conv2D needs kernel_size >= 1, stride >= 1, padding >= 0; got "
+                f"{self.kernel_size}, {self.stride}, {self.padding}"
+            )
+        kh, kw = self.kernel_size
+        self.weight = Parameter(np.zeros((out_channels, in_channels, kh, kw), dtype=dtype))
+        self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
+        self._x: np.ndarray | None = None
+        self.reset_parameters(rng)
+
+    def reset_parameters(self, rng: np.random.Generator | int | None = None) -> None:
+        rng = np.random.default_rng(rng)
+        init.kaiming_normal_(self.weight, rng)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        """(Ho, Wo) for an (H, W) input; ValueError when the kernel does not fit."""
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        if h + 2 * ph < kh or w + 2 * pw < kw:
+            raise ValueError(
+                f"Conv2D input of size {h}x{w} (padded to {h + 2 * ph}x{w + 2 * pw}) "
+                f"is smaller than the {kh}x{kw} kernel"
+            )
+        return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        check_input(x, 4, self, self.in_channels)
+        ho, wo = self.output_size(x.shape[2], x.shape[3])
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        dtype = self.weight.data.dtype
+        x_cl = to_channels_last(x.astype(dtype, copy=False))
+        n, o = x.shape[0], self.out_channels
+        # (O, C, kh, kw) -> (kh*kw*C, O), matching the (i, j, channel) order of cols.
+        w_mat = self.weight.data.transpose(2, 3, 1, 0).reshape(-1, o)
+        y = np.empty((n, ho, wo, o), dtype=dtype)
+        bias = self.bias.data if self.bias is not None else None
+
+        def run(rows: range) -> None:
+            sl = slice(rows.start, rows.stop)
+            cols = _im2col(_pad(x_cl, ph, pw, sl), kh, kw, sh, sw, ho, wo)
+            out = y[sl].reshape(-1, o)
+            np.matmul(cols, w_mat, out=out)
+            if bias is not None:
+                out += bias
+
+        parallel_map(run, chunk_ranges(n, ho * wo * w_mat.shape[0] * y.itemsize))
+        self._x = x_cl if keeps_cache(training) else None
+        return from_channels_last(y)
+
+    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """dy (N, O, Ho, Wo) -> dx (N, C, H, W); adds into weight.grad and bias.grad.
+
+        With `need_input_grad=False` (the first layer of a network) dx is skipped
+        and None is returned.
+        """
+        if self._x is None:
+            raise NoForwardError(self)
+        x_cl = self._x
+        n, h, w, c = x_cl.shape
+        o = self.out_channels
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        ho, wo = self.output_size(h, w)
+        if dy.shape != (n, o, ho, wo):
+            raise ValueError(f"Conv2D.backward expects dy of shape {(n, o, ho, wo)}, got {dy.shape}")
+        dtype = self.weight.data.dtype
+        dy_cl = to_channels_last(dy.astype(dtype, copy=False))
+        dx = np.empty((n, h, w, c), dtype=dtype) if need_input_grad else None
+        # Flipped kernel with in/out swapped: (O, C, kh, kw) -> (kh*kw*O, C).
+        w_flip = self.weight.data[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(-1, c)
+        # dy spread by the stride and padded so that a plain stride-1 correlation
+        # with the flipped kernel yields dL/dx (rows beyond the last window stay 0).
+        hd = max(kh - 1 + sh * (ho - 1) + 1, ph + h + kh - 1)
+        wd = max(kw - 1 + sw * (wo - 1) + 1, pw + w + kw - 1)
+
+        def run(rows: range) -> tuple[np.ndarray, np.ndarray]:
+            sl = slice(rows.start, rows.stop)
+            dy_b = dy_cl[sl]
+            dy_2d = dy_b.reshape(-1, o)
+            cols = _im2col(_pad(x_cl, ph, pw, sl), kh, kw, sh, sw, ho, wo)
+            dw_part = dy_2d.T @ cols
+            db_part = dy_2d.sum(axis=0)
+            if dx is not None:
+                spread = np.zeros((len(rows), hd, wd, o), dtype=dtype)
+                spread[:, kh - 1 : kh - 1 + sh * (ho - 1) + 1 : sh, kw - 1 : kw - 1 + sw * (wo - 1) + 1 : sw] = dy_b
+                dcols = _im2col(spread, kh, kw, 1, 1, h, w, top=ph, left=pw)
+                np.matmul(dcols, w_flip, out=dx[sl].reshape(-1, c))
+            return dw_part, db_part
+
+        itemsize = np.dtype(dtype).itemsize
+        per_image = max(ho * wo * kh * kw * c, h * w * kh * kw * o) * itemsize
+        parts = parallel_map(run, chunk_ranges(n, per_image))
+        dw = sum(p[0] for p in parts)
+        self.weight.grad += dw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
+        if self.bias is not None:
+            self.bias.grad += sum(p[1] for p in parts)
+        return from_channels_last(dx) if dx is not None else None
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "bias": self.bias is not None,
+        }

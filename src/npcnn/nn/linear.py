@@ -1,0 +1,112 @@
+"""Fully connected layer and the flattening that usually precedes it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from npcnn.nn import init
+from npcnn.nn.layout import from_channels_last, is_channels_last
+from npcnn.nn.module import (
+    DEFAULT_DTYPE,
+    Layer,
+    NoForwardError,
+    Parameter,
+    check_input,
+    keeps_cache,
+)
+
+
+class Dense(Layer):
+    """y = x @ weight.T + bias: x (N, in), weight (out, in) as PyTorch's Linear, y (N, out).
+
+    Backward: dx = dy @ weight,  dweight = dy.T @ x,  dbias = sum over N of dy.
+
+    Args:
+        in_features, out_features: sizes of x's and y's second axis.
+        bias: learn an additive bias.
+        rng: seed or Generator for the He-normal initial weights.
+        dtype: float32 (default) or float64.
+    """
+
+    _param_names = ("weight", "bias")
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        rng: np.random.Generator | int | None = None,
+        dtype: np.typing.DTypeLike = DEFAULT_DTYPE,
+    ) -> None:
+        super().__init__()
+        self.in_features = int(in_features)
+        self.out_features = int(out_features)
+        self.weight = Parameter(np.zeros((out_features, in_features), dtype=dtype))
+        self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
+        self._x: np.ndarray | None = None
+        self.reset_parameters(rng)
+
+    def reset_parameters(self, rng: np.random.Generator | int | None = None) -> None:
+        rng = np.random.default_rng(rng)
+        init.kaiming_normal_(self.weight, rng)
+        if self.bias is not None:
+            init.zeros_(self.bias)
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        check_input(x, 2, self, self.in_features)
+        x = x.astype(self.weight.data.dtype, copy=False)
+        y = x @ self.weight.data.T
+        if self.bias is not None:
+            y += self.bias.data
+        self._x = x if keeps_cache(training) else None
+        return y
+
+    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """dy (N, out) -> dx (N, in), or None with `need_input_grad=False`."""
+        if self._x is None:
+            raise NoForwardError(self)
+        dy = dy.astype(self.weight.data.dtype, copy=False)
+        self.weight.grad += dy.T @ self._x
+        if self.bias is not None:
+            self.bias.grad += dy.sum(axis=0)
+        return dy @ self.weight.data if need_input_grad else None
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": self.bias is not None,
+        }
+
+
+class Flatten(Layer):
+    """(N, d1, d2, ...) -> (N, d1*d2*...), in C order: (N, C, H, W) flattens as C, H, W like PyTorch.
+
+    Backward reshapes dy back, keeping the channels-last memory that the
+    layers before it work in (see `layout.py`).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._shape: tuple[int, ...] | None = None
+        self._channels_last = False
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        if x.ndim < 2:
+            raise ValueError(f"Flatten expects input of shape (N, ...), got shape {x.shape}")
+        if keeps_cache(training):
+            self._shape = x.shape
+            self._channels_last = is_channels_last(x)
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        if self._shape is None:
+            raise NoForwardError(self)
+        check_input(dy, 2, self)
+        dx = dy.reshape(self._shape)
+        if self._channels_last:
+            dx = from_channels_last(np.ascontiguousarray(dx.transpose(0, 2, 3, 1)))
+        return dx

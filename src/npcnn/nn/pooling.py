@@ -1,0 +1,181 @@
+"""Max and average pooling over (N, C, H, W) input.
+
+Output size, as in PyTorch (floor mode): Ho = (H + 2*ph - kh) // sh + 1.
+Windows may overlap (kernel 3, stride 2) and may be padded (max pooling pads
+with -inf, average pooling with zeros that count in the average, PyTorch's
+`count_include_pad=True`).
+
+Both layers loop over the kh*kw offsets of the window, never over pixels:
+offset (i, j) of every window at once is the strided view
+xp[:, i::sh, j::sw] (channels-last inside, see `layout.py`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from npcnn._parallel import chunk_ranges, parallel_map
+from npcnn.nn.layout import from_channels_last, to_channels_last
+from npcnn.nn.module import Layer, NoForwardError, as_pair, check_input, keeps_cache
+
+
+class _Pool2D(Layer):
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:
+        super().__init__()
+        self.kernel_size = as_pair(kernel_size, "kernel_size")
+        self.stride = as_pair(stride if stride is not None else kernel_size, "stride")
+        self.padding = as_pair(padding, "padding")
+        kh, kw = self.kernel_size
+        ph, pw = self.padding
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise ValueError(f"{type(self).__name__}: kernel_size and stride must be >= 1")
+        if 2 * ph > kh or 2 * pw > kw:
+            raise ValueError(
+                f"{type(self).__name__}: padding {self.padding} must be at most half "
+                f"the kernel size {self.kernel_size}"
+            )
+        self._shape: tuple[int, ...] | None = None
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        if h + 2 * ph < kh or w + 2 * pw < kw:
+            raise ValueError(
+                f"{type(self).__name__} input of size {h}x{w} is smaller than the {kh}x{kw} window"
+            )
+        return (h + 2 * ph - kh) // sh + 1, (w + 2 * pw - kw) // sw + 1
+
+    def _offsets(self) -> list[tuple[int, int]]:
+        kh, kw = self.kernel_size
+        return [(i, j) for i in range(kh) for j in range(kw)]
+
+    def _window(self, xp: np.ndarray, i: int, j: int, ho: int, wo: int) -> np.ndarray:
+        """Offset (i, j) of every window: a strided (B, ho, wo, C) view of padded `xp`."""
+        sh, sw = self.stride
+        return xp[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw]
+
+    def _pad(self, x_cl: np.ndarray, fill: float) -> np.ndarray:
+        ph, pw = self.padding
+        if ph == 0 and pw == 0:
+            return x_cl
+        n, h, w, c = x_cl.shape
+        xp = np.full((n, h + 2 * ph, w + 2 * pw, c), fill, dtype=x_cl.dtype)
+        xp[:, ph : ph + h, pw : pw + w] = x_cl
+        return xp
+
+    def _unpad(self, dxp: np.ndarray) -> np.ndarray:
+        ph, pw = self.padding
+        h, w = self._shape[1] - 2 * ph, self._shape[2] - 2 * pw
+        return dxp[:, ph : ph + h, pw : pw + w]
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+        }
+
+
+class MaxPool2D(_Pool2D):
+    """y[n, c, a, b] = max over the window of xp[n, c, a*sh + i, b*sw + j].
+
+    Backward: each window's gradient goes to one input, the FIRST maximum in
+    row-major order, as PyTorch does. Ties are everywhere in real data
+    (blank background is 0 after ReLU); sending the gradient to every tied
+    maximum would multiply it. Overlapping windows add their gradients.
+    """
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+    ) -> None:
+        super().__init__(kernel_size, stride, padding)
+        self._argmax: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        check_input(x, 4, self)
+        ho, wo = self.output_size(x.shape[2], x.shape[3])
+        xp = self._pad(to_channels_last(x), -np.inf)
+        n, c = xp.shape[0], xp.shape[3]
+        y = np.empty((n, ho, wo, c), dtype=xp.dtype)
+        # Index of the winning offset within the window (row-major), for backward.
+        argmax = np.zeros((n, ho, wo, c), dtype=np.uint8) if keeps_cache(training) else None
+        offsets = self._offsets()
+
+        def run(rows: range) -> None:
+            sl = slice(rows.start, rows.stop)
+            xb, yb = xp[sl], y[sl]
+            yb[...] = self._window(xb, *offsets[0], ho, wo)
+            for k, (i, j) in enumerate(offsets[1:], start=1):
+                v = self._window(xb, i, j, ho, wo)
+                if argmax is None:
+                    np.maximum(yb, v, out=yb)
+                else:
+                    # Strictly greater: an equal later value never displaces the first maximum.
+                    better = v > yb
+                    np.copyto(yb, v, where=better)
+                    np.copyto(argmax[sl], k, where=better)
+
+        parallel_map(run, chunk_ranges(n, xp[0].nbytes + y[0].nbytes))
+        if keeps_cache(training):
+            self._argmax, self._shape = argmax, xp.shape
+        return from_channels_last(y)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
+        if self._argmax is None:
+            raise NoForwardError(self)
+        dy_cl = to_channels_last(dy)
+        if dy_cl.shape != self._argmax.shape:
+            raise ValueError(f"MaxPool2D.backward: dy has shape {dy.shape}, expected the output's")
+        n, ho, wo, _ = dy_cl.shape
+        dxp = np.zeros(self._shape, dtype=dy_cl.dtype)
+        offsets = self._offsets()
+
+        def run(rows: range) -> None:
+            sl = slice(rows.start, rows.stop)
+            dxb, dyb, amax = dxp[sl], dy_cl[sl], self._argmax[sl]
+            for k, (i, j) in enumerate(offsets):
+                view = self._window(dxb, i, j, ho, wo)
+                np.add(view, dyb, out=view, where=amax == k)
+
+        parallel_map(run, chunk_ranges(n, dxp[0].nbytes + dy_cl[0].nbytes))
+        return from_channels_last(self._unpad(dxp))
+
+
+class AvgPool2D(_Pool2D):
+    """y[n, c, a, b] = mean over the kh*kw window of xp (zero padding counts).
+
+    Backward: every input of a window receives dy / (kh*kw) from it.
+    """
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        check_input(x, 4, self)
+        ho, wo = self.output_size(x.shape[2], x.shape[3])
+        xp = self._pad(to_channels_last(x), 0.0)
+        y = np.zeros((xp.shape[0], ho, wo, xp.shape[3]), dtype=xp.dtype)
+        for i, j in self._offsets():
+            y += self._window(xp, i, j, ho, wo)
+        y *= 1.0 / (self.kernel_size[0] * self.kernel_size[1])
+        if keeps_cache(training):
+            self._shape = xp.shape
+        return from_channels_last(y)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
+        if self._shape is None:
+            raise NoForwardError(self)
+        dy_cl = to_channels_last(dy) * (1.0 / (self.kernel_size[0] * self.kernel_size[1]))
+        _, ho, wo, _ = dy_cl.shape
+        dxp = np.zeros(self._shape, dtype=dy_cl.dtype)
+        for i, j in self._offsets():
+            self._window(dxp, i, j, ho, wo)[...] += dy_cl
+        return from_channels_last(self._unpad(dxp))

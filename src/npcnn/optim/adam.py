@@ -1,0 +1,84 @@
+"""Adam and AdamW, with torch.optim's update rules and bias correction."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import numpy as np
+
+from npcnn.nn.module import Parameter
+from npcnn.optim.optimizer import Optimizer
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015), as torch.optim.Adam. For each parameter p, at step t:
+
+        g <- g + weight_decay * p                 (L2 penalty through the gradient)
+        m <- beta1 * m + (1 - beta1) * g
+        v <- beta2 * v + (1 - beta2) * g^2
+        p <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+    """
+
+    _state_names = ("exp_avg", "exp_avg_sq", "step")
+    _hyper_names = ("lr", "betas", "eps", "weight_decay")
+    _decoupled = False
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__(params, lr)
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"betas must lie in [0, 1), got {betas}")
+        if eps < 0 or weight_decay < 0:
+            raise ValueError("eps and weight_decay must be >= 0")
+        self.betas = (float(betas[0]), float(betas[1]))
+        self.eps = float(eps)
+        self.weight_decay = float(weight_decay)
+
+    def step(self) -> None:
+        beta1, beta2 = self.betas
+        for p, st in zip(self.params, self.state, strict=True):
+            if not st:
+                st["exp_avg"] = np.zeros_like(p.data)
+                st["exp_avg_sq"] = np.zeros_like(p.data)
+                st["step"] = np.array(0, dtype=np.int64)
+            st["step"] += 1
+            t = int(st["step"])
+            g = p.grad
+            if self.weight_decay:
+                if self._decoupled:
+                    p.data *= p.dtype.type(1 - self.lr * self.weight_decay)
+                else:
+                    g = g + self.weight_decay * p.data
+            m, v = st["exp_avg"], st["exp_avg_sq"]
+            m *= beta1
+            m += (1 - beta1) * g
+            v *= beta2
+            v += (1 - beta2) * g * g
+            step_size = self.lr / (1 - beta1**t)
+            denom = np.sqrt(v) / p.dtype.type(math.sqrt(1 - beta2**t)) + p.dtype.type(self.eps)
+            p.data -= p.dtype.type(step_size) * m / denom
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter 2019), as torch.optim.AdamW:
+    p <- p * (1 - lr * weight_decay) before the Adam update, which then uses the raw gradient.
+    """
+
+    _decoupled = True
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay)

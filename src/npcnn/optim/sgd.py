@@ -1,0 +1,57 @@
+"""Stochastic gradient descent with PyTorch's momentum, Nesterov and weight-decay rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from npcnn.nn.module import Parameter
+from npcnn.optim.optimizer import Optimizer
+
+
+class SGD(Optimizer):
+    """For each parameter p with gradient g (as torch.optim.SGD):
+
+        g <- g + weight_decay * p
+        b <- g on the first step, else momentum * b + (1 - dampening) * g
+        g <- g + momentum * b if nesterov else b          (when momentum != 0)
+        p <- p - lr * g
+    """
+
+    _state_names = ("momentum_buffer",)
+    _hyper_names = ("lr", "momentum", "dampening", "weight_decay", "nesterov")
+
+    def __init__(
+        self,
+        params: Iterable[Parameter],
+        lr: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+    ) -> None:
+        super().__init__(params, lr)
+        if momentum < 0 or weight_decay < 0:
+            raise ValueError("momentum and weight_decay must be >= 0")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires momentum > 0 and dampening = 0")
+        self.momentum = float(momentum)
+        self.dampening = float(dampening)
+        self.weight_decay = float(weight_decay)
+        self.nesterov = bool(nesterov)
+
+    def step(self) -> None:
+        for p, st in zip(self.params, self.state, strict=True):
+            g = p.grad
+            if self.weight_decay:
+                g = g + self.weight_decay * p.data
+            if self.momentum:
+                buf = st.get("momentum_buffer")
+                if buf is None:
+                    buf = st["momentum_buffer"] = np.array(g, dtype=p.dtype, copy=True)
+                else:
+                    buf *= self.momentum
+                    buf += (1 - self.dampening) * g
+                g = g + self.momentum * buf if self.nesterov else buf
+            p.data -= p.dtype.type(self.lr) * g

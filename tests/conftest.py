@@ -1,0 +1,50 @@
+"""Shared fixtures: a seeded generator and a builder for the notebook network."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from npcnn import nn
+
+
+def build_notebook_model(
+    rng: np.random.Generator | int | None = 0, dtype: np.typing.DTypeLike = np.float32
+) -> nn.Sequential:
+    """The network of the original notebook, for (N, 1, 28, 28) inputs and 10 classes.
+
+    28x28 -> conv3 pad1 -> 16x28x28 -> pool2 -> 16x14x14 -> conv4 pad1 -> 18x13x13
+    -> flatten 3042 -> 20 -> 10.
+    """
+    rng = np.random.default_rng(rng)
+    model = nn.Sequential(
+        [
+            nn.Conv2D(1, 16, 3, padding=1, bias=False, rng=rng),
+            nn.BatchNorm2D(16),
+            nn.ReLU(),
+            nn.MaxPool2D(2),
+            nn.Conv2D(16, 18, 4, padding=1, bias=False, rng=rng),
+            nn.BatchNorm2D(18),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Dense(18 * 13 * 13, 20, bias=False, rng=rng),
+            nn.BatchNorm1D(20),
+            nn.ReLU(),
+            nn.Dense(20, 10, rng=rng),
+        ]
+    )
+    return model.astype(dtype)
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    """A fresh generator with a fixed seed, so that every test is reproducible."""
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def notebook_model() -> Callable[..., nn.Sequential]:
+    """The builder `build_notebook_model(rng=0, dtype=np.float32)`."""
+    return build_notebook_model

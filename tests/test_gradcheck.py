@@ -1,0 +1,196 @@
+"""Finite-difference checks of every layer's backward, and of gradcheck itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import npcnn
+from npcnn import nn
+
+TOLERANCE = 1e-6
+
+
+def _away_from_zero(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Values with |x| >= 0.1, so that ReLU kinks are never within eps of a sample."""
+    x = rng.standard_normal(shape)
+    return np.sign(x) * (0.1 + np.abs(x))
+
+
+def _assert_gradcheck(layer: nn.Layer, x: np.ndarray, *args, **kwargs) -> None:
+    layer.astype(np.float64)
+    result = npcnn.gradcheck(layer, x.astype(np.float64), *args, **kwargs)
+    expected_names = {"input"} | {name for name, _ in layer.named_parameters()}
+    assert set(result.errors) == expected_names
+    assert result.max_error == pytest.approx(max(result.errors.values()))
+    assert result.max_error < TOLERANCE, result.errors
+
+
+# (N, C, H, W, out_channels, kernel, stride, padding, bias)
+CONV_CONFIGS = [
+    (2, 2, 5, 5, 3, 3, 1, 1, True),
+    (1, 3, 6, 5, 2, 3, 2, 0, True),
+    (2, 1, 7, 4, 2, (2, 3), (1, 2), (1, 0), False),
+    (1, 2, 5, 7, 2, 2, 3, 2, True),
+    (3, 1, 4, 4, 1, 1, 1, 0, False),
+]
+
+
+@pytest.mark.parametrize("cfg", CONV_CONFIGS, ids=str)
+@pytest.mark.parametrize("training", [True, False])
+def test_conv2d(cfg: tuple, training: bool, rng: np.random.Generator) -> None:
+    n, c, h, w, f, k, s, p, bias = cfg
+    layer = nn.Conv2D(c, f, k, stride=s, padding=p, bias=bias, rng=rng)
+    _assert_gradcheck(layer, rng.standard_normal((n, c, h, w)), training=training)
+
+
+@pytest.mark.parametrize(
+    ("shape", "k", "s", "p"),
+    [
+        ((2, 2, 6, 6), 2, None, 0),
+        ((1, 2, 7, 7), 3, 2, 0),
+        ((2, 1, 5, 6), 3, 2, 1),
+        ((1, 3, 5, 7), (2, 3), (1, 2), (1, 1)),
+    ],
+)
+@pytest.mark.parametrize("pool", [nn.MaxPool2D, nn.AvgPool2D])
+def test_pools(pool, shape, k, s, p, rng: np.random.Generator) -> None:
+    # Standard normal values are distinct, so each window's maximum is unique and stable.
+    _assert_gradcheck(pool(k, stride=s, padding=p), rng.standard_normal(shape))
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(6, 4), (1, 3), (3, 5)])
+def test_batchnorm1d(shape, training: bool, rng: np.random.Generator) -> None:
+    if training and shape[0] == 1:
+        pytest.skip("batch statistics need more than one sample")
+    layer = nn.BatchNorm1D(shape[1])
+    layer.astype(np.float64)
+    layer.weight.data[...] = rng.uniform(0.5, 1.5, shape[1])
+    layer.bias.data[...] = rng.standard_normal(shape[1])
+    layer.running_mean[...] = rng.standard_normal(shape[1])
+    layer.running_var[...] = rng.uniform(0.5, 2.0, shape[1])
+    _assert_gradcheck(layer, 2.0 * rng.standard_normal(shape) + 1.0, training=training)
+
+
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 2, 3, 3), (3, 1, 5, 2)])
+def test_batchnorm2d(shape, training: bool, rng: np.random.Generator) -> None:
+    layer = nn.BatchNorm2D(shape[1])
+    layer.astype(np.float64)
+    layer.weight.data[...] = rng.uniform(0.5, 1.5, shape[1])
+    layer.bias.data[...] = rng.standard_normal(shape[1])
+    layer.running_mean[...] = rng.standard_normal(shape[1])
+    layer.running_var[...] = rng.uniform(0.5, 2.0, shape[1])
+    _assert_gradcheck(layer, 2.0 * rng.standard_normal(shape) + 1.0, training=training)
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [nn.ReLU, nn.LeakyReLU, lambda: nn.LeakyReLU(0.2), nn.Sigmoid, nn.Tanh, nn.Flatten],
+    ids=["relu", "leaky_relu", "leaky_relu_0.2", "sigmoid", "tanh", "flatten"],
+)
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (1, 1, 3, 3)])
+@pytest.mark.parametrize("training", [True, False])
+def test_elementwise_and_flatten(layer, shape, training: bool, rng: np.random.Generator) -> None:
+    _assert_gradcheck(layer(), _away_from_zero(rng, shape), training=training)
+
+
+@pytest.mark.parametrize("shape", [(4, 7), (1, 2, 3, 5), (2, 3, 4, 4)])
+def test_dropout_training_and_inference(shape, rng: np.random.Generator) -> None:
+    # gradcheck must reuse one dropout mask for every evaluation (it reseeds per forward).
+    _assert_gradcheck(nn.Dropout(0.4, rng=rng), rng.standard_normal(shape), training=True)
+    _assert_gradcheck(nn.Dropout(0.4, rng=rng), rng.standard_normal(shape), training=False)
+
+
+@pytest.mark.parametrize(("n", "fin", "fout", "bias"), [(3, 5, 4, True), (1, 7, 2, False)])
+@pytest.mark.parametrize("training", [True, False])
+def test_dense(n, fin, fout, bias, training: bool, rng: np.random.Generator) -> None:
+    layer = nn.Dense(fin, fout, bias=bias, rng=rng)
+    _assert_gradcheck(layer, rng.standard_normal((n, fin)), training=training)
+
+
+def _small_cnn(rng: np.random.Generator) -> nn.Sequential:
+    return nn.Sequential(
+        [
+            nn.Conv2D(2, 3, 3, padding=1, rng=rng),
+            nn.BatchNorm2D(3),
+            nn.LeakyReLU(0.1),
+            nn.MaxPool2D(2),
+            nn.Conv2D(3, 4, 2, stride=1, bias=False, rng=rng),
+            nn.Tanh(),
+            nn.AvgPool2D(2, stride=1),
+            nn.Flatten(),
+            nn.Dense(4 * 1 * 2, 6, rng=rng),
+            nn.Dropout(0.3, rng=rng),
+            nn.BatchNorm1D(6),
+            nn.Sigmoid(),
+            nn.Dense(6, 3, rng=rng),
+        ]
+    )
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_sequential(training: bool, rng: np.random.Generator) -> None:
+    model = _small_cnn(rng)
+    x = rng.standard_normal((3, 2, 6, 8))
+    if not training:
+        # Give the running statistics non-trivial values first.
+        model.forward(x.astype(np.float32), training=True)
+    _assert_gradcheck(model, x, training=training)
+
+
+def test_sequential_with_cross_entropy(rng: np.random.Generator) -> None:
+    model = _small_cnn(rng)
+    x = rng.standard_normal((4, 2, 6, 8))
+    y = np.array([0, 2, 1, 2])
+    _assert_gradcheck(model, x, y, loss_fn=nn.CrossEntropyLoss())
+
+
+def test_notebook_network_with_cross_entropy(notebook_model) -> None:
+    rng = np.random.default_rng(7)
+    model = notebook_model(rng=3, dtype=np.float64)
+    x = rng.uniform(0.0, 1.0, (2, 1, 28, 28))
+    y = np.array([3, 8])
+    _assert_gradcheck(model, x, y, loss_fn=nn.CrossEntropyLoss())
+
+
+class _WrongReLU(nn.ReLU):
+    """ReLU whose backward is off by 10 % on every element."""
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return 1.1 * super().backward(dy)
+
+
+class _WrongDense(nn.Dense):
+    """Dense whose weight gradient is transposed-and-scaled wrongly (input grad is right)."""
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        before = self.weight.grad.copy()
+        dx = super().backward(dy)
+        self.weight.grad[...] = before + 2.0 * (self.weight.grad - before)
+        return dx
+
+
+def test_gradcheck_detects_a_wrong_input_gradient(rng: np.random.Generator) -> None:
+    layer = _WrongReLU().astype(np.float64)
+    result = npcnn.gradcheck(layer, _away_from_zero(rng, (2, 3, 4, 4)))
+    assert result.errors["input"] > 1e-2
+    assert result.max_error > 1e-2
+
+
+def test_gradcheck_detects_a_wrong_parameter_gradient(rng: np.random.Generator) -> None:
+    layer = _WrongDense(4, 3, rng=rng).astype(np.float64)
+    result = npcnn.gradcheck(layer, rng.standard_normal((5, 4)))
+    assert result.errors["weight"] > 1e-1
+    assert result.errors["input"] < TOLERANCE
+    assert result.errors["bias"] < TOLERANCE
+
+
+def test_gradcheck_detects_a_wrong_layer_inside_sequential(rng: np.random.Generator) -> None:
+    model = nn.Sequential([nn.Dense(4, 5, rng=rng), _WrongReLU(), nn.Dense(5, 2, rng=rng)])
+    model.astype(np.float64)
+    result = npcnn.gradcheck(model, rng.standard_normal((3, 4)))
+    assert result.max_error > 1e-2
+    # The last layer's weight gradient does not pass through the wrong backward.
+    assert result.errors["2.weight"] < TOLERANCE

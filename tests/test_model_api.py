@@ -1,0 +1,336 @@
+"""The model API: Sequential, names, state dicts, dtypes, initialisation and modes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import npcnn
+from npcnn import nn
+
+NOTEBOOK_PARAMS = [
+    "0.weight",
+    "1.weight",
+    "1.bias",
+    "4.weight",
+    "5.weight",
+    "5.bias",
+    "8.weight",
+    "9.weight",
+    "9.bias",
+    "11.weight",
+    "11.bias",
+]
+
+
+def test_sequential_container_protocol(rng) -> None:
+    layers = [nn.Dense(3, 4, rng=rng), nn.ReLU(), nn.Dense(4, 2, rng=rng)]
+    model = nn.Sequential(layers)
+    assert len(model) == 3
+    assert model[0] is layers[0]
+    assert model[-1] is layers[2]
+    assert list(model) == layers
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    expected = layers[2].forward(layers[1].forward(layers[0].forward(x)))
+    np.testing.assert_array_equal(model.forward(x), expected)
+    np.testing.assert_array_equal(model(x), expected)
+
+
+def test_named_parameters_of_notebook(notebook_model) -> None:
+    model = notebook_model()
+    names = [name for name, _ in model.named_parameters()]
+    assert names == NOTEBOOK_PARAMS
+    params = model.parameters()
+    assert [id(p) for p in params] == [id(p) for _, p in model.named_parameters()]
+    assert all(isinstance(p, nn.Parameter) for p in params)
+    assert model[0].weight.shape == (16, 1, 3, 3)
+    assert model[4].weight.shape == (18, 16, 4, 4)
+    assert model[8].weight.shape == (20, 3042)
+    assert model[11].weight.shape == (10, 20)
+    assert model[0].bias is None
+    for p in params:
+        assert p.grad.shape == p.data.shape
+        assert p.data.dtype == np.float32
+
+
+def test_state_dict_keys_and_buffers(notebook_model) -> None:
+    model = notebook_model()
+    state = model.state_dict()
+    buffers = [
+        f"{i}.{b}"
+        for i in (1, 5, 9)
+        for b in ("running_mean", "running_var", "num_batches_tracked")
+    ]
+    assert set(state) == set(NOTEBOOK_PARAMS) | set(buffers)
+    assert [name for name, _ in model.named_buffers()] == buffers
+    np.testing.assert_array_equal(state["1.running_mean"], np.zeros(16))
+    np.testing.assert_array_equal(state["1.running_var"], np.ones(16))
+    assert int(state["1.num_batches_tracked"]) == 0
+    assert np.issubdtype(state["1.num_batches_tracked"].dtype, np.integer)
+    # A copy: editing it leaves the model alone.
+    state["0.weight"][...] = 0
+    state["1.running_mean"][...] = 5
+    assert np.any(model[0].weight.data != 0)
+    assert not np.any(model[1].running_mean)
+
+
+def test_load_state_dict_strict_and_partial(notebook_model) -> None:
+    source, target = notebook_model(rng=1), notebook_model(rng=2)
+    state = source.state_dict()
+    target.load_state_dict(state)
+    for name, value in target.state_dict().items():
+        np.testing.assert_array_equal(value, state[name])
+    del state["11.bias"]
+    with pytest.raises(ValueError, match=r"11\.bias"):
+        target.load_state_dict(state)
+    with pytest.raises(ValueError, match="extra"):
+        target.load_state_dict({**source.state_dict(), "extra": np.zeros(1)})
+    partial = {"0.weight": np.full((16, 1, 3, 3), 0.5, dtype=np.float32)}
+    target.load_state_dict(partial, strict=False)
+    np.testing.assert_array_equal(target[0].weight.data, partial["0.weight"])
+
+
+def test_astype_float64_converts_everything(notebook_model, rng) -> None:
+    model = notebook_model()
+    assert model.astype(np.float64) is model
+    for name, p in model.named_parameters():
+        assert p.data.dtype == np.float64, name
+        assert p.grad.dtype == np.float64, name
+    for name, b in model.named_buffers():
+        if "num_batches" in name:
+            assert np.issubdtype(b.dtype, np.integer)
+        else:
+            assert b.dtype == np.float64, name
+    x = rng.uniform(0, 1, (2, 1, 28, 28))
+    y = model.forward(x, training=True)
+    assert y.dtype == np.float64
+    model.backward(np.ones_like(y))
+    assert all(p.grad.dtype == np.float64 for p in model.parameters())
+
+
+def test_float64_model_matches_float32_model(notebook_model, rng) -> None:
+    x = rng.uniform(0, 1, (2, 1, 28, 28))
+    y32 = notebook_model(rng=4).forward(x.astype(np.float32))
+    y64 = notebook_model(rng=4, dtype=np.float64).forward(x)
+    np.testing.assert_allclose(y32, y64, rtol=1e-4, atol=1e-4)
+
+
+def test_default_dtype_is_float32(notebook_model, rng) -> None:
+    model = notebook_model()
+    x = rng.uniform(0, 1, (2, 1, 28, 28)).astype(np.float32)
+    y = model.forward(x, training=True)
+    assert y.dtype == np.float32
+    dx = model.backward(np.ones_like(y))
+    assert dx.dtype == np.float32
+    assert all(p.dtype == np.float32 for p in model.parameters())
+
+
+def test_reset_parameters_is_reproducible(notebook_model) -> None:
+    model = notebook_model(rng=0)
+    model.reset_parameters(np.random.default_rng(42))
+    first = model.state_dict()
+    model.reset_parameters(np.random.default_rng(42))
+    second = model.state_dict()
+    model.reset_parameters(np.random.default_rng(43))
+    third = model.state_dict()
+    for name in first:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+    assert not np.array_equal(first["0.weight"], third["0.weight"])
+    assert not np.array_equal(first["8.weight"], third["8.weight"])
+    # Same seed at construction: same model.
+    a, b = notebook_model(rng=9).state_dict(), notebook_model(rng=9).state_dict()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def test_reset_parameters_resets_batchnorm() -> None:
+    bn = nn.BatchNorm2D(3)
+    bn.forward(np.random.default_rng(0).standard_normal((4, 3, 2, 2)).astype(np.float32), True)
+    bn.weight.data[...] = 5
+    bn.reset_parameters(0)
+    np.testing.assert_array_equal(bn.weight.data, np.ones(3))
+    np.testing.assert_array_equal(bn.bias.data, np.zeros(3))
+    np.testing.assert_array_equal(bn.running_mean, np.zeros(3))
+    np.testing.assert_array_equal(bn.running_var, np.ones(3))
+    assert int(bn.num_batches_tracked) == 0
+
+
+@pytest.mark.parametrize(
+    ("layer", "fan_in"),
+    [
+        (nn.Conv2D(64, 128, 3, rng=0), 64 * 9),
+        (nn.Conv2D(16, 300, (2, 5), rng=1), 16 * 10),
+        (nn.Dense(1000, 400, rng=2), 1000),
+    ],
+    ids=["conv3x3", "conv2x5", "dense"],
+)
+def test_default_init_is_he_normal(layer: nn.Layer, fan_in: int) -> None:
+    w = layer.weight.data
+    expected_std = math.sqrt(2.0 / fan_in)
+    assert abs(float(w.mean())) < 0.05 * expected_std
+    assert float(w.std()) == pytest.approx(expected_std, rel=0.03)
+
+
+def test_dropout_identity_at_inference(rng) -> None:
+    layer = nn.Dropout(0.5, rng=rng)
+    x = rng.standard_normal((8, 10)).astype(np.float32)
+    np.testing.assert_array_equal(layer.forward(x), x)
+    np.testing.assert_array_equal(layer.forward(x, training=False), x)
+
+
+def test_dropout_inverted_scaling_in_training(rng) -> None:
+    p = 0.3
+    layer = nn.Dropout(p, rng=rng)
+    x = rng.uniform(1.0, 2.0, (200, 100)).astype(np.float32)
+    y = layer.forward(x, training=True)
+    kept = y != 0
+    np.testing.assert_allclose(y[kept], x[kept] / (1 - p), rtol=1e-6)
+    assert kept.mean() == pytest.approx(1 - p, abs=0.02)
+    # The backward uses the same mask and scale.
+    dy = rng.standard_normal(x.shape).astype(np.float32)
+    dx = layer.backward(dy)
+    np.testing.assert_allclose(dx, np.where(kept, dy / (1 - p), 0.0), rtol=1e-6)
+    # A new forward draws a new mask.
+    assert not np.array_equal(layer.forward(x, training=True) != 0, kept)
+
+
+def test_dropout_is_reproducible_from_seed() -> None:
+    x = np.ones((5, 20), dtype=np.float32)
+    a = nn.Dropout(0.5, rng=3).forward(x, training=True)
+    b = nn.Dropout(0.5, rng=3).forward(x, training=True)
+    np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("shape", [(16, 4), (6, 3, 4, 5)])
+def test_batchnorm_inference_uses_running_statistics(shape, rng) -> None:
+    c = shape[1]
+    layer = (nn.BatchNorm1D if len(shape) == 2 else nn.BatchNorm2D)(c, eps=1e-3)
+    layer.weight.data[...] = rng.uniform(0.5, 2.0, c)
+    layer.bias.data[...] = rng.standard_normal(c)
+    for _ in range(3):
+        layer.forward((3 * rng.standard_normal(shape) + 2).astype(np.float32), training=True)
+    assert np.all(layer.running_mean != 0)
+    x = (3 * rng.standard_normal(shape) + 2).astype(np.float32)
+    running_mean, running_var = layer.running_mean.copy(), layer.running_var.copy()
+    y = layer.forward(x, training=False)
+    axes = (slice(None), *(None,) * (len(shape) - 2))
+    expected = (x - running_mean[axes]) / np.sqrt(running_var[axes] + 1e-3)
+    expected = expected * layer.weight.data[axes] + layer.bias.data[axes]
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    # Inference leaves the running statistics alone and differs from training mode.
+    np.testing.assert_array_equal(layer.running_mean, running_mean)
+    np.testing.assert_array_equal(layer.running_var, running_var)
+    assert int(layer.num_batches_tracked) == 3
+    assert not np.allclose(layer.forward(x, training=True), y, atol=1e-3)
+
+
+def test_batchnorm_training_output_is_normalised(rng) -> None:
+    layer = nn.BatchNorm2D(3)
+    y = layer.forward((5 * rng.standard_normal((8, 3, 4, 4)) - 3).astype(np.float32), True)
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, atol=1e-3)
+
+
+def test_sequential_backward_without_input_grad(notebook_model, rng) -> None:
+    x = rng.uniform(0, 1, (3, 1, 28, 28)).astype(np.float32)
+    a, b = notebook_model(rng=5), notebook_model(rng=5)
+    dy = rng.standard_normal((3, 10)).astype(np.float32)
+    a.forward(x, training=True)
+    dx = a.backward(dy)
+    assert dx.shape == x.shape
+    b.forward(x, training=True)
+    assert b.backward(dy, need_input_grad=False) is None
+    for (name, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
+        np.testing.assert_allclose(pa.grad, pb.grad, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_gradients_accumulate_until_zero_grad(rng) -> None:
+    model = nn.Sequential([nn.Dense(3, 4, rng=rng), nn.Tanh(), nn.Dense(4, 2, rng=rng)])
+    x = rng.standard_normal((5, 3)).astype(np.float32)
+    dy = rng.standard_normal((5, 2)).astype(np.float32)
+    model.forward(x, training=True)
+    model.backward(dy)
+    once = [p.grad.copy() for p in model.parameters()]
+    model.forward(x, training=True)
+    model.backward(dy)
+    for p, g in zip(model.parameters(), once, strict=True):
+        np.testing.assert_allclose(p.grad, 2 * g, rtol=1e-5, atol=1e-7)
+    model.zero_grad()
+    assert all(not np.any(p.grad) for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    "layer",
+    [
+        nn.Conv2D(3, 5, (2, 3), stride=(1, 2), padding=(0, 1), bias=False),
+        nn.MaxPool2D(3, stride=2, padding=1),
+        nn.AvgPool2D((2, 3)),
+        nn.BatchNorm1D(7, eps=1e-3, momentum=0.2),
+        nn.BatchNorm2D(4),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.25),
+        nn.Dense(5, 6, bias=False),
+        nn.Flatten(),
+    ],
+    ids=repr,
+)
+def test_config_rebuilds_the_layer(layer: nn.Layer) -> None:
+    config = layer.config()
+    rebuilt = type(layer)(**config)
+    assert rebuilt.config() == config
+    assert [(n, p.shape) for n, p in rebuilt.named_parameters()] == [
+        (n, p.shape) for n, p in layer.named_parameters()
+    ]
+
+
+def test_softmax_and_log_softmax(rng) -> None:
+    logits = rng.standard_normal((4, 6)) * 5
+    probs = nn.softmax(logits)
+    np.testing.assert_allclose(probs.sum(axis=-1), 1.0)
+    np.testing.assert_allclose(np.log(probs), nn.log_softmax(logits), atol=1e-12)
+    manual = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probs, manual, rtol=1e-12)
+    np.testing.assert_allclose(nn.softmax(logits, axis=0).sum(axis=0), 1.0)
+    big = np.array([[1e4, 0.0, -1e4]])
+    assert np.all(np.isfinite(nn.log_softmax(big)))
+    np.testing.assert_allclose(nn.softmax(big), [[1.0, 0.0, 0.0]])
+
+
+def test_cross_entropy_matches_manual_formula(rng) -> None:
+    logits = rng.standard_normal((5, 3))
+    labels = np.array([0, 2, 1, 1, 0])
+    loss_fn = nn.CrossEntropyLoss()
+    loss = loss_fn.forward(logits, labels)
+    log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    assert loss == pytest.approx(-log_p[np.arange(5), labels].mean(), rel=1e-12)
+    expected = np.exp(log_p)
+    expected[np.arange(5), labels] -= 1
+    np.testing.assert_allclose(loss_fn.backward(), expected / 5, rtol=1e-10, atol=1e-14)
+
+
+def test_results_do_not_depend_on_thread_count(notebook_model, rng) -> None:
+    set_num_threads = getattr(npcnn, "set_num_threads", None)
+    if set_num_threads is None:
+        from npcnn._parallel import set_num_threads
+    from npcnn._parallel import get_num_threads
+
+    before = get_num_threads()
+    x = rng.uniform(0, 1, (8, 1, 28, 28)).astype(np.float32)
+    dy = rng.standard_normal((8, 10)).astype(np.float32)
+    results = []
+    try:
+        for n in (1, 2):
+            set_num_threads(n)
+            model = notebook_model(rng=6)
+            y = model.forward(x, training=True)
+            dx = model.backward(dy)
+            results.append((y, dx, [p.grad.copy() for p in model.parameters()]))
+    finally:
+        set_num_threads(before)
+    (y1, dx1, g1), (y2, dx2, g2) = results
+    np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(dx1, dx2, rtol=1e-5, atol=1e-6)
+    for a, b in zip(g1, g2, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -1,0 +1,87 @@
+"""The benchmark's loop baseline computes what npcnn and PyTorch compute.
+
+benchmarks/naive_notebook.py re-implements the notebook's network with
+Python loops; the speed comparison in benchmarks/bench_notebook.py means
+something only if it does the same maths. Each test starts both sides from
+the same float64 weights, runs two SGD-with-momentum steps on 8 images (the
+second step exercises the momentum buffer) and compares the losses, every
+updated parameter and buffer, and the inference logits on other images.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str) -> ModuleType:
+    """Import a module from benchmarks/ (not a package) by file path."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+naive = _load("naive_notebook")
+bench = _load("bench_notebook")
+
+N_TRAIN, N_TEST, STEPS = 8, 5, 2
+
+
+def _data() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(123)
+    x = rng.random((N_TRAIN, 1, 28, 28))
+    y = rng.integers(0, 10, size=N_TRAIN)
+    # Two classes at least, so the loss gradient is not degenerate.
+    y[:2] = [0, 1]
+    return x, y, rng.random((N_TEST, 1, 28, 28))
+
+
+def _compare(runner, state_of) -> None:
+    """Train `runner` and a NaiveNotebookNet from its weights; assert they agree."""
+    net = naive.NaiveNotebookNet(state_of(runner), lr=bench.LR, momentum=bench.MOMENTUM)
+    x, y, x_test = _data()
+    for _ in range(STEPS):
+        loss_ref = runner.train_step(x, y)
+        loss_naive = net.train_step(x, y)
+        assert loss_naive == pytest.approx(loss_ref, rel=1e-10)
+    ref_state = state_of(runner)
+    assert set(ref_state) == set(net.state)
+    for name, value in ref_state.items():
+        np.testing.assert_allclose(net.state[name], value, rtol=1e-8, atol=1e-10, err_msg=name)
+    assert int(net.state["1.num_batches_tracked"]) == STEPS
+    np.testing.assert_allclose(net.predict(x_test), runner.predict(x_test), rtol=1e-8, atol=1e-10)
+
+
+def test_naive_matches_npcnn() -> None:
+    runner = bench.NpcnnRunner(os.cpu_count() or 1, seed=0, dtype=np.float64)
+    _compare(runner, lambda r: {k: np.array(v) for k, v in r.model.state_dict().items()})
+
+
+def test_naive_matches_torch() -> None:
+    torch = pytest.importorskip("torch")
+    runner = bench.TorchRunner(torch.get_num_threads(), seed=0, dtype=np.float64)
+    _compare(
+        runner, lambda r: {k: v.detach().numpy().copy() for k, v in r.model.state_dict().items()}
+    )
+
+
+def test_naive_weights_move_and_conv1_learns() -> None:
+    """The notebook's bug left conv1 untrained; here every parameter must change."""
+    state = naive.init_state(np.random.default_rng(0), np.float64)
+    net = naive.NaiveNotebookNet(state, lr=0.5, momentum=0.9)
+    x, y, _ = _data()
+    net.train_step(x, y)
+    for name in naive.PARAM_SHAPES:
+        assert not np.array_equal(net.state[name], state[name]), name

@@ -1,0 +1,380 @@
+"""Every layer, the loss and the optimisers against PyTorch, from identical weights.
+
+PyTorch is only a test oracle here. The npcnn model's state dict is loaded
+into an equivalent `torch.nn.Sequential` by name, which also checks that the
+names are PyTorch's (`0.weight`, `1.running_var`, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from npcnn import nn, optim
+
+torch = pytest.importorskip("torch")
+tnn = torch.nn
+
+RTOL = 1e-4
+ATOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _torch_single_thread():
+    # Deterministic, and fair to the other tests sharing the two cores.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def assert_close(actual: np.ndarray, expected, rtol: float = RTOL, atol: float = ATOL) -> None:
+    """allclose for float32 results, with `atol` scaled by the size of the expected values."""
+    if isinstance(expected, torch.Tensor):
+        expected = expected.detach().numpy()
+    expected = np.asarray(expected)
+    scale = max(1.0, float(np.max(np.abs(expected)))) if expected.size else 1.0
+    np.testing.assert_allclose(np.asarray(actual), expected, rtol=rtol, atol=atol * scale)
+
+
+def t(x: np.ndarray, grad: bool = False):
+    tensor = torch.from_numpy(np.ascontiguousarray(x))
+    return tensor.requires_grad_(grad)
+
+
+def load_into_torch(layer: nn.Layer, module) -> None:
+    """Copy npcnn's state dict into the torch module; the names must match one-to-one."""
+    ours = layer.state_dict()
+    theirs = module.state_dict()
+    assert set(ours) == set(theirs)
+    for name, value in ours.items():
+        assert tuple(value.shape) == tuple(theirs[name].shape), name
+    module.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in ours.items()})
+
+
+def check_layer(
+    layer: nn.Layer,
+    module,
+    x: np.ndarray,
+    rng: np.random.Generator,
+    training: bool = True,
+) -> None:
+    """Forward, dx and every parameter gradient of `layer` against `module`."""
+    load_into_torch(layer, module)
+    module.train(training)
+    y = layer.forward(x, training=True) if training else layer.forward(x, training=False)
+    xt = t(x, grad=True)
+    yt = module(xt)
+    assert y.shape == tuple(yt.shape)
+    assert y.dtype == np.float32
+    assert_close(y, yt)
+    if not training:
+        return
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = layer.backward(dy)
+    yt.backward(t(dy))
+    assert dx.shape == x.shape
+    assert_close(dx, xt.grad)
+    torch_params = dict(module.named_parameters())
+    ours = dict(layer.named_parameters())
+    assert set(ours) == set(torch_params)
+    for name, p in ours.items():
+        assert_close(p.grad, torch_params[name].grad)
+
+
+def _x(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("shape", "f", "k", "s", "p", "bias"),
+    [
+        ((2, 3, 9, 9), 4, 3, 1, 1, True),
+        ((1, 2, 8, 11), 5, 3, 2, 0, True),
+        ((3, 4, 7, 6), 2, (2, 3), (2, 1), (1, 2), False),
+        ((2, 1, 28, 28), 16, 3, 1, 1, False),
+        ((2, 16, 14, 14), 18, 4, 1, 1, False),
+        ((1, 3, 10, 7), 3, 5, 3, 2, True),
+    ],
+)
+def test_conv2d(shape, f, k, s, p, bias, rng: np.random.Generator) -> None:
+    layer = nn.Conv2D(shape[1], f, k, stride=s, padding=p, bias=bias, rng=rng)
+    module = tnn.Conv2d(shape[1], f, k, stride=s, padding=p, bias=bias)
+    check_layer(layer, module, _x(rng, shape), rng)
+
+
+@pytest.mark.parametrize(
+    ("shape", "k", "s", "p"),
+    [
+        ((2, 3, 8, 8), 2, None, 0),
+        ((2, 2, 9, 7), 3, 2, 0),
+        ((1, 3, 9, 9), 3, 2, 1),
+        ((2, 2, 7, 10), (2, 3), (1, 2), (1, 1)),
+        ((1, 1, 6, 6), 3, 1, 1),
+    ],
+)
+@pytest.mark.parametrize("kind", ["max", "avg"])
+def test_pools(kind, shape, k, s, p, rng: np.random.Generator) -> None:
+    if kind == "max":
+        layer, module = nn.MaxPool2D(k, stride=s, padding=p), tnn.MaxPool2d(k, stride=s, padding=p)
+    else:
+        layer, module = nn.AvgPool2D(k, stride=s, padding=p), tnn.AvgPool2d(k, stride=s, padding=p)
+    check_layer(layer, module, _x(rng, shape), rng)
+
+
+def test_maxpool_ties_match_torch(rng: np.random.Generator) -> None:
+    # After a ReLU many windows are all zeros; torch sends their gradient to the first.
+    x = np.maximum(rng.integers(-2, 2, size=(2, 3, 9, 9)), 0).astype(np.float32)
+    check_layer(nn.MaxPool2D(3, stride=2, padding=1), tnn.MaxPool2d(3, 2, 1), x, rng)
+    check_layer(nn.MaxPool2D(2), tnn.MaxPool2d(2), x, rng)
+
+
+@pytest.mark.parametrize(
+    ("make", "make_torch"),
+    [
+        (nn.ReLU, tnn.ReLU),
+        (nn.LeakyReLU, tnn.LeakyReLU),
+        (lambda: nn.LeakyReLU(0.3), lambda: tnn.LeakyReLU(0.3)),
+        (nn.Sigmoid, tnn.Sigmoid),
+        (nn.Tanh, tnn.Tanh),
+        (nn.Flatten, tnn.Flatten),
+    ],
+    ids=["relu", "leaky", "leaky0.3", "sigmoid", "tanh", "flatten"],
+)
+@pytest.mark.parametrize("training", [True, False])
+def test_parameterless_layers(make, make_torch, training, rng: np.random.Generator) -> None:
+    check_layer(make(), make_torch(), 3 * _x(rng, (2, 3, 5, 4)), rng, training=training)
+
+
+def test_dropout_at_inference_is_identity_as_torch(rng: np.random.Generator) -> None:
+    check_layer(nn.Dropout(0.5, rng=rng), tnn.Dropout(0.5), _x(rng, (4, 6)), rng, training=False)
+
+
+@pytest.mark.parametrize(("n", "fin", "fout", "bias"), [(4, 7, 3, True), (1, 3042, 20, False)])
+def test_dense(n, fin, fout, bias, rng: np.random.Generator) -> None:
+    layer = nn.Dense(fin, fout, bias=bias, rng=rng)
+    check_layer(layer, tnn.Linear(fin, fout, bias=bias), _x(rng, (n, fin)), rng)
+
+
+def _randomise_batchnorm(layer: nn.Layer, rng: np.random.Generator) -> None:
+    n = layer.weight.shape[0]
+    layer.weight.data[...] = rng.uniform(0.5, 1.5, n)
+    layer.bias.data[...] = rng.standard_normal(n)
+
+
+@pytest.mark.parametrize(
+    ("shape", "momentum"), [((8, 5), 0.1), ((5, 3, 4, 6), 0.1), ((3, 2, 3, 5), 0.3)]
+)
+def test_batchnorm_training_running_stats_and_eval(shape, momentum, rng) -> None:
+    c = shape[1]
+    if len(shape) == 2:
+        layer, module = nn.BatchNorm1D(c, momentum=momentum), tnn.BatchNorm1d(c, momentum=momentum)
+    else:
+        layer, module = nn.BatchNorm2D(c, momentum=momentum), tnn.BatchNorm2d(c, momentum=momentum)
+    _randomise_batchnorm(layer, rng)
+    load_into_torch(layer, module)
+    module.train()
+    for _ in range(4):
+        x = 2.0 * _x(rng, shape) + 3.0
+        y = layer.forward(x, training=True)
+        with torch.no_grad():
+            assert_close(y, module(t(x)))
+    assert_close(layer.running_mean, module.running_mean)
+    assert_close(layer.running_var, module.running_var)  # unbiased, as torch tracks it
+    assert int(layer.num_batches_tracked) == int(module.num_batches_tracked) == 4
+    # Gradients in training mode, then the eval forward with the running statistics.
+    check_layer(layer, module, 2.0 * _x(rng, shape) + 3.0, rng, training=True)
+    check_layer(layer, module, 2.0 * _x(rng, shape) + 3.0, rng, training=False)
+
+
+def test_batchnorm_eval_forward_batch_of_one(rng: np.random.Generator) -> None:
+    layer = nn.BatchNorm2D(3)
+    _randomise_batchnorm(layer, rng)
+    layer.running_mean[...] = rng.standard_normal(3)
+    layer.running_var[...] = rng.uniform(0.5, 2, 3)
+    check_layer(layer, tnn.BatchNorm2d(3), _x(rng, (1, 3, 4, 5)), rng, training=False)
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0])
+def test_cross_entropy_and_gradient(scale: float, rng: np.random.Generator) -> None:
+    logits = (scale * rng.standard_normal((7, 10))).astype(np.float32)
+    labels = rng.integers(0, 10, 7)
+    loss_fn = nn.CrossEntropyLoss()
+    loss = loss_fn.forward(logits, labels)
+    lt = t(logits, grad=True)
+    expected = torch.nn.functional.cross_entropy(lt, torch.from_numpy(labels))
+    expected.backward()
+    assert loss == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
+    assert_close(loss_fn.backward(), lt.grad)
+
+
+def test_cross_entropy_huge_logits_are_finite() -> None:
+    logits = np.array([[1e4, 0.0, -1e4], [-1e4, 1e4, 1e4], [0.0, 0.0, 1e4]], dtype=np.float32)
+    labels = np.array([1, 2, 2])
+    loss_fn = nn.CrossEntropyLoss()
+    loss = loss_fn.forward(logits, labels)
+    grad = loss_fn.backward()
+    assert np.isfinite(loss)
+    assert np.all(np.isfinite(grad))
+    lt = t(logits, grad=True)
+    expected = torch.nn.functional.cross_entropy(lt, torch.from_numpy(labels))
+    expected.backward()
+    assert loss == pytest.approx(expected.item(), rel=1e-5)
+    assert_close(grad, lt.grad)
+
+
+def _torch_notebook() -> tnn.Sequential:
+    return tnn.Sequential(
+        tnn.Conv2d(1, 16, 3, padding=1, bias=False),
+        tnn.BatchNorm2d(16),
+        tnn.ReLU(),
+        tnn.MaxPool2d(2),
+        tnn.Conv2d(16, 18, 4, padding=1, bias=False),
+        tnn.BatchNorm2d(18),
+        tnn.ReLU(),
+        tnn.Flatten(),
+        tnn.Linear(18 * 13 * 13, 20, bias=False),
+        tnn.BatchNorm1d(20),
+        tnn.ReLU(),
+        tnn.Linear(20, 10),
+    )
+
+
+def test_notebook_state_dict_names_are_torch_names(notebook_model) -> None:
+    model = notebook_model()
+    assert list(model.state_dict()) == list(_torch_notebook().state_dict())
+    assert [n for n, _ in model.named_parameters()] == [
+        n for n, _ in _torch_notebook().named_parameters()
+    ]
+
+
+def _train_both(
+    model: nn.Sequential,
+    module,
+    make_opt: Callable,
+    make_torch_opt: Callable,
+    batches: list[tuple[np.ndarray, np.ndarray]],
+) -> None:
+    """Run the same steps in npcnn and torch; compare losses along the way."""
+    load_into_torch(model, module)
+    module.train()
+    opt = make_opt(model.parameters())
+    topt = make_torch_opt(module.parameters())
+    loss_fn = nn.CrossEntropyLoss()
+    for x, y in batches:
+        opt.zero_grad()
+        loss = loss_fn.forward(model.forward(x, training=True), y)
+        model.backward(loss_fn.backward(), need_input_grad=False)
+        opt.step()
+        topt.zero_grad()
+        tloss = torch.nn.functional.cross_entropy(module(t(x)), torch.from_numpy(y))
+        tloss.backward()
+        topt.step()
+        assert loss == pytest.approx(tloss.item(), rel=1e-3, abs=1e-5)
+
+
+def _assert_same_state(model: nn.Layer, module, rtol: float, atol: float) -> None:
+    theirs = module.state_dict()
+    for name, value in model.state_dict().items():
+        assert_close(value, theirs[name], rtol=rtol, atol=atol)
+
+
+def _mnist_like_batches(rng: np.random.Generator, n_batches: int, size: int):
+    """Sparse bright strokes on a dark background, like digits, with random labels."""
+    batches = []
+    for _ in range(n_batches):
+        x = rng.uniform(0.0, 1.0, (size, 1, 28, 28)).astype(np.float32)
+        x[x < 0.8] = 0.0
+        batches.append((x, rng.integers(0, 10, size)))
+    return batches
+
+
+@pytest.mark.parametrize(
+    ("make_opt", "make_torch_opt"),
+    [
+        (
+            lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+            lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+        ),
+        (lambda ps: optim.Adam(ps, lr=1e-3), lambda ps: torch.optim.Adam(ps, lr=1e-3)),
+    ],
+    ids=["sgd_momentum", "adam"],
+)
+def test_notebook_network_five_steps(notebook_model, make_opt, make_torch_opt) -> None:
+    rng = np.random.default_rng(5)
+    model = notebook_model(rng=11)
+    module = _torch_notebook()
+    _train_both(model, module, make_opt, make_torch_opt, _mnist_like_batches(rng, 5, 64))
+    _assert_same_state(model, module, rtol=1e-3, atol=1e-4)
+    # Inference with the trained weights and running statistics agrees too.
+    x = _mnist_like_batches(rng, 1, 8)[0][0]
+    module.eval()
+    with torch.no_grad():
+        assert_close(model.forward(x), module(t(x)), rtol=1e-3, atol=1e-4)
+
+
+def _small_model(rng: np.random.Generator) -> nn.Sequential:
+    return nn.Sequential(
+        [
+            nn.Conv2D(2, 3, 3, padding=1, rng=rng),
+            nn.BatchNorm2D(3),
+            nn.ReLU(),
+            nn.AvgPool2D(2),
+            nn.Flatten(),
+            nn.Dense(3 * 3 * 3, 8, rng=rng),
+            nn.Tanh(),
+            nn.Dense(8, 4, rng=rng),
+        ]
+    )
+
+
+def _torch_small_model() -> tnn.Sequential:
+    return tnn.Sequential(
+        tnn.Conv2d(2, 3, 3, padding=1),
+        tnn.BatchNorm2d(3),
+        tnn.ReLU(),
+        tnn.AvgPool2d(2),
+        tnn.Flatten(),
+        tnn.Linear(27, 8),
+        tnn.Tanh(),
+        tnn.Linear(8, 4),
+    )
+
+
+@pytest.mark.parametrize(
+    ("make_opt", "make_torch_opt"),
+    [
+        (
+            lambda ps: optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2),
+            lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-2),
+        ),
+        (
+            lambda ps: optim.SGD(ps, lr=0.05, momentum=0.5, dampening=0.3, weight_decay=1e-3),
+            lambda ps: torch.optim.SGD(ps, lr=0.05, momentum=0.5, dampening=0.3, weight_decay=1e-3),
+        ),
+        (lambda ps: optim.SGD(ps, lr=0.1), lambda ps: torch.optim.SGD(ps, lr=0.1)),
+        (
+            lambda ps: optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
+            lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
+        ),
+        (
+            lambda ps: optim.Adam(ps, lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-2),
+            lambda ps: torch.optim.Adam(
+                ps, lr=1e-2, betas=(0.8, 0.99), eps=1e-6, weight_decay=1e-2
+            ),
+        ),
+    ],
+    ids=["sgd_nesterov_wd", "sgd_dampening", "sgd_plain", "adamw", "adam_wd"],
+)
+def test_small_model_optimisers(make_opt, make_torch_opt) -> None:
+    rng = np.random.default_rng(8)
+    model = _small_model(rng)
+    module = _torch_small_model()
+    batches = [
+        (rng.standard_normal((6, 2, 6, 6)).astype(np.float32), rng.integers(0, 4, 6))
+        for _ in range(6)
+    ]
+    _train_both(model, module, make_opt, make_torch_opt, batches)
+    _assert_same_state(model, module, rtol=1e-4, atol=1e-5)
