@@ -206,10 +206,11 @@ def max_rss_mb() -> float:
     return rss / 1024 if sys.platform != "darwin" else rss / 2**20
 
 
-def time_notebook(runner, warmup: int, timed: int) -> tuple[list[float], list[float]]:
+def time_notebook(runner, warmup: int, timed: int, dtype: type) -> tuple[list[float], list[float]]:
     """Seconds of the training step on 1,000 images and of inference on 1,000 others."""
     x_train, y_train = make_data(N_NOTEBOOK, seed=1)
     x_test, _ = make_data(N_NOTEBOOK, seed=2)
+    x_train, x_test = x_train.astype(dtype), x_test.astype(dtype)
     train_s, infer_s = [], []
     for rep in range(warmup + timed):
         t0 = time.perf_counter()
@@ -223,9 +224,10 @@ def time_notebook(runner, warmup: int, timed: int) -> tuple[list[float], list[fl
     return train_s, infer_s
 
 
-def time_batches(runner, warmup: int, timed: int) -> tuple[list[float], list[float]]:
+def time_batches(runner, warmup: int, timed: int, dtype: type) -> tuple[list[float], list[float]]:
     """Seconds to train on, then to infer on, BATCHES_PER_PASS batches of BATCH images."""
     x, y = make_data(BATCH * BATCHES_PER_PASS, seed=3)
+    x = x.astype(dtype)
     batches = [slice(i * BATCH, (i + 1) * BATCH) for i in range(BATCHES_PER_PASS)]
     train_s, infer_s = [], []
     for rep in range(warmup + timed):
@@ -242,7 +244,9 @@ def time_batches(runner, warmup: int, timed: int) -> tuple[list[float], list[flo
     return train_s, infer_s
 
 
-def run_worker(framework: str, task: str, threads: int, warmup: int, timed: int) -> dict:
+def run_worker(
+    framework: str, task: str, threads: int, warmup: int, timed: int, dtype: str = "float32"
+) -> dict:
     """Time `task` for `framework`; returns samples in seconds and the peak RSS increase.
 
     The baseline is the peak RSS after imports, before the model and data exist.
@@ -251,9 +255,9 @@ def run_worker(framework: str, task: str, threads: int, warmup: int, timed: int)
     sys.path.insert(0, str(HERE))
     importlib.import_module(FRAMEWORK_MODULES[framework])
     baseline = max_rss_mb()
-    runner = RUNNERS[framework](threads, seed=0)
+    runner = RUNNERS[framework](threads, seed=0, dtype=np.dtype(dtype).type)
     timer = time_notebook if task == "notebook" else time_batches
-    train_s, infer_s = timer(runner, warmup, timed)
+    train_s, infer_s = timer(runner, warmup, timed, np.dtype(dtype).type)
     return {
         "framework": framework,
         "task": task,
@@ -261,14 +265,17 @@ def run_worker(framework: str, task: str, threads: int, warmup: int, timed: int)
         "infer_s": infer_s,
         "peak_rss_increase_mb": max_rss_mb() - baseline,
         "peak_rss_mb": max_rss_mb(),
-        "info": runner.info,
+        "info": {**runner.info, "dtype": dtype},
     }
 
 
-def spawn_worker(framework: str, task: str, threads: int, warmup: int, timed: int) -> dict:
+def spawn_worker(
+    framework: str, task: str, threads: int, warmup: int, timed: int, dtype: str = "float32"
+) -> dict:
     """Run `run_worker` in a fresh interpreter and return its result."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework, "--task", task]
     cmd += ["--threads", str(threads), "--warmup", str(warmup), "--timed", str(timed)]
+    cmd += ["--dtype", dtype]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARKER)]
     if proc.returncode != 0 or not lines:
@@ -321,6 +328,8 @@ def summarise(results: list[dict]) -> dict[str, dict[str, float]]:
             n_img = BATCH * BATCHES_PER_PASS
             s["train_img_s_128"] = statistics.median([n_img / t for r in tp for t in r["train_s"]])
             s["infer_img_s_128"] = statistics.median([n_img / t for r in tp for t in r["infer_s"]])
+            s["train_img_s_128_max"] = max(n_img / t for r in tp for t in r["train_s"])
+            s["infer_img_s_128_max"] = max(n_img / t for r in tp for t in r["infer_s"])
             s["peak_rss_increase_128_mb"] = statistics.median(
                 [r["peak_rss_increase_mb"] for r in tp]
             )
@@ -329,17 +338,33 @@ def summarise(results: list[dict]) -> dict[str, dict[str, float]]:
 
 
 def check_targets(summary: dict[str, dict[str, float]]) -> dict[str, dict[str, Any]]:
-    """Whether npcnn meets its three speed targets (None when a side was skipped)."""
+    """Whether npcnn meets its three speed targets, judged on medians.
+
+    `value` is the ratio of medians; `value_best` the same ratio of the best
+    samples (minimum time, maximum throughput), less sensitive to other load.
+    """
     targets: dict[str, dict[str, Any]] = {}
     npc, tor, nai = summary.get("npcnn"), summary.get("torch"), summary.get("naive")
     if npc and tor:
         ratio = npc["iter_median_s"] / tor["iter_median_s"]
-        targets["iteration <= 0.7x torch"] = {"value": ratio, "ok": ratio <= TARGET_VS_TORCH}
+        targets["iteration <= 0.7x torch"] = {
+            "value": ratio,
+            "value_best": npc["iter_min_s"] / tor["iter_min_s"],
+            "ok": ratio <= TARGET_VS_TORCH,
+        }
         ratio = npc["train_img_s_128"] / tor["train_img_s_128"]
-        targets["train img/s @128 >= torch"] = {"value": ratio, "ok": ratio >= 1.0}
+        targets["train img/s @128 >= torch"] = {
+            "value": ratio,
+            "value_best": npc["train_img_s_128_max"] / tor["train_img_s_128_max"],
+            "ok": ratio >= 1.0,
+        }
     if npc and nai:
         ratio = nai["iter_median_s"] / npc["iter_median_s"]
-        targets[">= 20x faster than naive"] = {"value": ratio, "ok": ratio >= TARGET_VS_NAIVE}
+        targets[">= 20x faster than naive"] = {
+            "value": ratio,
+            "value_best": nai["iter_min_s"] / npc["iter_min_s"],
+            "ok": ratio >= TARGET_VS_NAIVE,
+        }
     return targets
 
 
@@ -362,8 +387,10 @@ def print_report(env: dict, infos: dict, summary: dict, targets: dict) -> None:
         ("  training step, median (s)", "iter_train_median_s", "{:.3f}"),
         ("  inference 1,000, median (s)", "iter_infer_median_s", "{:.3f}"),
         ("  timed iterations", "iter_samples", "{:d}"),
-        ("train img/s @ batch 128", "train_img_s_128", "{:.0f}"),
-        ("inference img/s @ batch 128", "infer_img_s_128", "{:.0f}"),
+        ("train img/s @ batch 128, median", "train_img_s_128", "{:.0f}"),
+        ("inference img/s @ batch 128, median", "infer_img_s_128", "{:.0f}"),
+        ("  best train img/s @ batch 128", "train_img_s_128_max", "{:.0f}"),
+        ("  best inference img/s @ batch 128", "infer_img_s_128_max", "{:.0f}"),
         ("peak RSS increase, iteration (MiB)", "peak_rss_increase_mb", "{:.1f}"),
         ("peak RSS increase, batch 128 (MiB)", "peak_rss_increase_128_mb", "{:.1f}"),
     ]
@@ -380,9 +407,10 @@ def print_report(env: dict, infos: dict, summary: dict, targets: dict) -> None:
     if "npcnn" in summary and "naive" in summary:
         ratio = summary["naive"]["iter_median_s"] / summary["npcnn"]["iter_median_s"]
         print(f"iteration time naive / npcnn: {ratio:.1f}")
-    print("\nTargets")
+    print("\nTargets (judged on medians)       median    best")
     for name, t in targets.items():
-        print(f"  {name:30s} {t['value']:7.2f}  {'MET' if t['ok'] else 'NOT MET'}")
+        verdict = "MET" if t["ok"] else "NOT MET"
+        print(f"  {name:30s} {t['value']:7.2f} {t['value_best']:7.2f}  {verdict}")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -391,6 +419,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--inner", type=int, default=1, help="timed repetitions inside each worker")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--naive-repeats", type=int, default=1, help="timed naive iterations")
+    p.add_argument(
+        "--naive-dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="float32 as npcnn and PyTorch (default); the notebook itself used float64",
+    )
     p.add_argument("--skip-naive", action="store_true")
     p.add_argument("--skip-torch", action="store_true")
     p.add_argument("--json", type=Path, help="write all samples and the summary here")
@@ -399,13 +433,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--task", choices=("notebook", "batch128"), help=argparse.SUPPRESS)
     p.add_argument("--warmup", type=int, default=1, help=argparse.SUPPRESS)
     p.add_argument("--timed", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
-        result = run_worker(args.worker, args.task, args.threads, args.warmup, args.timed)
+        result = run_worker(
+            args.worker, args.task, args.threads, args.warmup, args.timed, args.dtype
+        )
         print(RESULT_MARKER + json.dumps(result), flush=True)
         return 0
 
@@ -428,7 +465,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"round {rnd + 1}/{args.repeats} {fw:6s} {task:9s} {med:8.3f} s", flush=True)
     if not args.skip_naive:
         print(f"naive loops: {args.naive_repeats} iteration(s) of several seconds each...")
-        results.append(spawn_worker("naive", "notebook", args.threads, 0, args.naive_repeats))
+        results.append(
+            spawn_worker("naive", "notebook", args.threads, 0, args.naive_repeats, args.naive_dtype)
+        )
     infos = {r["framework"]: r["info"] for r in results if r["info"]}
     summary = summarise(results)
     targets = check_targets(summary)

@@ -160,3 +160,21 @@ def test_cross_entropy_huge_logits_finite() -> None:
 def test_invalid_constructor_arguments(make) -> None:
     with pytest.raises(ValueError):
         make()
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (1, 3, 1, 1)])
+def test_batchnorm_training_needs_two_values_per_channel(shape) -> None:
+    layer = (nn.BatchNorm1D if len(shape) == 2 else nn.BatchNorm2D)(3)
+    with pytest.raises(ValueError, match=r"(?i)more than 1|one value|single"):
+        layer.forward(np.ones(shape, dtype=np.float32), training=True)
+    # At inference a single sample is fine.
+    assert layer.forward(np.ones(shape, dtype=np.float32)).shape == shape
+
+
+def test_labels_of_any_integer_dtype_are_accepted() -> None:
+    logits = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    losses = [
+        nn.CrossEntropyLoss().forward(logits, np.array([0, 3, 1], dtype=dtype))
+        for dtype in (np.int64, np.int32, np.uint8)
+    ]
+    assert losses[0] == losses[1] == losses[2]

@@ -311,26 +311,63 @@ def test_cross_entropy_matches_manual_formula(rng) -> None:
 
 
 def test_results_do_not_depend_on_thread_count(notebook_model, rng) -> None:
-    set_num_threads = getattr(npcnn, "set_num_threads", None)
-    if set_num_threads is None:
-        from npcnn._parallel import set_num_threads
-    from npcnn._parallel import get_num_threads
-
-    before = get_num_threads()
+    before = npcnn.get_num_threads()
     x = rng.uniform(0, 1, (8, 1, 28, 28)).astype(np.float32)
     dy = rng.standard_normal((8, 10)).astype(np.float32)
     results = []
     try:
         for n in (1, 2):
-            set_num_threads(n)
+            npcnn.set_num_threads(n)
             model = notebook_model(rng=6)
             y = model.forward(x, training=True)
             dx = model.backward(dy)
             results.append((y, dx, [p.grad.copy() for p in model.parameters()]))
     finally:
-        set_num_threads(before)
+        npcnn.set_num_threads(before)
     (y1, dx1, g1), (y2, dx2, g2) = results
     np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(dx1, dx2, rtol=1e-5, atol=1e-6)
     for a, b in zip(g1, g2, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_dropout_p_one_drops_everything() -> None:
+    layer = nn.Dropout(1.0, rng=0)
+    x = np.ones((3, 4), dtype=np.float32)
+    y = layer.forward(x, training=True)
+    assert np.all(np.isfinite(y))
+    assert not np.any(y)
+    assert not np.any(layer.backward(np.ones_like(x)))
+
+
+@pytest.mark.parametrize(
+    ("layer", "shape"),
+    [
+        (nn.Conv2D(2, 3, 3, stride=2, padding=1, rng=0), (3, 2, 7, 6)),
+        (nn.MaxPool2D(3, 2, 1), (3, 2, 7, 6)),
+        (nn.AvgPool2D(2), (3, 2, 7, 6)),
+        (nn.BatchNorm2D(2), (3, 2, 7, 6)),
+        (nn.Flatten(), (3, 2, 7, 6)),
+        (nn.Dense(6, 4, rng=0), (3, 6)),
+        (nn.BatchNorm1D(6), (3, 6)),
+    ],
+    ids=["conv", "maxpool", "avgpool", "bn2d", "flatten", "dense", "bn1d"],
+)
+def test_non_contiguous_inputs_give_the_same_results(layer: nn.Layer, shape, rng) -> None:
+    # A transposed view in memory, as any NumPy slicing or user code may produce.
+    x_view = rng.standard_normal(shape[::-1]).astype(np.float32).T
+    x = np.ascontiguousarray(x_view)
+    results = []
+    for inp, fortran_dy in ((x, False), (x_view, True)):
+        y = layer.forward(inp, training=True)
+        dy = np.random.default_rng(0).standard_normal(y.shape).astype(np.float32)
+        if fortran_dy:
+            dy = np.asfortranarray(dy)
+        layer.zero_grad()
+        dx = layer.backward(dy)
+        results.append((y, dx, [p.grad.copy() for p in layer.parameters()]))
+    (y1, dx1, g1), (y2, dx2, g2) = results
+    np.testing.assert_allclose(y1, y2, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(dx1, dx2, rtol=1e-6, atol=1e-6)
+    for a, b in zip(g1, g2, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 
 import npcnn
 from npcnn import nn
-from npcnn.serialization import model_from_arrays, model_to_arrays
+from npcnn.serialization import ARCHITECTURE_KEY, model_from_arrays, model_to_arrays
 
 
 def _trained(model: nn.Sequential, rng: np.random.Generator, shape) -> nn.Sequential:
@@ -91,16 +92,15 @@ def test_model_to_arrays_is_what_save_writes(tmp_path: Path, rng) -> None:
     np.testing.assert_array_equal(rebuilt.forward(x), model.forward(x))
 
 
-def test_checkpoint_with_extra_arrays_still_loads_model(tmp_path: Path, rng) -> None:
-    model = _every_layer_model(rng)
-    arrays = model_to_arrays(model)
-    arrays["optimizer.step"] = np.array(5)
+def test_unexpected_array_is_refused_naming_it(tmp_path: Path, rng) -> None:
+    # Loading is strict: a checkpoint's own arrays must be split off before rebuilding.
+    arrays = model_to_arrays(_every_layer_model(rng))
     arrays["epoch"] = np.array(3)
-    np.savez(tmp_path / "ckpt.npz", **arrays)
-    with np.load(tmp_path / "ckpt.npz", allow_pickle=False) as f:
-        rebuilt = model_from_arrays(dict(f))
-    x = rng.uniform(0, 1, (2, 2, 7, 8)).astype(np.float32)
-    np.testing.assert_array_equal(rebuilt.forward(x), model.forward(x))
+    np.savez(tmp_path / "extra.npz", **arrays)
+    with pytest.raises(ValueError, match="epoch"):
+        npcnn.load(tmp_path / "extra.npz")
+    del arrays["epoch"]
+    assert isinstance(model_from_arrays(arrays), nn.Sequential)
 
 
 def test_object_array_is_refused_not_unpickled(tmp_path: Path, rng) -> None:
@@ -122,6 +122,61 @@ class _Boom:
 
     def __reduce__(self):
         return (Path.touch, (Path(self.path),))
+
+
+def _with_record(arrays: dict[str, np.ndarray], **changes) -> dict[str, np.ndarray]:
+    """A copy of `arrays` whose architecture record has some fields replaced."""
+    record = json.loads(str(arrays[ARCHITECTURE_KEY]))
+    record.update(changes)
+    return {**arrays, ARCHITECTURE_KEY: np.array(json.dumps(record))}
+
+
+_DENSE = {"type": "Dense", "config": {"in_features": 2, "out_features": 2}}
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"model": {"type": "system", "config": {"command": "touch x"}}},
+        {"model": {"type": "Sequential", "config": {"layers": [_DENSE, {"type": "eval"}]}}},
+        {"model": {"type": "Sequential", "config": {"layers": 5}}},
+        {"model": {"type": "Sequential", "config": [1, 2]}},
+        {"model": {"type": "Dense", "config": {"in_features": 2, "out_features": 2, "x": 1}}},
+        {"model": [1, 2]},
+        {"format": "something-else"},
+        {"version": 99},
+        {"version": "x"},
+        {"dtype": "bogus"},
+        {"dtype": "object"},
+    ],
+    ids=[
+        "unknown_type",
+        "unknown_nested_type",
+        "layers_not_a_list",
+        "config_not_a_dict",
+        "unexpected_argument",
+        "model_not_a_dict",
+        "format",
+        "newer_version",
+        "version_not_a_number",
+        "dtype_unknown",
+        "dtype_object",
+    ],
+)
+def test_malformed_architecture_record_is_a_value_error(changes, tmp_path: Path) -> None:
+    arrays = model_to_arrays(nn.Sequential([nn.Dense(2, 2, rng=0)]))
+    path = tmp_path / "bad.npz"
+    np.savez(path, **_with_record(arrays, **changes))
+    with pytest.raises(ValueError):
+        npcnn.load(path)
+
+
+def test_architecture_record_that_is_not_json_is_refused(tmp_path: Path) -> None:
+    arrays = model_to_arrays(nn.Sequential([nn.Dense(2, 2, rng=0)]))
+    path = tmp_path / "bad.npz"
+    np.savez(path, **{**arrays, ARCHITECTURE_KEY: np.array("{not json")})
+    with pytest.raises(ValueError, match="JSON"):
+        npcnn.load(path)
 
 
 def test_random_npz_is_refused(tmp_path: Path, rng) -> None:

@@ -39,7 +39,10 @@ def build_layer(spec: Mapping[str, Any]) -> Layer:
     cls = LAYERS.get(name)
     if cls is None:
         raise ValueError(f"unknown layer type {name!r} (known: {', '.join(sorted(LAYERS))})")
-    config = dict(spec.get("config", {}))
+    config = spec.get("config", {})
+    if not isinstance(config, Mapping):
+        raise ValueError(f"malformed configuration for {name}: {config!r}")
+    config = dict(config)
     try:
         if cls is Sequential:
             return Sequential([build_layer(s) for s in config.get("layers", [])])
@@ -63,7 +66,12 @@ def model_to_arrays(model: Layer) -> dict[str, np.ndarray]:
 
 
 def model_from_arrays(arrays: Mapping[str, np.ndarray], source: str = "the arrays") -> Layer:
-    """Rebuild a model from `model_to_arrays` output (or a loaded .npz); ValueError if they don't fit."""
+    """Rebuild a model from `model_to_arrays` output or a loaded .npz.
+
+    Raises:
+        ValueError: naming what is wrong when the arrays are not an npcnn model
+            or do not fit its architecture.
+    """
     if ARCHITECTURE_KEY not in arrays:
         raise ValueError(f"{source} is not an npcnn model: it has no architecture record")
     try:
@@ -72,14 +80,17 @@ def model_from_arrays(arrays: Mapping[str, np.ndarray], source: str = "the array
         raise ValueError(f"{source}: the architecture record is not valid JSON ({err})") from err
     if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:
         raise ValueError(f"{source} is not an npcnn model: unexpected architecture record")
-    if record.get("version", 0) > FORMAT_VERSION:
-        raise ValueError(
-            f"{source} was written by a newer npcnn (format {record['version']}); upgrade npcnn"
-        )
+    version = record.get("version")
+    if not isinstance(version, int):
+        raise ValueError(f"{source}: the architecture record has no valid format version")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{source} was written by a newer npcnn (format {version}); upgrade npcnn")
+    dtype_name = record.get("dtype", "float32")
+    if dtype_name not in ("float32", "float64"):
+        raise ValueError(f"{source}: unsupported dtype {dtype_name!r} (float32 or float64)")
     model = build_layer(record.get("model", {}))
-    dtype = np.dtype(record.get("dtype", "float32"))
-    if dtype != np.float32:
-        model.astype(dtype)
+    if dtype_name == "float64":
+        model.astype(np.float64)
     state = {k: np.asarray(v) for k, v in arrays.items() if k != ARCHITECTURE_KEY}
     for name, value in state.items():
         if value.dtype.kind not in "biuf":
@@ -134,5 +145,10 @@ def save(model: Layer, path: str | os.PathLike[str]) -> Path:
 
 
 def load(path: str | os.PathLike[str]) -> Layer:
-    """Load a model written by `save`. Raises FileNotFoundError, or ValueError saying what is wrong."""
+    """Load a model written by `save`.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: the file is not an npcnn model, or its arrays do not fit (says which).
+    """
     return model_from_arrays(load_arrays(path), source=str(path))

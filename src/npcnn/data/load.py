@@ -104,7 +104,6 @@ def _locate(
         if found[i] is not None:
             continue
         try:
-            # fetch() has already checked the checksum.
             found[i] = (fetch(file, spec.mirrors, target, progress=progress), "")
         except ChecksumError:
             raise

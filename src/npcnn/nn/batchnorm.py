@@ -14,6 +14,12 @@ Inference uses the running statistics instead of the batch's:
 Backward (training), with g = weight / sqrt(var + eps):
     dbias = sum(dy),  dweight = sum(dy * xhat)
     dx = g / M * (M * dy - dbias - xhat * dweight)
+
+Layout: the input is seen as a matrix of R rows of length L = reps * C in
+which column j belongs to channel j % C: (N, C) for BatchNorm1D, and
+(N, H*W*C) for BatchNorm2D's channels-last memory. Per-channel vectors are
+tiled to length L, so every NumPy operation runs along long contiguous rows
+instead of C values at a time.
 """
 
 from __future__ import annotations
@@ -34,21 +40,26 @@ from npcnn.nn.module import (
 )
 
 
-def _channel_sums(x2: np.ndarray, centre: np.ndarray | None = None) -> np.ndarray:
-    """Column sums of (M, C) `x2`, or of (x2 - centre)^2 if `centre` is given; float64 (C,).
+def _column_sums(
+    x: np.ndarray, centre: np.ndarray | None = None, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """Column sums of (R, L) `x`; with `centre`, of (x - centre)^2, or of
+    (x - centre) * weights if `weights` (R, L) is given. Returns float64 (L,).
 
-    Each chunk is summed in the array's dtype and the partial sums added in
-    float64, so a float32 sum over ~10^6 values keeps ~7 significant digits.
+    Each chunk of rows is reduced by BLAS (a vector-matrix product) in the
+    array's dtype and the partial sums are added in float64, so a float32 sum
+    over ~10^6 values keeps ~7 significant digits.
     """
 
     def run(rows: range) -> np.ndarray:
-        block = x2[rows.start : rows.stop]
+        sl = slice(rows.start, rows.stop)
+        block = x[sl]
         if centre is not None:
             block = block - centre
-            block *= block
-        return block.sum(axis=0, dtype=np.float64)
+            block *= block if weights is None else weights[sl]
+        return (np.ones(len(rows), dtype=x.dtype) @ block).astype(np.float64)
 
-    return sum(parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 2, 1 << 18)))
+    return sum(parallel_map(run, chunk_ranges(x.shape[0], x[0].nbytes * 2, 1 << 18)))
 
 
 class _BatchNorm(Layer):
@@ -65,6 +76,8 @@ class _BatchNorm(Layer):
     ) -> None:
         super().__init__()
         self.num_features = int(num_features)
+        if self.num_features < 1:
+            raise ValueError(f"{type(self).__name__} needs num_features >= 1, got {num_features}")
         self.eps = float(eps)
         self.momentum = float(momentum)
         self.weight = Parameter(np.ones(num_features, dtype=dtype))
@@ -72,7 +85,7 @@ class _BatchNorm(Layer):
         self.running_mean = np.zeros(num_features, dtype=dtype)
         self.running_var = np.ones(num_features, dtype=dtype)
         self.num_batches_tracked = np.array(0, dtype=np.int64)
-        self._cache: tuple[np.ndarray, np.ndarray] | None = None
+        self._cache: tuple | None = None
 
     def reset_parameters(self, rng: np.random.Generator | int | None = None) -> None:
         self.weight.data[...] = 1
@@ -81,89 +94,88 @@ class _BatchNorm(Layer):
         self.running_var[...] = 1
         self.num_batches_tracked[...] = 0
 
-    # Subclasses turn their input into an (M, C) matrix and back.
-    def _to_rows(self, x: np.ndarray) -> np.ndarray:
+    # Subclasses turn their input into an (R, reps * C) matrix and back.
+    def _to_rows(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         raise NotImplementedError
 
     def _from_rows(self, rows: np.ndarray, like_shape: tuple[int, ...]) -> np.ndarray:
         raise NotImplementedError
 
+    def _per_channel(self, column_sums: np.ndarray) -> np.ndarray:
+        """Fold (reps * C,) column sums into (C,) channel sums."""
+        return column_sums.reshape(-1, self.num_features).sum(axis=0)
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        x2 = self._to_rows(x.astype(self.weight.data.dtype, copy=False))
-        m = x2.shape[0]
+        dtype = self.weight.data.dtype
+        x2, reps = self._to_rows(x.astype(dtype, copy=False))
+        m = x2.shape[0] * reps
         if training:
             if m < 2:
                 raise ValueError(
                     f"{type(self).__name__} needs more than 1 value per channel when training, "
                     f"got input of shape {x.shape}"
                 )
-            mean = (_channel_sums(x2) / m).astype(x2.dtype)
-            var = _channel_sums(x2, centre=mean) / m  # two passes: exact even when |mean| >> std
-            invstd = (1.0 / np.sqrt(var + self.eps)).astype(x2.dtype)
-            scale = self.weight.data * invstd
+            mean = (self._per_channel(_column_sums(x2)) / m).astype(dtype)
+            # Two passes (sum of squares around the mean): exact even when |mean| >> std.
+            mean_t = np.tile(mean, reps)
+            var = self._per_channel(_column_sums(x2, centre=mean_t)) / m
             mom = self.momentum
             self.running_mean[...] = (1 - mom) * self.running_mean + mom * mean
             self.running_var[...] = (1 - mom) * self.running_var + mom * var * (m / (m - 1))
             self.num_batches_tracked += 1
         else:
-            invstd = (1.0 / np.sqrt(self.running_var.astype(np.float64) + self.eps)).astype(
-                x2.dtype
-            )
-            scale = self.weight.data * invstd
-            mean = self.running_mean
+            mean, var = self.running_mean, self.running_var.astype(np.float64)
+        invstd = (1.0 / np.sqrt(var + self.eps)).astype(dtype)
+        mean_t = np.tile(mean, reps)
+        scale_t = np.tile(self.weight.data * invstd, reps)
+        bias_t = np.tile(self.bias.data, reps)
         y = np.empty_like(x2)
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
-            np.subtract(x2[sl], mean, out=y[sl])
-            y[sl] *= scale
-            y[sl] += self.bias.data
+            np.subtract(x2[sl], mean_t, out=y[sl])
+            y[sl] *= scale_t
+            y[sl] += bias_t
 
-        parallel_map(run, chunk_ranges(m, x2[0].nbytes * 2, 1 << 18))
+        parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 2, 1 << 18))
         if keeps_cache(training):
-            # xhat = (y - bias) / weight would lose it when weight ~ 0: keep x and the stats.
-            self._cache = (x2, mean, invstd, training)
+            # xhat = (y - bias) / weight would be lost when weight ~ 0: keep x and the stats.
+            self._cache = (x2, reps, mean, invstd, training)
         return self._from_rows(y, x.shape)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy of the input's shape -> dx; adds into weight.grad and bias.grad."""
         if self._cache is None:
             raise NoForwardError(self)
-        x2, mean, invstd, batch_stats = self._cache
-        dy2 = self._to_rows(dy.astype(x2.dtype, copy=False))
+        x2, reps, mean, invstd, batch_stats = self._cache
+        dy2, _ = self._to_rows(dy.astype(x2.dtype, copy=False))
         if dy2.shape != x2.shape:
             raise ValueError(f"{type(self).__name__}.backward: dy has shape {dy.shape}")
-        m = x2.shape[0]
-
-        def sums(rows: range) -> tuple[np.ndarray, np.ndarray]:
-            sl = slice(rows.start, rows.stop)
-            d = dy2[sl]
-            xhat = (x2[sl] - mean) * invstd
-            return d.sum(axis=0, dtype=np.float64), (d * xhat).sum(axis=0, dtype=np.float64)
-
-        chunks = chunk_ranges(m, x2[0].nbytes * 4, 1 << 18)
-        parts = parallel_map(sums, chunks)
-        dbias = sum(p[0] for p in parts)
-        dweight = sum(p[1] for p in parts)
+        m = x2.shape[0] * reps
+        mean_t = np.tile(mean, reps)
+        dbias = self._per_channel(_column_sums(dy2))
+        # sum(dy * xhat) = invstd * sum(dy * (x - mean))
+        dweight = self._per_channel(_column_sums(x2, centre=mean_t, weights=dy2)) * invstd
         self.bias.grad += dbias.astype(x2.dtype)
         self.weight.grad += dweight.astype(x2.dtype)
-        g = (self.weight.data * invstd).astype(x2.dtype)
+        g = self.weight.data * invstd
         if not batch_stats:  # inference: y is affine in x, dx = g * dy
-            return self._from_rows(dy2 * g, dy.shape)
+            return self._from_rows(dy2 * np.tile(g, reps), dy.shape)
         # dx = g * (dy - dbias/M - xhat * dweight/M) with xhat = (x - mean) * invstd
-        shift = (g * dbias / m).astype(x2.dtype)
-        slope = (g * invstd * dweight / m).astype(x2.dtype)
+        g_t = np.tile(g, reps)
+        shift_t = np.tile((g * dbias / m).astype(x2.dtype), reps)
+        slope_t = np.tile((g * invstd * dweight / m).astype(x2.dtype), reps)
         dx = np.empty_like(x2)
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
-            np.multiply(dy2[sl], g, out=dx[sl])
-            dx[sl] -= shift
-            centred = x2[sl] - mean
-            centred *= slope
+            np.multiply(dy2[sl], g_t, out=dx[sl])
+            dx[sl] -= shift_t
+            centred = x2[sl] - mean_t
+            centred *= slope_t
             dx[sl] -= centred
 
-        parallel_map(run, chunks)
+        parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 3, 1 << 18))
         return self._from_rows(dx, dy.shape)
 
     def config(self) -> dict[str, Any]:
@@ -173,9 +185,9 @@ class _BatchNorm(Layer):
 class BatchNorm1D(_BatchNorm):
     """Batch norm over the batch axis of (N, C) input; see the module docstring."""
 
-    def _to_rows(self, x: np.ndarray) -> np.ndarray:
+    def _to_rows(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         check_input(x, 2, self, self.num_features)
-        return x
+        return x, 1
 
     def _from_rows(self, rows: np.ndarray, like_shape: tuple[int, ...]) -> np.ndarray:
         return rows
@@ -184,9 +196,10 @@ class BatchNorm1D(_BatchNorm):
 class BatchNorm2D(_BatchNorm):
     """Batch norm per channel of (N, C, H, W) input, over N, H and W; see the module docstring."""
 
-    def _to_rows(self, x: np.ndarray) -> np.ndarray:
+    def _to_rows(self, x: np.ndarray) -> tuple[np.ndarray, int]:
         check_input(x, 4, self, self.num_features)
-        return to_channels_last(x).reshape(-1, self.num_features)
+        n, c, h, w = x.shape
+        return to_channels_last(x).reshape(n, h * w * c), h * w
 
     def _from_rows(self, rows: np.ndarray, like_shape: tuple[int, ...]) -> np.ndarray:
         n, c, h, w = like_shape

@@ -57,13 +57,18 @@ class Sequential(Layer):
         if not layers:
             return dy
         first = layers[0]
-        if not need_input_grad and "need_input_grad" in inspect.signature(first.backward).parameters:
+        if (
+            not need_input_grad
+            and "need_input_grad" in inspect.signature(first.backward).parameters
+        ):
             return first.backward(dy, need_input_grad=False)
         dx = first.backward(dy)
         return dx if need_input_grad else None
 
     def config(self) -> dict[str, Any]:
-        return {"layers": [{"type": type(layer).__name__, "config": layer.config()} for layer in self]}
+        return {
+            "layers": [{"type": type(layer).__name__, "config": layer.config()} for layer in self]
+        }
 
     def __repr__(self) -> str:
         inner = "\n".join(f"  ({name}): {layer!r}" for name, layer in self._children.items())

@@ -58,7 +58,15 @@ def _pad(x: np.ndarray, ph: int, pw: int, rows: slice = slice(None)) -> np.ndarr
 
 
 def _im2col(
-    xp: np.ndarray, kh: int, kw: int, sh: int, sw: int, ho: int, wo: int, top: int = 0, left: int = 0
+    xp: np.ndarray,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    ho: int,
+    wo: int,
+    top: int = 0,
+    left: int = 0,
 ) -> np.ndarray:
     """Receptive fields of channels-last `xp` (B, Hp, Wp, C) as a (B*ho*wo, kh*kw*C) matrix.
 
@@ -71,7 +79,9 @@ def _im2col(
     for i in range(kh):
         for j in range(kw):
             r0, c0 = top + i, left + j
-            cols[:, :, :, i, j, :] = xp[:, r0 : r0 + sh * (ho - 1) + 1 : sh, c0 : c0 + sw * (wo - 1) + 1 : sw]
+            cols[:, :, :, i, j, :] = xp[
+                :, r0 : r0 + sh * (ho - 1) + 1 : sh, c0 : c0 + sw * (wo - 1) + 1 : sw
+            ]
     return cols.reshape(b * ho * wo, kh * kw * c)
 
 
@@ -103,6 +113,11 @@ class Conv2D(Layer):
         super().__init__()
         self.in_channels = int(in_channels)
         self.out_channels = int(out_channels)
+        if self.in_channels < 1 or self.out_channels < 1:
+            raise ValueError(
+                f"Conv2D needs in_channels and out_channels >= 1, "
+                f"got {in_channels} and {out_channels}"
+            )
         self.kernel_size = as_pair(kernel_size, "kernel_size")
         self.stride = as_pair(stride, "stride")
         self.padding = as_pair(padding, "padding")
@@ -171,7 +186,9 @@ class Conv2D(Layer):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         ho, wo = self.output_size(h, w)
         if dy.shape != (n, o, ho, wo):
-            raise ValueError(f"Conv2D.backward expects dy of shape {(n, o, ho, wo)}, got {dy.shape}")
+            raise ValueError(
+                f"Conv2D.backward expects dy of shape {(n, o, ho, wo)}, got {dy.shape}"
+            )
         dtype = self.weight.data.dtype
         dy_cl = to_channels_last(dy.astype(dtype, copy=False))
         dx = np.empty((n, h, w, c), dtype=dtype) if need_input_grad else None
@@ -191,7 +208,11 @@ class Conv2D(Layer):
             db_part = dy_2d.sum(axis=0)
             if dx is not None:
                 spread = np.zeros((len(rows), hd, wd, o), dtype=dtype)
-                spread[:, kh - 1 : kh - 1 + sh * (ho - 1) + 1 : sh, kw - 1 : kw - 1 + sw * (wo - 1) + 1 : sw] = dy_b
+                spread[
+                    :,
+                    kh - 1 : kh - 1 + sh * (ho - 1) + 1 : sh,
+                    kw - 1 : kw - 1 + sw * (wo - 1) + 1 : sw,
+                ] = dy_b
                 dcols = _im2col(spread, kh, kw, 1, 1, h, w, top=ph, left=pw)
                 np.matmul(dcols, w_flip, out=dx[sl].reshape(-1, c))
             return dw_part, db_part

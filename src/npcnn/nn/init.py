@@ -31,7 +31,9 @@ def kaiming_uniform_(param: Parameter, rng: np.random.Generator, gain: float = 2
     param.data[...] = rng.uniform(-bound, bound, size=param.shape)
 
 
-def normal_(param: Parameter, rng: np.random.Generator, std: float = 1.0, mean: float = 0.0) -> None:
+def normal_(
+    param: Parameter, rng: np.random.Generator, std: float = 1.0, mean: float = 0.0
+) -> None:
     """w ~ N(mean, std^2); the notebook initialised every weight with N(0, 0.1^2)."""
     param.data[...] = rng.normal(mean, std, size=param.shape)
 

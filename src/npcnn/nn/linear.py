@@ -44,6 +44,11 @@ class Dense(Layer):
         super().__init__()
         self.in_features = int(in_features)
         self.out_features = int(out_features)
+        if self.in_features < 1 or self.out_features < 1:
+            raise ValueError(
+                f"Dense needs in_features and out_features >= 1, "
+                f"got {in_features} and {out_features}"
+            )
         self.weight = Parameter(np.zeros((out_features, in_features), dtype=dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
         self._x: np.ndarray | None = None
@@ -83,7 +88,7 @@ class Dense(Layer):
 
 
 class Flatten(Layer):
-    """(N, d1, d2, ...) -> (N, d1*d2*...), in C order: (N, C, H, W) flattens as C, H, W like PyTorch.
+    """(N, d1, d2, ...) -> (N, d1*d2*...) in C order: (N, C, H, W) flattens as C, H, W (PyTorch).
 
     Backward reshapes dy back, keeping the channels-last memory that the
     layers before it work in (see `layout.py`).

@@ -28,7 +28,9 @@ def check_labels(y: np.ndarray, n: int, num_classes: int) -> np.ndarray:
     y = np.asarray(y)
     if y.dtype.kind not in "iu":
         if y.dtype.kind == "f" and y.size and np.all(np.mod(y, 1) == 0):
-            raise ValueError(f"labels must be integers, got dtype {y.dtype} (cast with .astype(int))")
+            raise ValueError(
+                f"labels must be integers, got dtype {y.dtype} (cast with .astype(int))"
+            )
         raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
     if y.shape != (n,):
         raise ValueError(f"labels must have shape ({n},) to match the logits, got {y.shape}")

@@ -114,15 +114,15 @@ class MaxPool2D(_Pool2D):
             sl = slice(rows.start, rows.stop)
             xb, yb = xp[sl], y[sl]
             yb[...] = self._window(xb, *offsets[0], ho, wo)
+            best = np.zeros(yb.shape, dtype=np.uint8) if argmax is not None else None
             for k, (i, j) in enumerate(offsets[1:], start=1):
                 v = self._window(xb, i, j, ho, wo)
-                if argmax is None:
-                    np.maximum(yb, v, out=yb)
-                else:
+                if best is not None:
                     # Strictly greater: an equal later value never displaces the first maximum.
-                    better = v > yb
-                    np.copyto(yb, v, where=better)
-                    np.copyto(argmax[sl], k, where=better)
+                    best = np.where(v > yb, np.uint8(k), best)
+                np.maximum(yb, v, out=yb)
+            if argmax is not None:
+                argmax[sl] = best
 
         parallel_map(run, chunk_ranges(n, xp[0].nbytes + y[0].nbytes))
         if keeps_cache(training):
@@ -140,12 +140,18 @@ class MaxPool2D(_Pool2D):
         dxp = np.zeros(self._shape, dtype=dy_cl.dtype)
         offsets = self._offsets()
 
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
+        overlapping = sh < kh or sw < kw
+
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
             dxb, dyb, amax = dxp[sl], dy_cl[sl], self._argmax[sl]
             for k, (i, j) in enumerate(offsets):
                 view = self._window(dxb, i, j, ho, wo)
-                np.add(view, dyb, out=view, where=amax == k)
+                if overlapping:
+                    view += dyb * (amax == k)
+                else:  # each input lies in one window at most: write, don't add
+                    np.multiply(dyb, amax == k, out=view)
 
         parallel_map(run, chunk_ranges(n, dxp[0].nbytes + dy_cl[0].nbytes))
         return from_channels_last(self._unpad(dxp))

@@ -14,10 +14,10 @@ from npcnn.optim.optimizer import Optimizer
 class Adam(Optimizer):
     """Adam (Kingma & Ba 2015), as torch.optim.Adam. For each parameter p, at step t:
 
-        g <- g + weight_decay * p                 (L2 penalty through the gradient)
-        m <- beta1 * m + (1 - beta1) * g
-        v <- beta2 * v + (1 - beta2) * g^2
-        p <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+    g <- g + weight_decay * p                 (L2 penalty through the gradient)
+    m <- beta1 * m + (1 - beta1) * g
+    v <- beta2 * v + (1 - beta2) * g^2
+    p <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
     """
 
     _state_names = ("exp_avg", "exp_avg_sq", "step")

@@ -64,12 +64,16 @@ class Optimizer:
             _, index, name = key.split(".", 2)
             i = int(index)
             if i >= len(self.params):
-                raise ValueError(f"optimizer state {key!r} names parameter {i}, but there are "
-                                 f"only {len(self.params)}")
+                raise ValueError(
+                    f"optimizer state {key!r} names parameter {i}, but there are "
+                    f"only {len(self.params)}"
+                )
             value = np.asarray(value)
             if value.ndim and value.shape != self.params[i].shape:
-                raise ValueError(f"optimizer state {key!r} has shape {value.shape}, "
-                                 f"parameter {i} has shape {self.params[i].shape}")
+                raise ValueError(
+                    f"optimizer state {key!r} has shape {value.shape}, "
+                    f"parameter {i} has shape {self.params[i].shape}"
+                )
             new_state[i][name] = value.astype(self.params[i].dtype) if value.ndim else value.copy()
         self.state = new_state
 

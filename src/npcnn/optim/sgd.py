@@ -13,10 +13,10 @@ from npcnn.optim.optimizer import Optimizer
 class SGD(Optimizer):
     """For each parameter p with gradient g (as torch.optim.SGD):
 
-        g <- g + weight_decay * p
-        b <- g on the first step, else momentum * b + (1 - dampening) * g
-        g <- g + momentum * b if nesterov else b          (when momentum != 0)
-        p <- p - lr * g
+    g <- g + weight_decay * p
+    b <- g on the first step, else momentum * b + (1 - dampening) * g
+    g <- g + momentum * b if nesterov else b          (when momentum != 0)
+    p <- p - lr * g
     """
 
     _state_names = ("momentum_buffer",)

@@ -1,0 +1,75 @@
+"""``npcnn evaluate``: a saved model's loss, accuracy and per-class results on a test set."""
+
+from __future__ import annotations
+
+import argparse
+
+from npcnn.cli import options
+from npcnn.cli.errors import EXIT_OK
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="test a saved model: accuracy, loss, per-class table, confusion matrix",
+        description=(
+            "Evaluate MODEL on the test split of a data set: loss, accuracy, per-class "
+            "precision/recall and the confusion matrix."
+        ),
+    )
+    p.add_argument("model", metavar="MODEL", help="a model .npz written by 'npcnn train'")
+    p.add_argument(
+        "--data",
+        metavar="NAME|DIR",
+        help="data set name or directory (default: the one the model was trained on, "
+        "from run.json next to MODEL, else 'sample')",
+    )
+    p.add_argument(
+        "--limit-test",
+        type=options.positive_int,
+        metavar="N",
+        help="use only the first N test images (for quick trials)",
+    )
+    p.add_argument("--batch-size", type=options.positive_int, default=500, help="(default: 500)")
+    p.add_argument("--threads", type=options.positive_int, help="threads inside the layers")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from npcnn import nn
+    from npcnn.cli.common import load_data, load_model, read_run_record, set_threads
+    from npcnn.cli.errors import CLIError
+    from npcnn.metrics import classification_report
+    from npcnn.training import evaluate
+
+    set_threads(args.threads)
+    model = load_model(args.model)
+    name = args.data
+    if name is None:
+        record = read_run_record(args.model) or {}
+        name = (record.get("data") or {}).get("name", "sample")
+    data = load_data(name, limit_test=args.limit_test)
+    try:
+        result = evaluate(
+            model, data.test_images, data.test_labels, nn.CrossEntropyLoss(), args.batch_size
+        )
+    except ValueError as err:
+        raise CLIError(f"the model does not fit the {data.name!r} images: {err}") from None
+    if result.probabilities.shape[1] != len(data.classes):
+        raise CLIError(
+            f"the model has {result.probabilities.shape[1]} outputs but {data.name!r} has "
+            f"{len(data.classes)} classes"
+        )
+    report = classification_report(data.test_labels, result.predictions, data.classes)
+    n = len(data.test_labels)
+    correct = int(report.confusion.trace())
+    print(f"Model: {args.model}")
+    print(f"Data: {data.name} test split, {n} images")
+    print(f"test loss: {result.loss:.4f}")
+    print(f"test accuracy: {result.accuracy:.4f} ({correct}/{n})")
+    print()
+    print(report.format_table())
+    print()
+    print("Confusion matrix (rows: true class, columns: predicted):")
+    print(report.format_confusion())
+    return EXIT_OK

@@ -1,0 +1,58 @@
+"""``npcnn gradcheck``: finite-difference check of a preset network's gradients."""
+
+from __future__ import annotations
+
+import argparse
+
+from npcnn.cli import options
+from npcnn.cli.errors import EXIT_FAILURE, EXIT_OK
+from npcnn.models import DEFAULT_PRESET, PRESETS
+
+TOLERANCE = 1e-6
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "gradcheck",
+        help="check a preset network's gradients against finite differences",
+        description=(
+            "Run the preset's network in float64 on a small random batch, compare the "
+            "backward pass of cross-entropy loss with centred finite differences, print "
+            f"the relative error per tensor and exit with 1 if the largest is above {TOLERANCE:g}."
+        ),
+    )
+    p.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET)
+    p.add_argument(
+        "--batch-size", type=options.positive_int, default=4, help="examples (default: 4)"
+    )
+    p.add_argument(
+        "--elements",
+        type=options.positive_int,
+        default=64,
+        help="elements checked per tensor, chosen at random (default: 64)",
+    )
+    p.add_argument("--seed", type=options.seed, default=0, help="weights, data, picks (default: 0)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    import npcnn
+    from npcnn import nn
+    from npcnn.models import get_preset
+
+    preset = get_preset(args.preset)
+    model = preset.model(seed=args.seed).astype(np.float64)
+    rng = np.random.default_rng(args.seed)
+    x = rng.random((args.batch_size, *preset.input_shape))
+    y = rng.integers(0, 10, size=args.batch_size)
+    result = npcnn.gradcheck(
+        model, x, y, loss_fn=nn.CrossEntropyLoss(), seed=args.seed, max_elements=args.elements
+    )
+    print(f"Gradient check of preset {preset.name!r}: float64, batch {args.batch_size}")
+    print(result)
+    ok = result.max_error <= TOLERANCE
+    verdict = "OK" if ok else "FAILED"
+    print(f"max relative error {result.max_error:.2e} (tolerance {TOLERANCE:g}): {verdict}")
+    return EXIT_OK if ok else EXIT_FAILURE

@@ -1,0 +1,62 @@
+"""What a preset is: a seeded model builder plus the recipe that trains it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from npcnn import nn
+
+#: (rng, num_classes) -> a fresh model for (N, 1, 28, 28) float32 input.
+Builder = Callable[[np.random.Generator, int], nn.Sequential]
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "step", "cosine")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a preset is trained; every field can be overridden from the command line.
+
+    ``batch_size`` None means full-batch gradient descent (one step per epoch).
+    ``train_limit``/``test_limit`` keep only the first N examples of a split
+    (None: all). ``step_size``/``gamma`` drive the step schedule
+    (lr *= gamma every ``step_size`` epochs); the cosine schedule anneals
+    from ``lr`` to ``eta_min`` over the run's epochs.
+    """
+
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    epochs: int = 5
+    batch_size: int | None = 64
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    step_size: int = 5
+    gamma: float = 0.1
+    eta_min: float = 0.0
+    train_limit: int | None = None
+    test_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named architecture (``build``) and its training ``recipe``."""
+
+    name: str
+    description: str
+    build: Builder
+    recipe: Recipe = field(default_factory=Recipe)
+    input_shape: tuple[int, int, int] = (1, 28, 28)
+
+    def model(self, seed: int | np.random.Generator | None = 0, num_classes: int = 10):
+        """A freshly initialised model; the same seed gives the same weights."""
+        return self.build(np.random.default_rng(seed), num_classes)

@@ -1,0 +1,109 @@
+"""Pictures for a training report: a confusion matrix and a grid of mistakes.
+
+matplotlib is imported lazily, with the non-interactive Agg backend, so
+importing npcnn never needs it and no window ever opens.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError('plotting needs matplotlib: pip install "npcnn[cli]"') from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    """Write the figure to a temporary file and rename, so a crash leaves no half PNG."""
+    plt = _pyplot()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def plot_confusion_matrix(
+    confusion: np.ndarray,
+    classes: Sequence[str],
+    path: str | os.PathLike[str],
+    title: str = "Confusion matrix",
+) -> Path:
+    """Save a (K, K) confusion matrix (rows true, columns predicted) as a PNG heat map.
+
+    Cells are coloured by the row-normalised rate (recall per true class) and
+    labelled with the counts, so rare classes are as readable as common ones.
+    """
+    plt = _pyplot()
+    confusion = np.asarray(confusion)
+    k = confusion.shape[0]
+    rows = confusion.sum(axis=1, keepdims=True)
+    rate = np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
+    side = max(4.0, 0.55 * k + 2.0)
+    fig, ax = plt.subplots(figsize=(side + 1.0, side))
+    im = ax.imshow(rate, cmap="Blues", vmin=0.0, vmax=1.0)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    ax.set_xticks(range(k), labels=list(classes), rotation=45, ha="right")
+    ax.set_yticks(range(k), labels=list(classes))
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for t in range(k):
+        for p in range(k):
+            colour = "white" if rate[t, p] > 0.5 else "black"
+            ax.text(p, t, str(confusion[t, p]), ha="center", va="center", color=colour, fontsize=8)
+    return _save(fig, path)
+
+
+def plot_misclassified(
+    images: np.ndarray,
+    labels: np.ndarray,
+    predictions: np.ndarray,
+    classes: Sequence[str],
+    path: str | os.PathLike[str],
+    probabilities: np.ndarray | None = None,
+    max_images: int = 36,
+) -> Path:
+    """Save a grid of the first ``max_images`` misclassified images as a PNG.
+
+    ``images``: (N, H, W) or (N, 1, H, W); ``labels``/``predictions``: (N,);
+    ``probabilities``: optional (N, K) softmax outputs, to show the
+    confidence of each wrong answer. Writes a note instead when there is no
+    mistake.
+    """
+    plt = _pyplot()
+    images = np.asarray(images)
+    if images.ndim == 4:
+        images = images[:, 0]
+    wrong = np.flatnonzero(np.asarray(labels) != np.asarray(predictions))[:max_images]
+    cols = max(1, min(6, len(wrong)))
+    nrows = max(1, -(-len(wrong) // cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(1.9 * cols, 2.1 * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    if len(wrong) == 0:
+        axes[0, 0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+    for ax, i in zip(axes.ravel(), wrong, strict=False):
+        ax.imshow(images[i], cmap="gray")
+        caption = f"true {classes[labels[i]]}\npred {classes[predictions[i]]}"
+        if probabilities is not None:
+            caption += f" ({100 * probabilities[i, predictions[i]]:.0f}%)"
+        ax.set_title(caption, fontsize=8)
+    fig.suptitle(f"Misclassified test images (first {len(wrong)})")
+    return _save(fig, path)

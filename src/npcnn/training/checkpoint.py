@@ -1,0 +1,180 @@
+"""Training checkpoints: everything a run needs to continue bit for bit, in one .npz.
+
+A checkpoint is a model file (:func:`npcnn.serialization.model_to_arrays`:
+the architecture JSON and every parameter and buffer) plus
+
+* ``__optimizer__.<key>``: each entry of ``optimizer.state_dict()`` (the
+  hyperparameters and the per-parameter moment arrays);
+* ``__checkpoint__``: a 0-d unicode array holding JSON: where the run stands
+  (``epoch`` completed epochs, ``step`` completed steps of the next epoch),
+  the optimiser's class, the scheduler state, the History so far, the RNG
+  states of the batch iterators and of every ``numpy.random.Generator`` held
+  by a layer (dropout masks), and the partial sums of an unfinished epoch.
+
+It is written atomically (temporary file, then rename) and read with
+``allow_pickle=False``. :func:`npcnn.load` does not read it (the extra arrays
+are not the model's); use ``load_checkpoint(path)["model"]``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from npcnn.nn import Layer
+from npcnn.serialization import (
+    ARCHITECTURE_KEY,
+    load_arrays,
+    model_from_arrays,
+    model_to_arrays,
+    save_arrays,
+)
+from npcnn.training.history import History
+
+CHECKPOINT_KEY = "__checkpoint__"
+OPTIMIZER_PREFIX = "__optimizer__."
+FORMAT_NAME = "npcnn-checkpoint"
+FORMAT_VERSION = 1
+
+
+def _walk(layer: Layer, prefix: str = "") -> Iterator[tuple[str, Layer]]:
+    yield prefix, layer
+    for name, child in getattr(layer, "_children", {}).items():
+        yield from _walk(child, f"{prefix}{name}.")
+
+
+def generator_states(model: Layer) -> dict[str, dict[str, Any]]:
+    """The bit-generator state of every ``numpy.random.Generator`` attribute of every layer.
+
+    Keys are dotted paths such as ``"3.rng"`` (layer "3", attribute ``rng``).
+    """
+    states = {}
+    for prefix, layer in _walk(model):
+        for attr, value in vars(layer).items():
+            if isinstance(value, np.random.Generator):
+                states[prefix + attr] = _jsonable(value.bit_generator.state)
+    return states
+
+
+def set_generator_states(model: Layer, states: Mapping[str, Mapping[str, Any]]) -> None:
+    """Restore :func:`generator_states` output; ValueError if the generators do not match."""
+    found = {}
+    for prefix, layer in _walk(model):
+        for attr, value in vars(layer).items():
+            if isinstance(value, np.random.Generator):
+                found[prefix + attr] = value
+    if set(found) != set(states):
+        raise ValueError(
+            f"the checkpoint has random generators {sorted(states)}, the model has {sorted(found)}"
+        )
+    for key, generator in found.items():
+        generator.bit_generator.state = dict(states[key])
+
+
+def _jsonable(value: Any) -> Any:
+    """Bit-generator states as JSON: PCG64's are plain ints; arrays (MT19937) become lists."""
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: Layer,
+    optimizer: Any,
+    meta: Mapping[str, Any],
+) -> Path:
+    """Write ``model``, ``optimizer.state_dict()`` and the JSON-ready ``meta`` to ``path``.
+
+    ``meta`` holds the run's position and states (see :class:`Trainer`); the
+    format name, version and optimiser class are added here. Atomic.
+    """
+    record = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "optimizer": type(optimizer).__name__,
+        **meta,
+    }
+    arrays = model_to_arrays(model)
+    arrays[CHECKPOINT_KEY] = np.array(json.dumps(_jsonable(record)))
+    for key, value in optimizer.state_dict().items():
+        arrays[OPTIMIZER_PREFIX + key] = np.asarray(value)
+    return save_arrays(path, arrays)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint written by :class:`Trainer` (or :func:`save_checkpoint`).
+
+    Returns a dict with
+
+    * ``model``: the rebuilt model (an :class:`npcnn.nn.Layer`), weights loaded;
+    * ``model_state``: its state dict (name -> array);
+    * ``architecture``: the model's description (``layer_spec`` output);
+    * ``optimizer``: the optimiser's class name; ``optimizer_state``: the dict
+      for ``optimizer.load_state_dict``;
+    * ``epoch``: completed epochs; ``step``: completed steps of the next
+      epoch (0 at an epoch boundary); ``global_step``; ``epochs``: the run's
+      target epoch count;
+    * ``history``: a :class:`History`; ``scheduler_state``: dict or None;
+    * ``data_state``/``validation_data_state``: batch-iterator RNG states
+      (or None); ``generator_states``: layer RNG states by dotted path;
+    * ``totals``: partial sums of the unfinished epoch; ``data``: the
+      training data's steps per epoch, examples and batch size.
+
+    Raises FileNotFoundError for a missing file and ValueError for anything
+    that is not an npcnn training checkpoint (including a plain model file).
+    """
+    source = str(path)
+    arrays = load_arrays(path)
+    if CHECKPOINT_KEY not in arrays:
+        what = "an npcnn model file" if ARCHITECTURE_KEY in arrays else "an npcnn file"
+        raise ValueError(f"{source} is {what}, not a training checkpoint")
+    try:
+        record = json.loads(str(arrays.pop(CHECKPOINT_KEY)))
+    except (json.JSONDecodeError, ValueError) as err:
+        raise ValueError(f"{source}: the checkpoint record is not valid JSON ({err})") from err
+    if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:
+        raise ValueError(f"{source} is not an npcnn training checkpoint")
+    if record.get("version", 0) > FORMAT_VERSION:
+        raise ValueError(
+            f"{source} was written by a newer npcnn (checkpoint format {record['version']})"
+        )
+    optimizer_state = {
+        key[len(OPTIMIZER_PREFIX) :]: arrays.pop(key)
+        for key in list(arrays)
+        if key.startswith(OPTIMIZER_PREFIX)
+    }
+    model = model_from_arrays(arrays, source=source)
+    architecture = json.loads(str(arrays[ARCHITECTURE_KEY]))["model"]
+    try:
+        return {
+            "model": model,
+            "model_state": {k: v for k, v in arrays.items() if k != ARCHITECTURE_KEY},
+            "architecture": architecture,
+            "optimizer": record["optimizer"],
+            "optimizer_state": optimizer_state,
+            "epoch": int(record["epoch"]),
+            "step": int(record["step"]),
+            "global_step": int(record["global_step"]),
+            "epochs": record.get("epochs"),
+            "history": History.from_dict(record["history"]),
+            "scheduler_state": record.get("scheduler"),
+            "data_state": record.get("data_state"),
+            "validation_data_state": record.get("validation_data_state"),
+            "generator_states": dict(record.get("generators", {})),
+            "totals": dict(record["totals"]),
+            "data": dict(record.get("data", {})),
+        }
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{source}: incomplete checkpoint record ({err!r})") from err
