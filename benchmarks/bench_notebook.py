@@ -304,6 +304,7 @@ def environment_info(threads: int) -> dict[str, Any]:
         "blas": f"{blas.get('name', '?')} {blas.get('version', '')}".strip(),
         "blas_config": blas.get("openblas configuration", ""),
         "env": {k: os.environ[k] for k in ENV_VARS if k in os.environ},
+        "load_average_before": os.getloadavg(),
     }
 
 
@@ -377,6 +378,10 @@ def print_report(env: dict, infos: dict, summary: dict, targets: dict) -> None:
     for key in ENV_VARS:
         print(f"  {key}={env['env'].get(key, '(unset)')}")
     print(f"  threads: {env['threads']} (npcnn.set_num_threads and torch.set_num_threads)")
+    load = [
+        " ".join(f"{v:.2f}" for v in env[k]) for k in ("load_average_before", "load_average_after")
+    ]
+    print(f"  load average (1, 5, 15 min): {load[0]} before, {load[1]} after the run")
     for fw, info in infos.items():
         print(f"  {fw}: " + ", ".join(f"{k}={v}" for k, v in info.items()))
 
@@ -468,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append(
             spawn_worker("naive", "notebook", args.threads, 0, args.naive_repeats, args.naive_dtype)
         )
+    # Other processes' load distorts timings (PyTorch's OpenMP threads suffer most): show it.
+    env["load_average_after"] = os.getloadavg()
     infos = {r["framework"]: r["info"] for r in results if r["info"]}
     summary = summarise(results)
     targets = check_targets(summary)

@@ -92,7 +92,7 @@ class ClassReport:
         """The confusion matrix as text: rows true class, columns predicted class."""
         labels = [c[:6] for c in self.classes]
         cell = max(5, *(len(str(v)) for v in self.confusion.reshape(-1))) + 1
-        first = max(6, *(len(c) for c in labels)) + 1
+        first = max(len("true\\pred"), *(len(c) for c in labels)) + 1
         lines = ["true\\pred".ljust(first) + "".join(f"{c:>{cell}}" for c in labels)]
         for name, row in zip(labels, self.confusion, strict=True):
             lines.append(f"{name:<{first}}" + "".join(f"{v:>{cell}d}" for v in row))

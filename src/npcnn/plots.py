@@ -1,6 +1,6 @@
 """Pictures for a training report: a confusion matrix and a grid of mistakes.
 
-matplotlib is imported lazily, with the non-interactive Agg backend, so
+matplotlib is imported lazily and drawn on an Agg canvas without pyplot, so
 importing npcnn never needs it and no window ever opens.
 """
 
@@ -14,27 +14,27 @@ from typing import Any
 import numpy as np
 
 
-def _pyplot() -> Any:
+def _figure(width: float, height: float) -> Any:
+    """A matplotlib Figure on an Agg canvas; pyplot is never touched, so neither is
+    the backend of a program that uses it."""
     try:
-        import matplotlib
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
     except ImportError:
         raise ImportError('plotting needs matplotlib: pip install "npcnn[cli]"') from None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
 
 
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Write the figure to a temporary file and rename, so a crash leaves no half PNG."""
-    plt = _pyplot()
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=100)
         os.replace(tmp, path)
     finally:
-        plt.close(fig)
         tmp.unlink(missing_ok=True)
     return path
 
@@ -50,15 +50,15 @@ def plot_confusion_matrix(
     Cells are coloured by the row-normalised rate (recall per true class) and
     labelled with the counts, so rare classes are as readable as common ones.
     """
-    plt = _pyplot()
     confusion = np.asarray(confusion)
     k = confusion.shape[0]
     rows = confusion.sum(axis=1, keepdims=True)
     rate = np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
     side = max(4.0, 0.55 * k + 2.0)
-    fig, ax = plt.subplots(figsize=(side + 1.0, side))
+    fig = _figure(side + 1.0, side)
+    ax = fig.subplots()
     im = ax.imshow(rate, cmap="Blues", vmin=0.0, vmax=1.0)
-    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the true class")
     ax.set_xticks(range(k), labels=list(classes), rotation=45, ha="right")
     ax.set_yticks(range(k), labels=list(classes))
     ax.set_xlabel("predicted")
@@ -87,14 +87,14 @@ def plot_misclassified(
     confidence of each wrong answer. Writes a note instead when there is no
     mistake.
     """
-    plt = _pyplot()
     images = np.asarray(images)
     if images.ndim == 4:
         images = images[:, 0]
     wrong = np.flatnonzero(np.asarray(labels) != np.asarray(predictions))[:max_images]
     cols = max(1, min(6, len(wrong)))
     nrows = max(1, -(-len(wrong) // cols))
-    fig, axes = plt.subplots(nrows, cols, figsize=(1.9 * cols, 2.1 * nrows), squeeze=False)
+    fig = _figure(1.9 * cols, 2.1 * nrows + 0.4)
+    axes = fig.subplots(nrows, cols, squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     if len(wrong) == 0:

@@ -31,20 +31,20 @@ def load_model(path: str | os.PathLike[str]) -> Layer:
     """npcnn.load with the two failures a user can cause turned into CLIErrors."""
     import npcnn
 
+    if Path(path).is_dir():
+        raise CLIError(f"{path} is a directory, not a model file")
     try:
         return npcnn.load(path)
     except FileNotFoundError:
         raise CLIError(f"no such model file: {path}") from None
     except PermissionError:
         raise CLIError(f"cannot read the model file {path}: permission denied") from None
-    except IsADirectoryError:
-        raise CLIError(f"{path} is a directory, not a model file") from None
     except ValueError as err:
         raise CLIError(f"{path} is not an npcnn model: {err}") from None
 
 
-def load_data(name: str, limit_train: int | None = None, limit_test: int | None = None) -> Dataset:
-    """load_dataset(name), keeping the first ``limit_*`` examples of each split."""
+def load_data(name: str) -> Dataset:
+    """load_dataset(name) with its failures turned into CLIErrors."""
     from npcnn.data import DataError, load_dataset
 
     try:
@@ -53,6 +53,11 @@ def load_data(name: str, limit_train: int | None = None, limit_test: int | None 
         raise CLIError(str(err)) from None
     except OSError as err:
         raise CLIError(f"cannot read the data set {name!r}: {err}") from None
+    return data
+
+
+def limit_splits(data: Dataset, limit_train: int | None, limit_test: int | None) -> Dataset:
+    """Keep the first ``limit_*`` examples of each split (in place; None keeps all)."""
     if limit_train is not None:
         data.train_images = data.train_images[:limit_train]
         data.train_labels = data.train_labels[:limit_train]

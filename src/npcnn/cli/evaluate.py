@@ -37,7 +37,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from npcnn import nn
-    from npcnn.cli.common import load_data, load_model, read_run_record, set_threads
+    from npcnn.cli.common import limit_splits, load_data, load_model, read_run_record, set_threads
     from npcnn.cli.errors import CLIError
     from npcnn.metrics import classification_report
     from npcnn.training import evaluate
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if name is None:
         record = read_run_record(args.model) or {}
         name = (record.get("data") or {}).get("name", "sample")
-    data = load_data(name, limit_test=args.limit_test)
+    data = limit_splits(load_data(name), None, args.limit_test)
     try:
         result = evaluate(
             model, data.test_images, data.test_labels, nn.CrossEntropyLoss(), args.batch_size

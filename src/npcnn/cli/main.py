@@ -63,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as err:
         print_error(err)
         return err.code
-    except ModuleNotFoundError as err:
+    except ImportError as err:
         print_error(missing_dependency(err))
         return EXIT_FAILURE
     except KeyboardInterrupt:

@@ -26,9 +26,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="take the class names from this data set (default: run.json next to MODEL, "
         "else class indices)",
     )
-    p.add_argument(
-        "--top", type=options.positive_int, default=3, help="classes shown (default: 3)"
-    )
+    p.add_argument("--top", type=options.positive_int, default=3, help="classes shown (default: 3)")
     p.set_defaults(run=run)
 
 

@@ -8,7 +8,7 @@ from npcnn.nn.conv import Conv2D
 from npcnn.nn.dropout import Dropout
 from npcnn.nn.linear import Dense, Flatten
 from npcnn.nn.loss import CrossEntropyLoss, log_softmax, softmax
-from npcnn.nn.module import Layer, NoForwardError, Parameter
+from npcnn.nn.module import Layer, NoForwardError, Parameter, inference_backward
 from npcnn.nn.pooling import AvgPool2D, MaxPool2D
 
 #: Every layer type by name, for rebuilding a model from its saved architecture.
@@ -50,6 +50,7 @@ __all__ = [
     "Sequential",
     "Sigmoid",
     "Tanh",
+    "inference_backward",
     "init",
     "log_softmax",
     "softmax",

@@ -45,6 +45,9 @@ from npcnn.nn.module import (
     keeps_cache,
 )
 
+# Below this many input channels, im2col copies whole image rows per channel instead.
+_FEW_CHANNELS = 4
+
 
 def _pad(x: np.ndarray, ph: int, pw: int, rows: slice = slice(None)) -> np.ndarray:
     """Zero-pad the spatial axes of channels-last `x[rows]` (N, H, W, C)."""
@@ -73,16 +76,30 @@ def _im2col(
     Row (b, a, c) holds xp[b, top + a*sh + i, left + c*sw + j, :] for every (i, j),
     in (i, j, channel) order. One strided copy per kernel offset: kh*kw copies
     of whole (B, ho, wo, C) blocks, no loop over pixels.
+
+    With few channels (a grayscale input) those copies would move one or two
+    values at a time; the matrix is then built transposed, one copy per
+    (i, j, channel) along whole image rows, and returned as a transposed view
+    (BLAS takes either orientation without copying).
     """
     b, _, _, c = xp.shape
+    if c < _FEW_CHANNELS:
+        cols_t = np.empty((kh, kw, c, b, ho, wo), dtype=xp.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                window = _shifted(xp, top + i, left + j, sh, sw, ho, wo)
+                cols_t[i, j] = window.transpose(3, 0, 1, 2)
+        return cols_t.reshape(kh * kw * c, b * ho * wo).T
     cols = np.empty((b, ho, wo, kh, kw, c), dtype=xp.dtype)
     for i in range(kh):
         for j in range(kw):
-            r0, c0 = top + i, left + j
-            cols[:, :, :, i, j, :] = xp[
-                :, r0 : r0 + sh * (ho - 1) + 1 : sh, c0 : c0 + sw * (wo - 1) + 1 : sw
-            ]
+            cols[:, :, :, i, j, :] = _shifted(xp, top + i, left + j, sh, sw, ho, wo)
     return cols.reshape(b * ho * wo, kh * kw * c)
+
+
+def _shifted(xp: np.ndarray, r0: int, c0: int, sh: int, sw: int, ho: int, wo: int) -> np.ndarray:
+    """The (B, ho, wo, C) strided view xp[:, r0 + a*sh, c0 + b*sw, :] for every output (a, b)."""
+    return xp[:, r0 : r0 + sh * (ho - 1) + 1 : sh, c0 : c0 + sw * (wo - 1) + 1 : sw]
 
 
 class Conv2D(Layer):
