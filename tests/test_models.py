@@ -16,9 +16,7 @@ def test_every_preset_builds_a_seeded_classifier(name: str) -> None:
     a, b, c = preset.model(seed=5), preset.model(seed=5), preset.model(seed=6)
     out = a.forward(x)
     assert out.shape == (3, 10) and out.dtype == np.float32
-    for (name_a, pa), (_, pb), (_, pc) in zip(
-        a.named_parameters(), b.named_parameters(), c.named_parameters(), strict=True
-    ):
+    for (name_a, pa), (_, pb) in zip(a.named_parameters(), b.named_parameters(), strict=True):
         np.testing.assert_array_equal(pa.data, pb.data, err_msg=name_a)
     weights = [p.data for p in a.parameters() if p.data.ndim > 1]
     others = [p.data for p in c.parameters() if p.data.ndim > 1]
@@ -63,7 +61,7 @@ def test_default_and_strong_presets() -> None:
 
 
 def test_unknown_preset_and_bad_recipes() -> None:
-    with pytest.raises(ValueError, match="unknown preset 'huge'.*small"):
+    with pytest.raises(ValueError, match=r"unknown preset 'huge'.*small"):
         get_preset("huge")
     with pytest.raises(ValueError, match="optimizer"):
         Recipe(optimizer="rmsprop")

@@ -22,10 +22,10 @@ def toy_data(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(n, 8, 8) uint8 images and (n,) int64 labels in [0, 3)."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, NUM_CLASSES, size=n)
-    images = rng.integers(0, 90, size=(n, 8, 8))
+    images = rng.integers(0, 150, size=(n, 8, 8))
     for i, label in enumerate(labels):
         r, c = CORNERS[label]
-        images[i, r : r + 3, c : c + 3] += 160
+        images[i, r : r + 3, c : c + 3] += 50
     return images.astype(np.uint8), labels.astype(np.int64)
 
 

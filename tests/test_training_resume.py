@@ -7,20 +7,23 @@ import signal
 
 import numpy as np
 import pytest
+
+import npcnn
+from npcnn import nn, optim
+from npcnn.serialization import model_to_arrays, save_arrays
+from npcnn.training import (
+    NonFiniteLossError,
+    Trainer,
+    TrainingInterrupted,
+    callbacks,
+    load_checkpoint,
+)
 from test_training_helpers import (
     assert_same_state,
     batches,
     make_trainer,
     validation,
     without_times,
-)
-
-import npcnn
-from npcnn.training import (
-    NonFiniteLossError,
-    TrainingInterrupted,
-    callbacks,
-    load_checkpoint,
 )
 
 
@@ -96,7 +99,9 @@ def test_ctrl_c_mid_epoch_checkpoints_the_last_step_and_resumes_exactly(
     full = straight.fit(batches(), 3, validation=validation())
 
     ckpt = tmp_path / "ckpt.npz"
-    trainer = make_trainer(checkpoint_path=ckpt, callbacks=[InterruptAt(8, real_signal=real_signal)])
+    trainer = make_trainer(
+        checkpoint_path=ckpt, callbacks=[InterruptAt(8, real_signal=real_signal)]
+    )
     with pytest.raises(TrainingInterrupted) as info:
         trainer.fit(batches(), 3, validation=validation())
     assert info.value.checkpoint_path == ckpt
@@ -136,6 +141,28 @@ def test_interrupt_inside_a_step_keeps_the_last_epoch_checkpoint(tmp_path) -> No
     assert (loaded["epoch"], loaded["step"]) == (1, 0)  # not the half-updated state
 
 
+def test_second_ctrl_c_stops_mid_step_without_writing(tmp_path) -> None:
+    ckpt = tmp_path / "ckpt.npz"
+    trainer = make_trainer(checkpoint_path=ckpt)
+    real_forward = trainer.loss_fn.forward
+    calls = []
+
+    def forward(logits, y):
+        calls.append(1)
+        if len(calls) == 7:
+            os.kill(os.getpid(), signal.SIGINT)  # deferred: the step would finish
+            os.kill(os.getpid(), signal.SIGINT)  # the second one raises at once
+        return real_forward(logits, y)
+
+    trainer.loss_fn.forward = forward
+    with pytest.raises(TrainingInterrupted) as info:
+        trainer.fit(batches(), 3)
+    assert len(calls) == 7
+    assert info.value.checkpoint_path == ckpt
+    assert load_checkpoint(ckpt)["step"] == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_interrupt_without_checkpoint_path_reports_none() -> None:
     trainer = make_trainer(callbacks=[InterruptAt(2)])
     with pytest.raises(TrainingInterrupted) as info:
@@ -151,10 +178,9 @@ class ExplodeAfterFirstEpoch(callbacks.Callback):
 
 
 def test_non_finite_loss_stops_and_keeps_the_previous_checkpoint(tmp_path) -> None:
+    # No batch norm here: it would renormalise the exploding activations.
+    model = nn.Sequential(nn.Flatten(), nn.Dense(64, 16, rng=0), nn.ReLU(), nn.Dense(16, 3, rng=1))
     ckpt = tmp_path / "ckpt.npz"
-    trainer = make_trainer(checkpoint_path=ckpt, callbacks=[ExplodeAfterFirstEpoch()])
-    # Without a scheduler the 1e30 learning rate stays in force for epoch 2.
-    trainer.scheduler = None
     before: bytes | None = None
 
     class Snapshot(callbacks.Callback):
@@ -162,7 +188,13 @@ def test_non_finite_loss_stops_and_keeps_the_previous_checkpoint(tmp_path) -> No
             nonlocal before
             before = ckpt.read_bytes()
 
-    trainer.callbacks.callbacks.append(Snapshot())
+    trainer = Trainer(
+        model,
+        nn.CrossEntropyLoss(),
+        optim.SGD(model.parameters(), lr=0.05),
+        callbacks=[Snapshot(), ExplodeAfterFirstEpoch()],
+        checkpoint_path=ckpt,
+    )
     with pytest.raises(NonFiniteLossError) as info, np.errstate(over="ignore", invalid="ignore"):
         trainer.fit(batches(), 3)
     message = str(info.value)
@@ -170,6 +202,7 @@ def test_non_finite_loss_stops_and_keeps_the_previous_checkpoint(tmp_path) -> No
     assert f"epoch 2, step {info.value.step}" in message
     assert "smaller learning rate" in message
     assert str(ckpt) in message
+    assert len(trainer.history.steps) == 5 + info.value.step - 1
     assert ckpt.read_bytes() == before
     assert load_checkpoint(ckpt)["epoch"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.npz"]  # no temporary files left
@@ -185,6 +218,11 @@ def test_load_checkpoint_rejects_other_files(tmp_path) -> None:
         load_checkpoint(junk)
     with pytest.raises(FileNotFoundError):
         load_checkpoint(tmp_path / "missing.npz")
+    arrays = model_to_arrays(make_trainer().model)
+    arrays["__checkpoint__"] = np.array("{not json")
+    save_arrays(tmp_path / "bad.npz", arrays)
+    with pytest.raises(ValueError, match="not valid JSON"):
+        load_checkpoint(tmp_path / "bad.npz")
 
 
 def test_resume_refuses_a_checkpoint_of_another_setup(tmp_path) -> None:

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     name = args.data
     if name is None:
         record = read_run_record(args.model) or {}
-        name = (record.get("data") or {}).get("name", "sample")
+        name = (record.get("config") or {}).get("data", "sample")
     data = limit_splits(load_data(name), None, args.limit_test)
     try:
         result = evaluate(

@@ -53,7 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: sys.argv[1:]) and return the exit code."""
     parser = build_parser()
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = parser.parse_args(argv)
+        args.argv = argv  # the command line as given, for the run's record
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE

@@ -121,7 +121,7 @@ def resolve_config(args: argparse.Namespace, previous: dict[str, Any] | None) ->
     preset = get_preset(args.preset or previous.get("preset") or DEFAULT_PRESET)
     config: dict[str, Any] = {
         "preset": preset.name,
-        "data": args.data or previous.get("data") or "sample",
+        "data": _data_argument(args.data) if args.data else previous.get("data", "sample"),
         "seed": args.seed if args.seed is not None else previous.get("seed", 0),
     }
     for name in RECIPE_OPTIONS:
@@ -135,6 +135,15 @@ def resolve_config(args: argparse.Namespace, previous: dict[str, Any] | None) ->
     if config["momentum"] and config["optimizer"] != "sgd":
         raise UsageError(f"--momentum applies to sgd only, not {config['optimizer']}")
     return config
+
+
+def _data_argument(name: str) -> str:
+    """A data set name as given; a directory as an absolute path, so run.json stays valid."""
+    from npcnn.data import DATASETS
+
+    if name.strip().lower().replace("_", "-") in DATASETS or not Path(name).is_dir():
+        return name
+    return str(Path(name).resolve())
 
 
 def _make_optimizer(model: Any, config: dict[str, Any]) -> Any:
@@ -198,8 +207,6 @@ def run(args: argparse.Namespace) -> int:
     from npcnn import nn
     from npcnn.cli.common import (
         RUN_RECORD,
-        default_run_directory,
-        fresh_directory,
         limit_splits,
         load_data,
         read_run_record,
@@ -249,21 +256,14 @@ def run(args: argparse.Namespace) -> int:
         model = preset.model(seed=config["seed"], num_classes=len(data.classes))
     batch = config["batch_size"] or len(data.train_labels)
 
-    if args.out is not None:
-        run_dir = fresh_directory(args.out)
-    elif args.resume is not None:
-        parent = args.resume.resolve().parent
-        run_dir = fresh_directory(parent.with_name(f"{parent.name}-resumed"))
-    else:
-        run_dir = fresh_directory(default_run_directory(preset.name))
-    if args.out is not None and run_dir != args.out:
-        print(f"note: {args.out} already holds files; writing to {run_dir} instead")
+    run_dir = _choose_run_directory(args, preset.name)
 
     arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     arguments.pop("run", None)
+    arguments.pop("argv", None)
     record = {
         "npcnn_version": npcnn.__version__,
-        "command": " ".join([PROG, *map(shlex.quote, sys.argv[1:])]),
+        "command": " ".join([PROG, *map(shlex.quote, getattr(args, "argv", sys.argv[1:]))]),
         "arguments": arguments,
         "config": config,
         "seed": config["seed"],
@@ -279,15 +279,7 @@ def run(args: argparse.Namespace) -> int:
     }
     write_json(run_dir / RUN_RECORD, record)
 
-    where = "resuming " if checkpoint is not None else ""
-    print(
-        f"{PROG} {npcnn.__version__}: {where}training preset {preset.name!r} on {data.name!r} "
-        f"({len(data.train_labels):,} train / {len(data.test_labels):,} test images), "
-        f"{config['epochs']} epochs, batch "
-        f"{'full (' + str(batch) + ')' if config['batch_size'] is None else batch}, "
-        f"{config['optimizer']} lr {config['lr']:g}, schedule {config['schedule']}, "
-        f"seed {config['seed']}"
-    )
+    print(_banner(npcnn.__version__, preset.name, data, config, resumed=checkpoint is not None))
     for note in _describe_limits(data, sizes, config):
         print(note)
     print(f"run directory: {run_dir}")
@@ -324,7 +316,10 @@ def run(args: argparse.Namespace) -> int:
         )
     except TrainingInterrupted as stop:
         if stop.checkpoint_path is None:
-            print(f"{PROG}: interrupted before the first checkpoint; nothing to resume")
+            print(
+                f"{PROG}: interrupted before the first checkpoint; nothing to resume",
+                file=sys.stderr,
+            )
         else:
             print(
                 f"{PROG}: interrupted after {stop.epoch} epoch(s); checkpoint saved; resume with: "
@@ -359,9 +354,41 @@ def run(args: argparse.Namespace) -> int:
         f"test loss {test['loss']:.4f}, test accuracy {100 * test['accuracy']:.2f}% "
         f"({test['correct']}/{test['count']})"
     )
-    print(f"wrote {run_dir}/: {MODEL_FILE}, metrics.json, log.csv, log.json, curves.png, ")
-    print("      confusion.png, misclassified.png, checkpoint.npz, run.json")
+    print(
+        f"wrote {run_dir}: {MODEL_FILE}, metrics.json, log.csv, log.json, curves.png, "
+        "confusion.png, misclassified.png, checkpoint.npz, run.json"
+    )
     return EXIT_OK
+
+
+def _choose_run_directory(args: argparse.Namespace, preset: str) -> Path:
+    """--out, else <checkpoint's run>-resumed when resuming, else runs/<preset>-<time>;
+    made fresh (a numbered sibling) when it already holds files."""
+    from npcnn.cli.common import default_run_directory, fresh_directory
+
+    if args.out is not None:
+        run_dir = fresh_directory(args.out)
+        if run_dir != args.out:
+            print(f"note: {args.out} already holds files; writing to {run_dir} instead")
+        return run_dir
+    if args.resume is not None:
+        parent = args.resume.resolve().parent
+        return fresh_directory(parent.with_name(f"{parent.name}-resumed"))
+    return fresh_directory(default_run_directory(preset))
+
+
+def _banner(version: str, preset: str, data: Any, config: dict[str, Any], resumed: bool) -> str:
+    """The first line of a run: what is trained on what, and how."""
+    epochs = config["epochs"]
+    size = config["batch_size"]
+    batch = f"full ({len(data.train_labels)})" if size is None else str(size)
+    return (
+        f"{PROG} {version}: {'resuming ' if resumed else ''}training preset {preset!r} on "
+        f"{data.name!r} ({len(data.train_labels):,} train / {len(data.test_labels):,} test "
+        f"images), {epochs} epoch{'s' if epochs != 1 else ''}, batch {batch}, "
+        f"{config['optimizer']} lr {config['lr']:g}, schedule {config['schedule']}, "
+        f"seed {config['seed']}"
+    )
 
 
 def _check_plot_dependencies() -> None:

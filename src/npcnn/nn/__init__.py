@@ -2,7 +2,7 @@
 
 from npcnn.nn import init
 from npcnn.nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
-from npcnn.nn.batchnorm import BatchNorm1D, BatchNorm2D
+from npcnn.nn.batchnorm import BatchNorm1D, BatchNorm2D, update_bn
 from npcnn.nn.container import Sequential
 from npcnn.nn.conv import Conv2D
 from npcnn.nn.dropout import Dropout
@@ -54,4 +54,5 @@ __all__ = [
     "init",
     "log_softmax",
     "softmax",
+    "update_bn",
 ]

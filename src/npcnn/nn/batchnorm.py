@@ -7,6 +7,8 @@ BatchNorm1D's (N, C) input, M = N*H*W for BatchNorm2D's (N, C, H, W)):
     xhat = (x - mu) / sqrt(var + eps),  y = weight * xhat + bias
     running_mean <- (1 - momentum) * running_mean + momentum * mu
     running_var  <- (1 - momentum) * running_var  + momentum * var * M / (M - 1)   (unbiased)
+With momentum=None the running statistics are the plain average over all
+batches seen so far (momentum = 1 / num_batches_tracked), as in PyTorch.
 
 Inference uses the running statistics instead of the batch's:
     y = weight * (x - running_mean) / sqrt(running_var + eps) + bias
@@ -24,6 +26,7 @@ instead of C values at a time.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -70,7 +73,7 @@ class _BatchNorm(Layer):
         self,
         num_features: int,
         eps: float = 1e-5,
-        momentum: float = 0.1,
+        momentum: float | None = 0.1,
         *,
         dtype: np.typing.DTypeLike = DEFAULT_DTYPE,
     ) -> None:
@@ -79,7 +82,7 @@ class _BatchNorm(Layer):
         if self.num_features < 1:
             raise ValueError(f"{type(self).__name__} needs num_features >= 1, got {num_features}")
         self.eps = float(eps)
-        self.momentum = float(momentum)
+        self.momentum = None if momentum is None else float(momentum)
         self.weight = Parameter(np.ones(num_features, dtype=dtype))
         self.bias = Parameter(np.zeros(num_features, dtype=dtype))
         self.running_mean = np.zeros(num_features, dtype=dtype)
@@ -119,10 +122,10 @@ class _BatchNorm(Layer):
             # Two passes (sum of squares around the mean): exact even when |mean| >> std.
             mean_t = np.tile(mean, reps)
             var = self._per_channel(_column_sums(x2, centre=mean_t)) / m
-            mom = self.momentum
+            self.num_batches_tracked += 1
+            mom = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked
             self.running_mean[...] = (1 - mom) * self.running_mean + mom * mean
             self.running_var[...] = (1 - mom) * self.running_var + mom * var * (m / (m - 1))
-            self.num_batches_tracked += 1
         else:
             mean, var = self.running_mean, self.running_var.astype(np.float64)
         invstd = (1.0 / np.sqrt(var + self.eps)).astype(dtype)
@@ -204,3 +207,38 @@ class BatchNorm2D(_BatchNorm):
     def _from_rows(self, rows: np.ndarray, like_shape: tuple[int, ...]) -> np.ndarray:
         n, c, h, w = like_shape
         return from_channels_last(rows.reshape(n, h, w, c))
+
+
+def update_bn(model: Layer, batches: Iterable[np.ndarray]) -> None:
+    """Recompute every batch norm's running statistics for the model's current weights.
+
+    Resets the running mean and variance, then averages the statistics of
+    `batches` (inputs of shape (N, C, H, W), or (x, y) pairs) evenly over a
+    training-mode pass, without touching any parameter, as PyTorch's
+    `torch.optim.swa_utils.update_bn`. Inference then uses statistics that
+    fit the weights, where the exponential running average would still lag
+    behind a fast-changing network (a short or full-batch run).
+    """
+    norms = [layer for layer in _walk(model) if isinstance(layer, _BatchNorm)]
+    if not norms:
+        return
+    momenta = [bn.momentum for bn in norms]
+    for bn in norms:
+        bn.running_mean[...] = 0
+        bn.running_var[...] = 1
+        bn.num_batches_tracked[...] = 0
+        bn.momentum = None
+    try:
+        for batch in batches:
+            x = batch[0] if isinstance(batch, tuple | list) else batch
+            model.forward(x, training=True)
+    finally:
+        for bn, momentum in zip(norms, momenta, strict=True):
+            bn.momentum = momentum
+            bn._cache = None
+
+
+def _walk(layer: Layer) -> Iterator[Layer]:
+    yield layer
+    for child in layer._children.values():
+        yield from _walk(child)

@@ -4,6 +4,7 @@
 >>> from npcnn.data import BatchIterator, load_dataset
 >>> from npcnn.training import Trainer, callbacks, schedules
 >>> ds = load_dataset("sample")
+>>> model = ...  # any npcnn network mapping (B, 1, 28, 28) to (B, 10) logits
 >>> opt = optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 >>> trainer = Trainer(model, nn.CrossEntropyLoss(), opt,
 ...                   scheduler=schedules.CosineAnnealingLR(opt, t_max=10),

@@ -5,9 +5,11 @@ the architecture JSON and every parameter and buffer) plus
 
 * ``__optimizer__.<key>``: each entry of ``optimizer.state_dict()`` (the
   hyperparameters and the per-parameter moment arrays);
+* ``__history_steps__``: the History's per-step records as a float64 table
+  (one row per step, columns :data:`~npcnn.training.history.STEP_KEYS`);
 * ``__checkpoint__``: a 0-d unicode array holding JSON: where the run stands
   (``epoch`` completed epochs, ``step`` completed steps of the next epoch),
-  the optimiser's class, the scheduler state, the History so far, the RNG
+  the optimiser's class, the scheduler state, the per-epoch History, the RNG
   states of the batch iterators and of every ``numpy.random.Generator`` held
   by a layer (dropout masks), and the partial sums of an unfinished epoch.
 
@@ -34,9 +36,10 @@ from npcnn.serialization import (
     model_to_arrays,
     save_arrays,
 )
-from npcnn.training.history import History
+from npcnn.training.history import STEP_KEYS, History
 
 CHECKPOINT_KEY = "__checkpoint__"
+STEPS_KEY = "__history_steps__"
 OPTIMIZER_PREFIX = "__optimizer__."
 FORMAT_NAME = "npcnn-checkpoint"
 FORMAT_VERSION = 1
@@ -89,6 +92,23 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _steps_to_array(steps: list[Mapping[str, Any]]) -> np.ndarray:
+    # One float64 row per step: a long run has ~10^5 steps, which as JSON in a
+    # unicode array would take 4 bytes per character. float64 holds the ints exactly.
+    rows = [[record[k] for k in STEP_KEYS] for record in steps]
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(STEP_KEYS))
+
+
+def _steps_from_array(table: np.ndarray) -> list[dict[str, Any]]:
+    if table.ndim != 2 or table.shape[1] != len(STEP_KEYS) or table.dtype.kind != "f":
+        raise ValueError(f"the step table has shape {table.shape} and dtype {table.dtype}")
+    whole = ("epoch", "step", "global_step")
+    return [
+        {k: int(v) if k in whole else float(v) for k, v in zip(STEP_KEYS, row, strict=True)}
+        for row in table.tolist()
+    ]
+
+
 def save_checkpoint(
     path: str | os.PathLike[str],
     model: Layer,
@@ -107,6 +127,10 @@ def save_checkpoint(
         **meta,
     }
     arrays = model_to_arrays(model)
+    if "history" in record:
+        history = dict(record["history"])
+        arrays[STEPS_KEY] = _steps_to_array(history.pop("steps", []))
+        record["history"] = history
     arrays[CHECKPOINT_KEY] = np.array(json.dumps(_jsonable(record)))
     for key, value in optimizer.state_dict().items():
         arrays[OPTIMIZER_PREFIX + key] = np.asarray(value)
@@ -150,6 +174,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(
             f"{source} was written by a newer npcnn (checkpoint format {record['version']})"
         )
+    step_table = arrays.pop(STEPS_KEY, np.zeros((0, len(STEP_KEYS))))
     optimizer_state = {
         key[len(OPTIMIZER_PREFIX) :]: arrays.pop(key)
         for key in list(arrays)
@@ -158,6 +183,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     model = model_from_arrays(arrays, source=source)
     architecture = json.loads(str(arrays[ARCHITECTURE_KEY]))["model"]
     try:
+        steps = _steps_from_array(step_table)
         return {
             "model": model,
             "model_state": {k: v for k, v in arrays.items() if k != ARCHITECTURE_KEY},
@@ -168,7 +194,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             "step": int(record["step"]),
             "global_step": int(record["global_step"]),
             "epochs": record.get("epochs"),
-            "history": History.from_dict(record["history"]),
+            "history": History.from_dict({**record["history"], "steps": steps}),
             "scheduler_state": record.get("scheduler"),
             "data_state": record.get("data_state"),
             "validation_data_state": record.get("validation_data_state"),

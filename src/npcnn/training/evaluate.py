@@ -83,7 +83,8 @@ def evaluate(
         raise ValueError(f"batch_size must be an int, got {batch_size!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    n = np.asarray(images).shape[0]
+    images = np.asarray(images)
+    n = images.shape[0]
     if labels is not None:
         labels = np.asarray(labels)
         if labels.shape != (n,):

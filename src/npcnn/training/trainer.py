@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from npcnn.nn import Layer, Sequential
+from npcnn.nn import Layer, Sequential, update_bn
 from npcnn.serialization import layer_spec
 from npcnn.training.callbacks import Callback, CallbackList
 from npcnn.training.checkpoint import (
@@ -37,7 +37,13 @@ from npcnn.training.checkpoint import (
     set_generator_states,
 )
 from npcnn.training.errors import NonFiniteLossError, TrainingInterrupted
-from npcnn.training.evaluate import LossFn, count_correct, evaluate, evaluate_batches
+from npcnn.training.evaluate import (
+    LossFn,
+    as_model_input,
+    count_correct,
+    evaluate,
+    evaluate_batches,
+)
 from npcnn.training.history import History
 from npcnn.training.schedules import LRScheduler
 
@@ -90,6 +96,11 @@ class _DeferredInterrupt:
             signal.signal(signal.SIGINT, self._previous)
 
 
+def _is_array_pair(data: Any) -> bool:
+    """(images, labels) arrays, as opposed to an iterable of batches."""
+    return isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[0], np.ndarray)
+
+
 def _data_state(data: Any) -> dict[str, Any] | None:
     return data.get_state() if hasattr(data, "get_state") else None
 
@@ -115,6 +126,11 @@ class Trainer:
         checkpoint_path: if given, a resumable checkpoint is written there
             (atomically) after every epoch and when Ctrl-C stops training.
         eval_batch_size: batch size for validation arrays.
+        bn_data: images (N, H, W) / (N, C, H, W), or an iterable of batches: if
+            given, every batch norm's running statistics are recomputed on it
+            (:func:`npcnn.nn.update_bn`) after each epoch's training, before
+            validation. For short or full-batch runs, where the running
+            average lags far behind weights that change fast.
 
     Attributes during and after :meth:`fit`: ``history``, ``epochs`` (the
     target), ``stop_training`` (a callback sets it to stop after the epoch).
@@ -130,6 +146,7 @@ class Trainer:
         callbacks: Iterable[Callback] = (),
         checkpoint_path: str | os.PathLike[str] | None = None,
         eval_batch_size: int = 500,
+        bn_data: Any = None,
     ) -> None:
         if scheduler is not None and scheduler.optimizer is not optimizer:
             raise ValueError("the scheduler was built for a different optimiser")
@@ -140,6 +157,7 @@ class Trainer:
         self.callbacks = CallbackList(callbacks)
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.eval_batch_size = eval_batch_size
+        self.bn_data = bn_data
         self.history = History()
         self.epochs = 0
         self.stop_training = False
@@ -175,12 +193,15 @@ class Trainer:
                 restored, so the result equals that of an uninterrupted run.
 
         Returns:
-            The :class:`History` (also ``self.history``).
+            The :class:`History` (also ``self.history``); each call without
+            ``resume_from`` starts a new one.
 
         Raises:
             TrainingInterrupted: on Ctrl-C, after writing a checkpoint of the
-                last completed step to ``checkpoint_path`` (if set). A
-                KeyboardInterrupt subclass: let it propagate or turn it into
+                last completed step to ``checkpoint_path`` (if set). The first
+                Ctrl-C lets the current step finish; a second one stops at
+                once and writes nothing (the last epoch's checkpoint stays).
+                A KeyboardInterrupt subclass: let it propagate or turn it into
                 exit code 130.
             NonFiniteLossError: when a batch loss is NaN or infinite (that
                 step is not applied; earlier checkpoints are left untouched).
@@ -282,6 +303,8 @@ class Trainer:
                 },
             )
             self._check_interrupt()
+        if self.bn_data is not None:
+            update_bn(self.model, self._bn_batches())
         val_loss, val_accuracy = self._validate()
         record = {
             "epoch": epoch,
@@ -325,15 +348,22 @@ class Trainer:
         self.optimizer.step()
         return loss, count_correct(logits, y)
 
+    def _bn_batches(self) -> Iterable[np.ndarray]:
+        data = self.bn_data
+        if isinstance(data, np.ndarray):
+            size = self.eval_batch_size
+            return (as_model_input(data[i : i + size]) for i in range(0, len(data), size))
+        return data
+
     def _validate(self) -> tuple[float | None, float | None]:
         data = self._validation
         if data is None:
             return None, None
-        if isinstance(data, tuple):
+        if _is_array_pair(data):
             images, labels = data
             result = evaluate(self.model, images, labels, self.loss_fn, self.eval_batch_size)
             return result.loss, result.accuracy
-        if self._progress.validation_data_state is not None:
+        if self._progress.validation_data_state is not None and hasattr(data, "set_state"):
             data.set_state(self._progress.validation_data_state)  # a no-op unless resuming
         return evaluate_batches(self.model, data, self.loss_fn)
 

@@ -58,7 +58,6 @@ class ProgressBar(Callback):
             initial=logs.get("initial_examples", 0) if total is not None else 0,
             desc=f"epoch {logs['epoch']}/{logs['epochs']}",
             unit="img",
-            unit_scale=True,
             leave=self.leave,
             file=self.file if self.file is not None else sys.stderr,
             dynamic_ncols=True,
@@ -69,7 +68,8 @@ class ProgressBar(Callback):
         if self._bar is None:
             return
         self._bar.set_postfix(
-            loss=f"{logs['mean_loss']:.4f}", acc=f"{logs['mean_accuracy']:.4f}", refresh=False
+            {"loss": f"{logs['mean_loss']:.4f}", "acc": f"{logs['mean_accuracy']:.4f}"},
+            refresh=False,
         )
         self._bar.update(logs["size"])
 
