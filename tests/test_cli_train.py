@@ -200,6 +200,7 @@ def test_notebook_preset_prints_train_and_test_per_iteration(tmp_path, capsys) -
     assert "only 500 test images" in out and "sgd lr 0.5" in out
     config = json.loads((tmp_path / "nb" / "metrics.json").read_text())["config"]
     assert config["batch_size"] is None and config["limit_train"] == 1000
+    assert config["recompute_bn"] is True
 
 
 def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path) -> None:

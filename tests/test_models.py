@@ -51,6 +51,7 @@ def test_notebook_preset_is_the_notebooks_network_and_recipe() -> None:
     assert (recipe.optimizer, recipe.lr, recipe.momentum, recipe.epochs) == ("sgd", 0.5, 0.0, 50)
     assert recipe.batch_size is None  # full batch
     assert (recipe.train_limit, recipe.test_limit) == (1000, 1000)
+    assert recipe.recompute_bn and not get_preset("small").recipe.recompute_bn
 
 
 def test_default_and_strong_presets() -> None:

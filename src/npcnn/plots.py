@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from npcnn.files import atomic_path
+
 
 def _figure(width: float, height: float) -> Any:
     """A matplotlib Figure on an Agg canvas; pyplot is never touched, so neither is
@@ -29,14 +31,9 @@ def _figure(width: float, height: float) -> Any:
 
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Write the figure to a temporary file and rename, so a crash leaves no half PNG."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def plot_confusion_matrix(

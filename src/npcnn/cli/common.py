@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from npcnn.cli.errors import CLIError
+from npcnn.files import atomic_write_text
 
 if TYPE_CHECKING:
     from npcnn.data import Dataset
@@ -130,6 +131,4 @@ def default_run_directory(preset: str) -> Path:
 
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")

@@ -34,6 +34,7 @@ RECIPE_OPTIONS = (
     "schedule",
     "limit_train",
     "limit_test",
+    "recompute_bn",
 )
 # Recipe fields that the command line calls limit_*.
 _RECIPE_FIELD = {"limit_train": "train_limit", "limit_test": "test_limit"}
@@ -103,6 +104,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=options.positive_int,
         metavar="N",
         help="use only the first N test images (for quick trials)",
+    )
+    p.add_argument(
+        "--recompute-bn",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="recompute batch-norm statistics on the training images before each test "
+        "(default: the preset's; on for notebook)",
     )
     p.add_argument(
         "--progress",
@@ -284,9 +292,11 @@ def run(args: argparse.Namespace) -> int:
         print(note)
     print(f"run directory: {run_dir}")
 
-    seeds = np.random.SeedSequence(config["seed"]).spawn(1)
+    # The shuffling gets its own stream spawned from the seed, independent of the
+    # initial weights' (the preset draws those from default_rng(seed)).
+    shuffle_seed = np.random.SeedSequence(config["seed"]).spawn(1)[0]
     train_batches = BatchIterator(
-        data.train_images, data.train_labels, batch, rng=np.random.default_rng(seeds[0])
+        data.train_images, data.train_labels, batch, rng=np.random.default_rng(shuffle_seed)
     )
     optimizer = _make_optimizer(model, config)
     scheduler = _make_scheduler(optimizer, config, preset.recipe)
@@ -306,6 +316,7 @@ def run(args: argparse.Namespace) -> int:
         scheduler=scheduler,
         callbacks=[r for r in reports if r is not None],
         checkpoint_path=run_dir / CHECKPOINT_FILE,
+        bn_data=data.train_images if config["recompute_bn"] else None,
     )
     try:
         history = trainer.fit(

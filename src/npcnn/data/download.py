@@ -14,7 +14,6 @@ import http.client
 import os
 import socket
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +23,7 @@ from typing import BinaryIO
 
 from npcnn.data.checksums import FileSpec, verify_file
 from npcnn.data.errors import ChecksumError, DownloadError
+from npcnn.files import atomic_path
 
 DEFAULT_TIMEOUT = 30.0  # seconds per socket operation, not for the whole file
 DEFAULT_ATTEMPTS = 2  # per mirror
@@ -90,17 +90,13 @@ def _copy_response(response, out: BinaryIO, desc: str, progress: bool | None) ->
         raise IncompleteTransfer(f"received {received} of {total} bytes")
 
 
-def _download_to_temp(url: str, dest_dir: Path, name: str, timeout: float, progress) -> Path:
-    fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=f".{name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
+def _download(url: str, dest: Path, file: FileSpec, timeout: float, progress) -> None:
+    """Fetch `url` into `dest` atomically, verified against `file`'s checksum first."""
+    with atomic_path(dest, suffix=".part") as tmp:
         request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as resp:
-            _copy_response(resp, out, name, progress)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
+        with open(tmp, "wb") as out, urllib.request.urlopen(request, timeout=timeout) as resp:
+            _copy_response(resp, out, file.name, progress)
+        verify_file(tmp, file, label=url, allow_decompressed=False)
 
 
 def fetch(
@@ -130,21 +126,17 @@ def fetch(
         url = mirror_url(mirror, file.name)
         for attempt in range(1, attempts + 1):
             try:
-                tmp = _download_to_temp(url, dest_dir, file.name, timeout, progress)
+                _download(url, dest, file, timeout, progress)
             except (OSError, http.client.HTTPException) as exc:
                 failures.append(f"{url}: {_describe(exc)}")
                 if attempt < attempts and _is_transient(exc):
                     time.sleep(RETRY_DELAY * attempt)
                     continue
                 break
-            try:
-                verify_file(tmp, file, label=url, allow_decompressed=False)
             except ChecksumError as exc:
-                tmp.unlink(missing_ok=True)
                 mismatches.append(str(exc))
                 failures.append(f"{url}: checksum mismatch")
                 break
-            os.replace(tmp, dest)
             return dest
     if mismatches:
         raise ChecksumError(

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from npcnn.data.errors import DataError
+from npcnn.files import atomic_write_bytes
 
 GZIP_MAGIC = b"\x1f\x8b"
 
@@ -151,10 +152,4 @@ def write_idx(
     data = encode_idx(array)
     if compress:
         data = gzip.compress(data, mtime=0)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write_bytes(path, data)

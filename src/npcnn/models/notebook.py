@@ -8,7 +8,8 @@ The convolutions and the first dense layer have no bias (batch norm's
 beta plays that role). Every conv/dense weight is drawn from N(0, 0.1^2);
 batch norm starts at gamma 1, beta 0 and the last bias at 0. Training:
 plain full-batch gradient descent, learning rate 0.5, 50 iterations, on the
-first 1,000 training and 1,000 test images.
+first 1,000 training and 1,000 test images. Batch-norm statistics for the
+test set are recomputed on the training images after every step.
 """
 
 from __future__ import annotations
@@ -25,18 +26,15 @@ def build_notebook(rng: np.random.Generator, num_classes: int = 10) -> nn.Sequen
     """The notebook's network with its N(0, 0.1^2) initial weights."""
     model = nn.Sequential(
         nn.Conv2D(1, 16, 3, padding=1, bias=False),
-        # Full-batch training: every step sees the whole training set, so the
-        # running statistics should be that step's batch statistics rather than
-        # a slow average still dominated by the initial (0, 1).
-        nn.BatchNorm2D(16, momentum=1.0),
+        nn.BatchNorm2D(16),
         nn.ReLU(),
         nn.MaxPool2D(2),
         nn.Conv2D(16, 18, 4, padding=1, bias=False),
-        nn.BatchNorm2D(18, momentum=1.0),
+        nn.BatchNorm2D(18),
         nn.ReLU(),
         nn.Flatten(),
         nn.Dense(18 * 13 * 13, 20, bias=False),
-        nn.BatchNorm1D(20, momentum=1.0),
+        nn.BatchNorm1D(20),
         nn.ReLU(),
         nn.Dense(20, num_classes),
     )
@@ -59,5 +57,9 @@ NOTEBOOK = Preset(
         batch_size=None,
         train_limit=1000,
         test_limit=1000,
+        # The notebook normalised the test set with the current weights'
+        # statistics; after 10 steps a 0.1-momentum running average is still
+        # far from them (test accuracy 32% instead of 75% at iteration 10).
+        recompute_bn=True,
     ),
 )

@@ -24,7 +24,10 @@ class Recipe:
     ``train_limit``/``test_limit`` keep only the first N examples of a split
     (None: all). ``step_size``/``gamma`` drive the step schedule
     (lr *= gamma every ``step_size`` epochs); the cosine schedule anneals
-    from ``lr`` to ``eta_min`` over the run's epochs.
+    from ``lr`` to ``eta_min`` over the run's epochs. ``recompute_bn``:
+    before each evaluation, recompute the batch-norm statistics on the
+    training images under the current weights (for full-batch runs, where a
+    running average lags far behind weights that change a lot every step).
     """
 
     optimizer: str = "adam"
@@ -39,6 +42,7 @@ class Recipe:
     eta_min: float = 0.0
     train_limit: int | None = None
     test_limit: int | None = None
+    recompute_bn: bool = False
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:

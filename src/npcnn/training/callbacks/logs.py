@@ -10,8 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from npcnn.files import atomic_write_text
 from npcnn.training.callbacks.base import Callback
-from npcnn.training.files import atomic_write_text
 from npcnn.training.history import EPOCH_KEYS
 
 

@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from npcnn.files import atomic_write_bytes
 from npcnn.training.callbacks.base import Callback
-from npcnn.training.files import atomic_write_bytes
 from npcnn.training.history import History
 
 
