@@ -312,23 +312,24 @@ def test_cross_entropy_matches_manual_formula(rng) -> None:
 
 def test_results_do_not_depend_on_thread_count(notebook_model, rng) -> None:
     before = npcnn.get_num_threads()
-    x = rng.uniform(0, 1, (8, 1, 28, 28)).astype(np.float32)
-    dy = rng.standard_normal((8, 10)).astype(np.float32)
+    # float64, so that summation order (threads, BLAS) cannot hide a real difference.
+    x = rng.uniform(0, 1, (8, 1, 28, 28))
+    dy = rng.standard_normal((8, 10))
     results = []
     try:
         for n in (1, 2):
             npcnn.set_num_threads(n)
-            model = notebook_model(rng=6)
+            model = notebook_model(rng=6, dtype=np.float64)
             y = model.forward(x, training=True)
             dx = model.backward(dy)
             results.append((y, dx, [p.grad.copy() for p in model.parameters()]))
     finally:
         npcnn.set_num_threads(before)
     (y1, dx1, g1), (y2, dx2, g2) = results
-    np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(dx1, dx2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(y1, y2, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dx1, dx2, rtol=1e-10, atol=1e-12)
     for a, b in zip(g1, g2, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
 
 def test_dropout_p_one_drops_everything() -> None:

@@ -8,11 +8,15 @@ layers. Chunks are sized so their scratch buffers stay in cache; see
 
 from __future__ import annotations
 
+import math
 import os
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from typing import TypeVar
+
+import numpy as np
 
 T = TypeVar("T")
 
@@ -25,6 +29,27 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 _num_threads = max(1, os.cpu_count() or 1)
 _pool: ThreadPoolExecutor | None = None
+
+
+_local = threading.local()
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype: np.typing.DTypeLike) -> np.ndarray:
+    """A reusable buffer of `shape`, private to the calling thread, with garbage contents.
+
+    The chunked loops need a few MB of temporaries per chunk (an im2col
+    matrix, a centred block). Allocating them afresh each time maps and
+    unmaps memory and takes a page fault per 4 kB, which cost more than the
+    arithmetic (measured: batch norm's forward, 93 ms -> 39 ms). Each thread
+    keeps one buffer per `name`; a caller must not hold on to the result
+    beyond the chunk it works on, nor ask for the same name twice at once.
+    """
+    buffers: dict[str, np.ndarray] = _local.__dict__.setdefault("buffers", {})
+    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
+    buf = buffers.get(name)
+    if buf is None or buf.nbytes < nbytes:
+        buf = buffers[name] = np.empty(nbytes, dtype=np.uint8)
+    return buf[:nbytes].view(dtype).reshape(shape)
 
 
 def set_num_threads(n: int) -> None:
@@ -68,11 +93,19 @@ def single_threaded_blas() -> AbstractContextManager[object]:
 
 
 def parallel_map(fn: Callable[[range], T], chunks: Sequence[range]) -> list[T]:
-    """Apply `fn` to every chunk, on the thread pool when there is more than one chunk."""
+    """`[fn(c) for c in chunks]`, computed by the thread pool.
+
+    Each thread takes one contiguous run of chunks and works through it in
+    order: one task per thread, however many (cache-sized) chunks there are,
+    so the pool's per-task overhead never dominates small chunks.
+    """
     global _pool
     with single_threaded_blas():
         if _num_threads == 1 or len(chunks) <= 1:
             return [fn(c) for c in chunks]
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=_num_threads, thread_name_prefix="npcnn")
-        return list(_pool.map(fn, chunks))
+        per_thread = -(-len(chunks) // _num_threads)
+        runs = [chunks[i : i + per_thread] for i in range(0, len(chunks), per_thread)]
+        results = _pool.map(lambda run: [fn(c) for c in run], runs)
+        return [r for run in results for r in run]

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from npcnn._parallel import chunk_ranges, parallel_map
+from npcnn._parallel import chunk_ranges, parallel_map, scratch
 from npcnn.nn.layout import from_channels_last, to_channels_last
 from npcnn.nn.module import (
     DEFAULT_DTYPE,
@@ -58,11 +58,13 @@ def _column_sums(
         sl = slice(rows.start, rows.stop)
         block = x[sl]
         if centre is not None:
-            block = block - centre
+            block = np.subtract(block, centre, out=scratch("centred", block.shape, x.dtype))
             block *= block if weights is None else weights[sl]
         return (np.ones(len(rows), dtype=x.dtype) @ block).astype(np.float64)
 
-    return sum(parallel_map(run, chunk_ranges(x.shape[0], x[0].nbytes * 2, 1 << 18)))
+    # Big chunks: a sum streams through memory once, and BLAS's per-call cost
+    # would dominate blocks of a few rows.
+    return sum(parallel_map(run, chunk_ranges(x.shape[0], x[0].nbytes, 8 << 20)))
 
 
 class _BatchNorm(Layer):
@@ -140,7 +142,7 @@ class _BatchNorm(Layer):
             y[sl] *= scale_t
             y[sl] += bias_t
 
-        parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 2, 1 << 18))
+        parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 2, 1 << 20))
         if keeps_cache(training):
             # xhat = (y - bias) / weight would be lost when weight ~ 0: keep x and the stats.
             self._cache = (x2, reps, mean, invstd, training)
@@ -174,11 +176,11 @@ class _BatchNorm(Layer):
             sl = slice(rows.start, rows.stop)
             np.multiply(dy2[sl], g_t, out=dx[sl])
             dx[sl] -= shift_t
-            centred = x2[sl] - mean_t
+            centred = np.subtract(x2[sl], mean_t, out=scratch("centred", dx[sl].shape, dx.dtype))
             centred *= slope_t
             dx[sl] -= centred
 
-        parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 3, 1 << 18))
+        parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 3, 1 << 20))
         return self._from_rows(dx, dy.shape)
 
     def config(self) -> dict[str, Any]:

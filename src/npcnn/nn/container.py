@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from npcnn._parallel import single_threaded_blas
 from npcnn.nn.module import Layer
 
 
@@ -39,9 +40,13 @@ class Sequential(Layer):
     def __getitem__(self, index: int) -> Layer:
         return self.layers[index]
 
+    # Both passes keep BLAS single-threaded throughout: the layers split the
+    # batch over the cores themselves, and BLAS threads left spinning after a
+    # multi-threaded product (a Dense layer's) would steal a core from them.
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        for layer in self._children.values():
-            x = layer.forward(x, training=training)
+        with single_threaded_blas():
+            for layer in self._children.values():
+                x = layer.forward(x, training=training)
         return x
 
     def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
@@ -52,17 +57,18 @@ class Sequential(Layer):
         returned; layers that cannot skip it compute it anyway.
         """
         layers = self.layers
-        for layer in reversed(layers[1:]):
-            dy = layer.backward(dy)
         if not layers:
             return dy
         first = layers[0]
-        if (
-            not need_input_grad
-            and "need_input_grad" in inspect.signature(first.backward).parameters
-        ):
-            return first.backward(dy, need_input_grad=False)
-        dx = first.backward(dy)
+        with single_threaded_blas():
+            for layer in reversed(layers[1:]):
+                dy = layer.backward(dy)
+            if (
+                not need_input_grad
+                and "need_input_grad" in inspect.signature(first.backward).parameters
+            ):
+                return first.backward(dy, need_input_grad=False)
+            dx = first.backward(dy)
         return dx if need_input_grad else None
 
     def config(self) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from npcnn._parallel import chunk_ranges, parallel_map
+from npcnn._parallel import chunk_ranges, parallel_map, scratch
 from npcnn.nn import init
 from npcnn.nn.layout import from_channels_last, to_channels_last
 from npcnn.nn.module import (
@@ -49,14 +49,18 @@ from npcnn.nn.module import (
 _FEW_CHANNELS = 4
 
 
-def _pad(x: np.ndarray, ph: int, pw: int, rows: slice = slice(None)) -> np.ndarray:
-    """Zero-pad the spatial axes of channels-last `x[rows]` (N, H, W, C)."""
+def _pad(x: np.ndarray, ph: int, pw: int, rows: slice) -> np.ndarray:
+    """Zero-pad the spatial axes of channels-last `x[rows]` (B, H, W, C), into scratch memory."""
     xb = x[rows]
     if ph == 0 and pw == 0:
         return xb
     n, h, w, c = xb.shape
-    out = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=xb.dtype)
-    out[:, ph : ph + h, pw : pw + w, :] = xb
+    out = scratch("pad", (n, h + 2 * ph, w + 2 * pw, c), xb.dtype)
+    out[:, :ph] = 0
+    out[:, ph + h :] = 0
+    out[:, ph : ph + h, :pw] = 0
+    out[:, ph : ph + h, pw + w :] = 0
+    out[:, ph : ph + h, pw : pw + w] = xb
     return out
 
 
@@ -70,12 +74,14 @@ def _im2col(
     wo: int,
     top: int = 0,
     left: int = 0,
+    name: str = "cols",
 ) -> np.ndarray:
     """Receptive fields of channels-last `xp` (B, Hp, Wp, C) as a (B*ho*wo, kh*kw*C) matrix.
 
     Row (b, a, c) holds xp[b, top + a*sh + i, left + c*sw + j, :] for every (i, j),
     in (i, j, channel) order. One strided copy per kernel offset: kh*kw copies
-    of whole (B, ho, wo, C) blocks, no loop over pixels.
+    of whole (B, ho, wo, C) blocks, no loop over pixels. The matrix lives in
+    the thread's scratch buffer `name`: use it before the next call.
 
     With few channels (a grayscale input) those copies would move one or two
     values at a time; the matrix is then built transposed, one copy per
@@ -84,13 +90,13 @@ def _im2col(
     """
     b, _, _, c = xp.shape
     if c < _FEW_CHANNELS:
-        cols_t = np.empty((kh, kw, c, b, ho, wo), dtype=xp.dtype)
+        cols_t = scratch(name, (kh, kw, c, b, ho, wo), xp.dtype)
         for i in range(kh):
             for j in range(kw):
                 window = _shifted(xp, top + i, left + j, sh, sw, ho, wo)
                 cols_t[i, j] = window.transpose(3, 0, 1, 2)
         return cols_t.reshape(kh * kw * c, b * ho * wo).T
-    cols = np.empty((b, ho, wo, kh, kw, c), dtype=xp.dtype)
+    cols = scratch(name, (b, ho, wo, kh, kw, c), xp.dtype)
     for i in range(kh):
         for j in range(kw):
             cols[:, :, :, i, j, :] = _shifted(xp, top + i, left + j, sh, sw, ho, wo)
@@ -224,13 +230,14 @@ class Conv2D(Layer):
             dw_part = dy_2d.T @ cols
             db_part = dy_2d.sum(axis=0)
             if dx is not None:
-                spread = np.zeros((len(rows), hd, wd, o), dtype=dtype)
+                spread = scratch("spread", (len(rows), hd, wd, o), dtype)
+                spread.fill(0)
                 spread[
                     :,
                     kh - 1 : kh - 1 + sh * (ho - 1) + 1 : sh,
                     kw - 1 : kw - 1 + sw * (wo - 1) + 1 : sw,
                 ] = dy_b
-                dcols = _im2col(spread, kh, kw, 1, 1, h, w, top=ph, left=pw)
+                dcols = _im2col(spread, kh, kw, 1, 1, h, w, top=ph, left=pw, name="dcols")
                 np.matmul(dcols, w_flip, out=dx[sl].reshape(-1, c))
             return dw_part, db_part
 
