@@ -32,6 +32,7 @@ _pool: ThreadPoolExecutor | None = None
 
 
 _local = threading.local()
+_MIN_PARALLEL_BYTES = 256 << 10
 
 
 def scratch(name: str, shape: tuple[int, ...], dtype: np.typing.DTypeLike) -> np.ndarray:
@@ -76,6 +77,8 @@ def chunk_ranges(total: int, bytes_per_item: int, target_bytes: int = 2 << 20) -
     than the whole batch. There are at least as many chunks as threads when
     the batch allows it, so every core gets work.
     """
+    if total * bytes_per_item < _MIN_PARALLEL_BYTES:  # waking threads would cost more
+        return [range(total)] if total else []
     per_chunk = max(1, target_bytes // max(1, bytes_per_item))
     per_chunk = min(per_chunk, max(1, -(-total // _num_threads)))
     return [range(start, min(start + per_chunk, total)) for start in range(0, total, per_chunk)]

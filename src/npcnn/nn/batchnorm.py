@@ -42,6 +42,8 @@ from npcnn.nn.module import (
     keeps_cache,
 )
 
+_ELEMENTWISE_CHUNK = 1 << 20
+
 
 def _column_sums(
     x: np.ndarray, centre: np.ndarray | None = None, weights: np.ndarray | None = None
@@ -142,7 +144,7 @@ class _BatchNorm(Layer):
             y[sl] *= scale_t
             y[sl] += bias_t
 
-        parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 2, 1 << 20))
+        parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 2, _ELEMENTWISE_CHUNK))
         if keeps_cache(training):
             # xhat = (y - bias) / weight would be lost when weight ~ 0: keep x and the stats.
             self._cache = (x2, reps, mean, invstd, training)
@@ -180,7 +182,7 @@ class _BatchNorm(Layer):
             centred *= slope_t
             dx[sl] -= centred
 
-        parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 3, 1 << 20))
+        parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 3, _ELEMENTWISE_CHUNK))
         return self._from_rows(dx, dy.shape)
 
     def config(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from npcnn._parallel import chunk_ranges, parallel_map, scratch
 from npcnn.nn import init
@@ -49,19 +50,26 @@ from npcnn.nn.module import (
 _FEW_CHANNELS = 4
 
 
-def _pad(x: np.ndarray, ph: int, pw: int, rows: slice) -> np.ndarray:
-    """Zero-pad the spatial axes of channels-last `x[rows]` (B, H, W, C), into scratch memory."""
-    xb = x[rows]
+def _pad(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
+    """Zero-pad the spatial axes of channels-last `x` (N, H, W, C)."""
     if ph == 0 and pw == 0:
-        return xb
-    n, h, w, c = xb.shape
-    out = scratch("pad", (n, h + 2 * ph, w + 2 * pw, c), xb.dtype)
-    out[:, :ph] = 0
-    out[:, ph + h :] = 0
-    out[:, ph : ph + h, :pw] = 0
-    out[:, ph : ph + h, pw + w :] = 0
-    out[:, ph : ph + h, pw : pw + w] = xb
+        return x
+    n, h, w, c = x.shape
+    out = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)
+    out[:, ph : ph + h, pw : pw + w] = x
     return out
+
+
+def _kernel_row_runs(xp: np.ndarray, kw: int) -> np.ndarray:
+    """Every run of kw consecutive pixels of every row: a (B, Hp, Wp - kw + 1, kw*C) view.
+
+    In contiguous channels-last memory such a run is kw*C consecutive values
+    starting one pixel (C values) after the previous run.
+    """
+    b, hp, wp, c = xp.shape
+    return as_strided(
+        xp, (b, hp, wp - kw + 1, kw * c), (*xp.strides[:3], xp.itemsize), writeable=False
+    )
 
 
 def _im2col(
@@ -79,9 +87,11 @@ def _im2col(
     """Receptive fields of channels-last `xp` (B, Hp, Wp, C) as a (B*ho*wo, kh*kw*C) matrix.
 
     Row (b, a, c) holds xp[b, top + a*sh + i, left + c*sw + j, :] for every (i, j),
-    in (i, j, channel) order. One strided copy per kernel offset: kh*kw copies
-    of whole (B, ho, wo, C) blocks, no loop over pixels. The matrix lives in
-    the thread's scratch buffer `name`: use it before the next call.
+    in (i, j, channel) order. In channels-last memory the kw pixels of one
+    kernel row are kw*C consecutive values, so one strided copy per kernel
+    row moves a whole (B, ho, wo, kw*C) block of them: kh copies, no loop over
+    pixels, each moving runs of kw*C values. The matrix lives in the thread's
+    scratch buffer `name`: use it before the next call.
 
     With few channels (a grayscale input) those copies would move one or two
     values at a time; the matrix is then built transposed, one copy per
@@ -96,10 +106,12 @@ def _im2col(
                 window = _shifted(xp, top + i, left + j, sh, sw, ho, wo)
                 cols_t[i, j] = window.transpose(3, 0, 1, 2)
         return cols_t.reshape(kh * kw * c, b * ho * wo).T
-    cols = scratch(name, (b, ho, wo, kh, kw, c), xp.dtype)
+    runs = _kernel_row_runs(np.ascontiguousarray(xp), kw)[
+        :, :, left : left + sw * (wo - 1) + 1 : sw
+    ]
+    cols = scratch(name, (b, ho, wo, kh, kw * c), xp.dtype)
     for i in range(kh):
-        for j in range(kw):
-            cols[:, :, :, i, j, :] = _shifted(xp, top + i, left + j, sh, sw, ho, wo)
+        cols[:, :, :, i] = runs[:, top + i : top + i + sh * (ho - 1) + 1 : sh]
     return cols.reshape(b * ho * wo, kh * kw * c)
 
 
@@ -152,7 +164,7 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         self.weight = Parameter(np.zeros((out_channels, in_channels, kh, kw), dtype=dtype))
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
-        self._x: np.ndarray | None = None
+        self._xp: np.ndarray | None = None  # the padded channels-last input, for backward
         self.reset_parameters(rng)
 
     def reset_parameters(self, rng: np.random.Generator | int | None = None) -> None:
@@ -183,16 +195,18 @@ class Conv2D(Layer):
         y = np.empty((n, ho, wo, o), dtype=dtype)
         bias = self.bias.data if self.bias is not None else None
 
+        xp = _pad(x_cl, ph, pw)
+
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
-            cols = _im2col(_pad(x_cl, ph, pw, sl), kh, kw, sh, sw, ho, wo)
+            cols = _im2col(xp[sl], kh, kw, sh, sw, ho, wo)
             out = y[sl].reshape(-1, o)
             np.matmul(cols, w_mat, out=out)
             if bias is not None:
                 out += bias
 
         parallel_map(run, chunk_ranges(n, ho * wo * w_mat.shape[0] * y.itemsize))
-        self._x = x_cl if keeps_cache(training) else None
+        self._xp = xp if keeps_cache(training) else None
         return from_channels_last(y)
 
     def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
@@ -201,12 +215,12 @@ class Conv2D(Layer):
         With `need_input_grad=False` (the first layer of a network) dx is skipped
         and None is returned.
         """
-        if self._x is None:
+        if self._xp is None:
             raise NoForwardError(self)
-        x_cl = self._x
-        n, h, w, c = x_cl.shape
-        o = self.out_channels
+        xp = self._xp
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        n, h, w, c = xp.shape[0], xp.shape[1] - 2 * ph, xp.shape[2] - 2 * pw, xp.shape[3]
+        o = self.out_channels
         ho, wo = self.output_size(h, w)
         if dy.shape != (n, o, ho, wo):
             raise ValueError(
@@ -222,13 +236,11 @@ class Conv2D(Layer):
         hd = max(kh - 1 + sh * (ho - 1) + 1, ph + h + kh - 1)
         wd = max(kw - 1 + sw * (wo - 1) + 1, pw + w + kw - 1)
 
-        def run(rows: range) -> tuple[np.ndarray, np.ndarray]:
+        def run(rows: range) -> np.ndarray:
             sl = slice(rows.start, rows.stop)
             dy_b = dy_cl[sl]
-            dy_2d = dy_b.reshape(-1, o)
-            cols = _im2col(_pad(x_cl, ph, pw, sl), kh, kw, sh, sw, ho, wo)
-            dw_part = dy_2d.T @ cols
-            db_part = dy_2d.sum(axis=0)
+            cols = _im2col(xp[sl], kh, kw, sh, sw, ho, wo)
+            dw_part = dy_b.reshape(-1, o).T @ cols
             if dx is not None:
                 spread = scratch("spread", (len(rows), hd, wd, o), dtype)
                 spread.fill(0)
@@ -239,15 +251,15 @@ class Conv2D(Layer):
                 ] = dy_b
                 dcols = _im2col(spread, kh, kw, 1, 1, h, w, top=ph, left=pw, name="dcols")
                 np.matmul(dcols, w_flip, out=dx[sl].reshape(-1, c))
-            return dw_part, db_part
+            return dw_part
 
         itemsize = np.dtype(dtype).itemsize
         per_image = max(ho * wo * kh * kw * c, h * w * kh * kw * o) * itemsize
-        parts = parallel_map(run, chunk_ranges(n, per_image))
-        dw = sum(p[0] for p in parts)
+        dw = sum(parallel_map(run, chunk_ranges(n, per_image)))
         self.weight.grad += dw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
         if self.bias is not None:
-            self.bias.grad += sum(p[1] for p in parts)
+            dy_rows = dy_cl.reshape(-1, o)
+            self.bias.grad += np.ones(len(dy_rows), dtype=dtype) @ dy_rows
         return from_channels_last(dx) if dx is not None else None
 
     def config(self) -> dict[str, Any]:
