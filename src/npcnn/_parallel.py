@@ -84,6 +84,25 @@ def chunk_ranges(total: int, bytes_per_item: int, target_bytes: int = 2 << 20) -
     return [range(start, min(start + per_chunk, total)) for start in range(0, total, per_chunk)]
 
 
+def elementwise(fn: Callable[..., object], out: np.ndarray, *inputs: object) -> np.ndarray:
+    """Run `fn(*inputs, out=out)` chunk by chunk along the batch axis, on all cores.
+
+    For NumPy ufuncs over big arrays (one pass of a ReLU over a 50 MB batch),
+    which NumPy runs on one core. Arrays among `inputs` must have `out`'s
+    batch axis; scalars are passed as they are. Returns `out`.
+    """
+
+    def run(rows: range) -> None:
+        sl = slice(rows.start, rows.stop)
+        fn(*(a[sl] if isinstance(a, np.ndarray) else a for a in inputs), out=out[sl])
+
+    if out.ndim == 0 or len(out) == 0:
+        fn(*inputs, out=out)
+    else:
+        parallel_map(run, chunk_ranges(len(out), out[0].nbytes * (1 + len(inputs)), 1 << 20))
+    return out
+
+
 def single_threaded_blas() -> AbstractContextManager[object]:
     """Keep BLAS to one thread while our own threads split the work.
 

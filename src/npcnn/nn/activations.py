@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from npcnn._parallel import elementwise
 from npcnn.nn.module import Layer, NoForwardError, keeps_cache
 
 
@@ -16,15 +17,17 @@ class ReLU(Layer):
         super().__init__()
         self._mask: np.ndarray | None = None
 
+    # np.maximum(x, 0), x > 0 and dy * mask, computed on all cores (`elementwise`);
+    # empty_like keeps the channels-last memory of the layers around (layout.py).
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         if keeps_cache(training):
-            self._mask = x > 0
-        return np.maximum(x, 0)
+            self._mask = elementwise(np.greater, np.empty_like(x, dtype=bool), x, 0)
+        return elementwise(np.maximum, np.empty_like(x), x, 0)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         if self._mask is None:
             raise NoForwardError(self)
-        return dy * self._mask
+        return elementwise(np.multiply, np.empty_like(dy), dy, self._mask)
 
 
 class LeakyReLU(Layer):

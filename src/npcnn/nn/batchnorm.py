@@ -45,28 +45,29 @@ from npcnn.nn.module import (
 _ELEMENTWISE_CHUNK = 1 << 20
 
 
-def _column_sums(
-    x: np.ndarray, centre: np.ndarray | None = None, weights: np.ndarray | None = None
-) -> np.ndarray:
-    """Column sums of (R, L) `x`; with `centre`, of (x - centre)^2, or of
-    (x - centre) * weights if `weights` (R, L) is given. Returns float64 (L,).
+def _moment_sums(
+    x: np.ndarray, centre: np.ndarray, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Column sums of d = x - centre and of d^2, or of `weights` and d * weights.
 
-    Each chunk of rows is reduced by BLAS (a vector-matrix product) in the
-    array's dtype and the partial sums are added in float64, so a float32 sum
-    over ~10^6 values keeps ~7 significant digits.
+    x and weights are (R, L) and centre is (L,); returns two float64 (L,)
+    arrays. One pass over memory: each chunk is centred into a scratch block
+    that stays in cache for both sums. Each chunk is reduced by BLAS (a
+    vector-matrix product) in the array's dtype and the partial sums are
+    added in float64, so a float32 sum over ~10^6 values keeps ~7 digits.
     """
 
-    def run(rows: range) -> np.ndarray:
+    def run(rows: range) -> tuple[np.ndarray, np.ndarray]:
         sl = slice(rows.start, rows.stop)
-        block = x[sl]
-        if centre is not None:
-            block = np.subtract(block, centre, out=scratch("centred", block.shape, x.dtype))
-            block *= block if weights is None else weights[sl]
-        return (np.ones(len(rows), dtype=x.dtype) @ block).astype(np.float64)
+        ones = np.ones(len(rows), dtype=x.dtype)
+        d = np.subtract(x[sl], centre, out=scratch("centred", x[sl].shape, x.dtype))
+        other = d if weights is None else weights[sl]
+        first = ones @ other
+        d *= other
+        return first.astype(np.float64), (ones @ d).astype(np.float64)
 
-    # Big chunks: a sum streams through memory once, and BLAS's per-call cost
-    # would dominate blocks of a few rows.
-    return sum(parallel_map(run, chunk_ranges(x.shape[0], x[0].nbytes, 8 << 20)))
+    parts = parallel_map(run, chunk_ranges(x.shape[0], x[0].nbytes * 2, 2 << 20))
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
 
 class _BatchNorm(Layer):
@@ -122,10 +123,13 @@ class _BatchNorm(Layer):
                     f"{type(self).__name__} needs more than 1 value per channel when training, "
                     f"got input of shape {x.shape}"
                 )
-            mean = (self._per_channel(_column_sums(x2)) / m).astype(dtype)
-            # Two passes (sum of squares around the mean): exact even when |mean| >> std.
-            mean_t = np.tile(mean, reps)
-            var = self._per_channel(_column_sums(x2, centre=mean_t)) / m
+            # Sums around a rough centre (the first sample's channel means), in one
+            # pass: with the centre near the mean, mean(d^2) - mean(d)^2 loses no digits.
+            rough = self._per_channel(x2[0].astype(np.float64)) / reps
+            sum_d, sum_d2 = _moment_sums(x2, np.tile(rough.astype(dtype), reps))
+            shift = self._per_channel(sum_d) / m
+            mean = (rough + shift).astype(dtype)
+            var = np.maximum(self._per_channel(sum_d2) / m - shift**2, 0.0)
             self.num_batches_tracked += 1
             mom = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked
             self.running_mean[...] = (1 - mom) * self.running_mean + mom * mean
@@ -133,15 +137,21 @@ class _BatchNorm(Layer):
         else:
             mean, var = self.running_mean, self.running_var.astype(np.float64)
         invstd = (1.0 / np.sqrt(var + self.eps)).astype(dtype)
-        mean_t = np.tile(mean, reps)
-        scale_t = np.tile(self.weight.data * invstd, reps)
-        bias_t = np.tile(self.bias.data, reps)
+        scale = self.weight.data * invstd
+        scale_t = np.tile(scale, reps)
         y = np.empty_like(x2)
+        if training:  # (x - mean) * scale + bias: exact even when |mean| >> std
+            mean_t, bias_t = np.tile(mean, reps), np.tile(self.bias.data, reps)
+        else:  # x * scale + (bias - mean * scale): one pass less, at inference
+            mean_t, bias_t = None, np.tile(self.bias.data - mean * scale, reps)
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
-            np.subtract(x2[sl], mean_t, out=y[sl])
-            y[sl] *= scale_t
+            if mean_t is None:
+                np.multiply(x2[sl], scale_t, out=y[sl])
+            else:
+                np.subtract(x2[sl], mean_t, out=y[sl])
+                y[sl] *= scale_t
             y[sl] += bias_t
 
         parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 2, _ELEMENTWISE_CHUNK))
@@ -160,9 +170,10 @@ class _BatchNorm(Layer):
             raise ValueError(f"{type(self).__name__}.backward: dy has shape {dy.shape}")
         m = x2.shape[0] * reps
         mean_t = np.tile(mean, reps)
-        dbias = self._per_channel(_column_sums(dy2))
-        # sum(dy * xhat) = invstd * sum(dy * (x - mean))
-        dweight = self._per_channel(_column_sums(x2, centre=mean_t, weights=dy2)) * invstd
+        # sum(dy) and sum(dy * xhat) = invstd * sum(dy * (x - mean))
+        sum_dy, sum_dy_centred = _moment_sums(x2, mean_t, weights=dy2)
+        dbias = self._per_channel(sum_dy)
+        dweight = self._per_channel(sum_dy_centred) * invstd
         self.bias.grad += dbias.astype(x2.dtype)
         self.weight.grad += dweight.astype(x2.dtype)
         g = self.weight.data * invstd
