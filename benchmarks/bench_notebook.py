@@ -427,8 +427,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--naive-dtype",
         choices=("float32", "float64"),
-        default="float32",
-        help="float32 as npcnn and PyTorch (default); the notebook itself used float64",
+        default="float64",
+        help="float64, the precision the notebook ran in (default); float32 as npcnn/PyTorch",
     )
     p.add_argument("--skip-naive", action="store_true")
     p.add_argument("--skip-torch", action="store_true")
