@@ -8,6 +8,7 @@ layers. Chunks are sized so their scratch buffers stay in cache; see
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import threading
@@ -115,19 +116,30 @@ def single_threaded_blas() -> AbstractContextManager[object]:
 
 
 def parallel_map(fn: Callable[[range], T], chunks: Sequence[range]) -> list[T]:
-    """`[fn(c) for c in chunks]`, computed by the thread pool.
+    """`[fn(c) for c in chunks]`, computed by the calling thread and the pool's.
 
-    Each thread takes one contiguous run of chunks and works through it in
-    order: one task per thread, however many (cache-sized) chunks there are,
-    so the pool's per-task overhead never dominates small chunks.
+    Every thread, the caller included, takes the next chunk not yet taken
+    until none is left. A thread that wakes late, or a core busy with another
+    program, then simply does fewer chunks instead of holding everyone up;
+    and the caller never idles. `fn` must not itself call `parallel_map`.
     """
     global _pool
     with single_threaded_blas():
         if _num_threads == 1 or len(chunks) <= 1:
             return [fn(c) for c in chunks]
         if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_num_threads, thread_name_prefix="npcnn")
-        per_thread = -(-len(chunks) // _num_threads)
-        runs = [chunks[i : i + per_thread] for i in range(0, len(chunks), per_thread)]
-        results = _pool.map(lambda run: [fn(c) for c in run], runs)
-        return [r for run in results for r in run]
+            _pool = ThreadPoolExecutor(max_workers=_num_threads - 1, thread_name_prefix="npcnn")
+        results: list[T] = [None] * len(chunks)  # type: ignore[list-item]
+        taken = itertools.count()  # next() on a count is atomic under the GIL
+
+        def work() -> None:
+            while (i := next(taken)) < len(chunks):
+                results[i] = fn(chunks[i])
+
+        helpers = [_pool.submit(work) for _ in range(_num_threads - 1)]
+        try:
+            work()
+        finally:
+            for helper in helpers:
+                helper.result()
+        return results
