@@ -46,21 +46,26 @@ _ELEMENTWISE_CHUNK = 1 << 20
 
 
 def _moment_sums(
-    x: np.ndarray, centre: np.ndarray, weights: np.ndarray | None = None
+    x: np.ndarray, centre: np.ndarray | None = None, weights: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Column sums of d = x - centre and of d^2, or of `weights` and d * weights.
+    """Column sums of d and d^2 with d = x - centre; or, given `weights`, of weights
+    and d * weights (d = x when centre is None).
 
-    x and weights are (R, L) and centre is (L,); returns two float64 (L,)
-    arrays. One pass over memory: each chunk is centred into a scratch block
-    that stays in cache for both sums. Each chunk is reduced by BLAS (a
-    vector-matrix product) in the array's dtype and the partial sums are
-    added in float64, so a float32 sum over ~10^6 values keeps ~7 digits.
+    x and weights are (R, L), centre is (L,); returns two float64 (L,) arrays.
+    One pass over memory: each chunk's d goes to a scratch block that stays
+    in cache for both sums. Each chunk is reduced by BLAS (a vector-matrix
+    product) in the array's dtype and the partial sums are added in float64,
+    so a float32 sum over ~10^6 values keeps ~7 significant digits.
     """
 
     def run(rows: range) -> tuple[np.ndarray, np.ndarray]:
         sl = slice(rows.start, rows.stop)
         ones = np.ones(len(rows), dtype=x.dtype)
-        d = np.subtract(x[sl], centre, out=scratch("centred", x[sl].shape, x.dtype))
+        d = scratch("centred", x[sl].shape, x.dtype)
+        if centre is None:
+            d[...] = x[sl]
+        else:
+            np.subtract(x[sl], centre, out=d)
         other = d if weights is None else weights[sl]
         first = ones @ other
         d *= other
@@ -140,60 +145,62 @@ class _BatchNorm(Layer):
         scale = self.weight.data * invstd
         scale_t = np.tile(scale, reps)
         y = np.empty_like(x2)
-        if training:  # (x - mean) * scale + bias: exact even when |mean| >> std
-            mean_t, bias_t = np.tile(mean, reps), np.tile(self.bias.data, reps)
-        else:  # x * scale + (bias - mean * scale): one pass less, at inference
-            mean_t, bias_t = None, np.tile(self.bias.data - mean * scale, reps)
+        # Training keeps x - mean for backward (xhat = (y - bias) / weight would be
+        # lost where weight ~ 0) and computes y = (x - mean) * scale + bias from it,
+        # exact even when |mean| >> std. Inference: y = x * scale + (bias - mean * scale).
+        centred = np.empty_like(x2) if keeps_cache(training) else None
+        mean_t = np.tile(mean, reps)
+        bias_t = np.tile(
+            self.bias.data if centred is not None else self.bias.data - mean * scale, reps
+        )
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
-            if mean_t is None:
+            if centred is None:
                 np.multiply(x2[sl], scale_t, out=y[sl])
             else:
-                np.subtract(x2[sl], mean_t, out=y[sl])
-                y[sl] *= scale_t
+                np.subtract(x2[sl], mean_t, out=centred[sl])
+                np.multiply(centred[sl], scale_t, out=y[sl])
             y[sl] += bias_t
 
-        parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 2, _ELEMENTWISE_CHUNK))
-        if keeps_cache(training):
-            # xhat = (y - bias) / weight would be lost when weight ~ 0: keep x and the stats.
-            self._cache = (x2, reps, mean, invstd, training)
+        parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 3, _ELEMENTWISE_CHUNK))
+        if centred is not None:
+            self._cache = (centred, reps, invstd, training)
         return self._from_rows(y, x.shape)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy of the input's shape -> dx; adds into weight.grad and bias.grad."""
         if self._cache is None:
             raise NoForwardError(self)
-        x2, reps, mean, invstd, batch_stats = self._cache
-        dy2, _ = self._to_rows(dy.astype(x2.dtype, copy=False))
-        if dy2.shape != x2.shape:
+        centred, reps, invstd, batch_stats = self._cache
+        dy2, _ = self._to_rows(dy.astype(centred.dtype, copy=False))
+        if dy2.shape != centred.shape:
             raise ValueError(f"{type(self).__name__}.backward: dy has shape {dy.shape}")
-        m = x2.shape[0] * reps
-        mean_t = np.tile(mean, reps)
+        m = centred.shape[0] * reps
         # sum(dy) and sum(dy * xhat) = invstd * sum(dy * (x - mean))
-        sum_dy, sum_dy_centred = _moment_sums(x2, mean_t, weights=dy2)
+        sum_dy, sum_dy_centred = _moment_sums(centred, weights=dy2)
         dbias = self._per_channel(sum_dy)
         dweight = self._per_channel(sum_dy_centred) * invstd
-        self.bias.grad += dbias.astype(x2.dtype)
-        self.weight.grad += dweight.astype(x2.dtype)
+        self.bias.grad += dbias.astype(centred.dtype)
+        self.weight.grad += dweight.astype(centred.dtype)
         g = self.weight.data * invstd
         if not batch_stats:  # inference: y is affine in x, dx = g * dy
             return self._from_rows(dy2 * np.tile(g, reps), dy.shape)
         # dx = g * (dy - dbias/M - xhat * dweight/M) with xhat = (x - mean) * invstd
         g_t = np.tile(g, reps)
-        shift_t = np.tile((g * dbias / m).astype(x2.dtype), reps)
-        slope_t = np.tile((g * invstd * dweight / m).astype(x2.dtype), reps)
-        dx = np.empty_like(x2)
+        shift_t = np.tile((g * dbias / m).astype(centred.dtype), reps)
+        slope_t = np.tile((g * invstd * dweight / m).astype(centred.dtype), reps)
+        dx = np.empty_like(centred)
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
             np.multiply(dy2[sl], g_t, out=dx[sl])
             dx[sl] -= shift_t
-            centred = np.subtract(x2[sl], mean_t, out=scratch("centred", dx[sl].shape, dx.dtype))
-            centred *= slope_t
-            dx[sl] -= centred
+            dx[sl] -= np.multiply(
+                centred[sl], slope_t, out=scratch("slope", dx[sl].shape, dx.dtype)
+            )
 
-        parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 3, _ELEMENTWISE_CHUNK))
+        parallel_map(run, chunk_ranges(len(centred), centred[0].nbytes * 3, _ELEMENTWISE_CHUNK))
         return self._from_rows(dx, dy.shape)
 
     def config(self) -> dict[str, Any]:

@@ -254,7 +254,9 @@ class Conv2D(Layer):
             return dw_part
 
         itemsize = np.dtype(dtype).itemsize
-        per_image = max(ho * wo * kh * kw * c, h * w * kh * kw * o) * itemsize
+        per_image = ho * wo * kh * kw * c * itemsize  # cols, and dcols when dx is needed:
+        if dx is not None:
+            per_image = max(per_image, h * w * kh * kw * o * itemsize)
         dw = sum(parallel_map(run, chunk_ranges(n, per_image)))
         self.weight.grad += dw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
         if self.bias is not None:
