@@ -33,7 +33,7 @@ _pool: ThreadPoolExecutor | None = None
 
 
 _local = threading.local()
-_MIN_PARALLEL_BYTES = 256 << 10
+_MIN_PARALLEL_BYTES = 1 << 20
 
 
 def scratch(name: str, shape: tuple[int, ...], dtype: np.typing.DTypeLike) -> np.ndarray:

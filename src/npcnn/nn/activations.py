@@ -10,6 +10,12 @@ from npcnn._parallel import elementwise
 from npcnn.nn.module import Layer, NoForwardError, keeps_cache
 
 
+def _relu_and_mask(x: np.ndarray, mask: np.ndarray, out: np.ndarray) -> None:
+    """out = max(x, 0) and mask = x > 0, in one pass over a chunk."""
+    np.greater(x, 0, out=mask)
+    np.maximum(x, 0, out=out)
+
+
 class ReLU(Layer):
     """y = max(x, 0). Backward: dx = dy where x > 0, else 0."""
 
@@ -20,9 +26,10 @@ class ReLU(Layer):
     # np.maximum(x, 0), x > 0 and dy * mask, computed on all cores (`elementwise`);
     # empty_like keeps the channels-last memory of the layers around (layout.py).
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        if keeps_cache(training):
-            self._mask = elementwise(np.greater, np.empty_like(x, dtype=bool), x, 0)
-        return elementwise(np.maximum, np.empty_like(x), x, 0)
+        if not keeps_cache(training):
+            return elementwise(np.maximum, np.empty_like(x), x, 0)
+        self._mask = np.empty_like(x, dtype=bool)
+        return elementwise(_relu_and_mask, np.empty_like(x), x, self._mask)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         if self._mask is None:
