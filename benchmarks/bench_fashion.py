@@ -51,7 +51,7 @@ import numpy as np
 import npcnn
 from npcnn import nn, optim
 from npcnn.data import BatchIterator, Dataset, load_dataset
-from npcnn.models import Recipe, get_preset
+from npcnn.models import get_preset
 from npcnn.training import Trainer, callbacks, evaluate, schedules
 
 HERE = Path(__file__).resolve().parent
@@ -97,28 +97,6 @@ def build_notebook_net(seed: int, init: str) -> nn.Sequential:
     if init == "he":
         model.reset_parameters(np.random.default_rng(seed))
     return model
-
-
-def make_optimizer(model: nn.Layer, recipe: Recipe) -> optim.Optimizer:
-    """The optimiser a recipe names, as ``npcnn train`` builds it."""
-    params = model.parameters()
-    if recipe.optimizer == "sgd":
-        return optim.SGD(
-            params, recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
-        )
-    kind = optim.Adam if recipe.optimizer == "adam" else optim.AdamW
-    return kind(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-
-
-def make_scheduler(
-    optimizer: optim.Optimizer, recipe: Recipe, epochs: int
-) -> schedules.LRScheduler | None:
-    """The recipe's learning-rate schedule over ``epochs`` epochs (None: constant)."""
-    if recipe.schedule == "step":
-        return schedules.StepLR(optimizer, recipe.step_size, recipe.gamma)
-    if recipe.schedule == "cosine":
-        return schedules.CosineAnnealingLR(optimizer, epochs, recipe.eta_min)
-    return None
 
 
 # --- training with npcnn's Trainer ------------------------------------------------------
@@ -280,8 +258,8 @@ def part_strong(args: argparse.Namespace) -> dict[str, Any]:
     if not batch:
         batch = len(data.train_labels)
     model = preset.model(seed=args.seed)
-    optimizer = make_optimizer(model, recipe)
-    scheduler = make_scheduler(optimizer, recipe, epochs)
+    optimizer = recipe.make_optimizer(model.parameters())
+    scheduler = recipe.make_scheduler(optimizer, epochs)
     run = train_npcnn(model, optimizer, scheduler, data, epochs, batch, args.seed)
     print_epoch_table(run)
 

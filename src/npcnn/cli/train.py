@@ -10,6 +10,7 @@ files already: it picks a fresh name.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 import time
@@ -154,28 +155,6 @@ def _data_argument(name: str) -> str:
     return str(Path(name).resolve())
 
 
-def _make_optimizer(model: Any, config: dict[str, Any]) -> Any:
-    from npcnn import optim
-
-    params = model.parameters()
-    kind, lr, wd = config["optimizer"], config["lr"], config["weight_decay"]
-    if kind == "sgd":
-        return optim.SGD(params, lr, momentum=config["momentum"], weight_decay=wd)
-    if kind == "adam":
-        return optim.Adam(params, lr=lr, weight_decay=wd)
-    return optim.AdamW(params, lr=lr, weight_decay=wd)
-
-
-def _make_scheduler(optimizer: Any, config: dict[str, Any], recipe: Any) -> Any:
-    from npcnn.training import schedules
-
-    if config["schedule"] == "step":
-        return schedules.StepLR(optimizer, recipe.step_size, recipe.gamma)
-    if config["schedule"] == "cosine":
-        return schedules.CosineAnnealingLR(optimizer, config["epochs"], recipe.eta_min)
-    return None
-
-
 def _describe_limits(data: Any, full: tuple[int, int], config: dict[str, Any]) -> list[str]:
     """Notes on the subsets used, and on limits the data set is too small for."""
     notes = []
@@ -298,8 +277,12 @@ def run(args: argparse.Namespace) -> int:
     train_batches = BatchIterator(
         data.train_images, data.train_labels, batch, rng=np.random.default_rng(shuffle_seed)
     )
-    optimizer = _make_optimizer(model, config)
-    scheduler = _make_scheduler(optimizer, config, preset.recipe)
+    recipe = dataclasses.replace(
+        preset.recipe,
+        **{key: config[key] for key in ("optimizer", "lr", "momentum", "weight_decay", "schedule")},
+    )
+    optimizer = recipe.make_optimizer(model.parameters())
+    scheduler = recipe.make_scheduler(optimizer, config["epochs"])
     reports = [
         callbacks.ProgressBar(force=bool(args.progress)) if args.progress is not False else None,
         EpochLine("iteration" if config["batch_size"] is None else "epoch"),

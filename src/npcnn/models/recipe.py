@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from npcnn import nn
+from npcnn import nn, optim
+from npcnn.nn import Parameter
+from npcnn.optim import Optimizer
+
+if TYPE_CHECKING:
+    from npcnn.training.schedules import LRScheduler
 
 #: (rng, num_classes) -> a fresh model for (N, 1, 28, 28) float32 input.
 Builder = Callable[[np.random.Generator, int], nn.Sequential]
@@ -49,6 +55,29 @@ class Recipe:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+
+    def make_optimizer(self, params: Iterable[Parameter]) -> Optimizer:
+        """The optimiser this recipe names, over `params`."""
+        params = list(params)
+        if self.optimizer == "sgd":
+            return optim.SGD(
+                params, self.lr, momentum=self.momentum, weight_decay=self.weight_decay
+            )
+        kind = optim.Adam if self.optimizer == "adam" else optim.AdamW
+        return kind(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def make_scheduler(self, optimizer: Optimizer, epochs: int | None = None) -> LRScheduler | None:
+        """The recipe's learning-rate schedule over `epochs` (default: the recipe's epochs).
+
+        None for a constant learning rate.
+        """
+        from npcnn.training import schedules
+
+        if self.schedule == "step":
+            return schedules.StepLR(optimizer, self.step_size, self.gamma)
+        if self.schedule == "cosine":
+            return schedules.CosineAnnealingLR(optimizer, epochs or self.epochs, self.eta_min)
+        return None
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -63,10 +64,7 @@ class Sequential(Layer):
         with single_threaded_blas():
             for layer in reversed(layers[1:]):
                 dy = layer.backward(dy)
-            if (
-                not need_input_grad
-                and "need_input_grad" in inspect.signature(first.backward).parameters
-            ):
+            if not need_input_grad and _can_skip_input_grad(type(first)):
                 return first.backward(dy, need_input_grad=False)
             dx = first.backward(dy)
         return dx if need_input_grad else None
@@ -79,3 +77,9 @@ class Sequential(Layer):
     def __repr__(self) -> str:
         inner = "\n".join(f"  ({name}): {layer!r}" for name, layer in self._children.items())
         return f"Sequential(\n{inner}\n)"
+
+
+@functools.cache
+def _can_skip_input_grad(layer_type: type[Layer]) -> bool:
+    """Whether this layer type's backward takes `need_input_grad` (Conv2D, Dense)."""
+    return "need_input_grad" in inspect.signature(layer_type.backward).parameters
