@@ -111,7 +111,14 @@ def test_offline_download_failure_is_one_line(capsys, tmp_path, monkeypatch) -> 
     monkeypatch.setattr(data_load, "fetch", offline)
     code, _, err = run_cli(capsys, "train", "--data", "kmnist", "--out", tmp_path / "run")
     assert code == 1
-    assert_one_line_error(err, "kmnist", "not on disk")
+    # The one line still says what to download and where to put it.
+    assert_one_line_error(
+        err,
+        "kmnist",
+        "not on disk",
+        "train-images-idx3-ubyte.gz",
+        str(tmp_path / "cache" / "kmnist"),
+    )
 
 
 def test_missing_optional_dependency_names_the_extra(capsys, tmp_path, monkeypatch) -> None:

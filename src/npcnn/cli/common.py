@@ -51,7 +51,7 @@ def load_data(name: str) -> Dataset:
     try:
         data = load_dataset(name)
     except DataError as err:
-        raise CLIError(str(err)) from None
+        raise CLIError(err.summary) from None
     except OSError as err:
         raise CLIError(f"cannot read the data set {name!r}: {err}") from None
     return data

@@ -6,7 +6,15 @@ same way whether it came from a corrupt file or a failed download.
 
 
 class DataError(ValueError):
-    """A data file is missing, malformed or does not match its checksum."""
+    """A data file is missing, malformed or does not match its checksum.
+
+    ``summary`` is the gist in one line (for a command line's error message);
+    ``str()`` may add detail over several lines.
+    """
+
+    def __init__(self, message: str, summary: str | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or message.strip().splitlines()[0]
 
 
 class DownloadError(DataError):

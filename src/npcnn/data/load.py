@@ -63,9 +63,17 @@ def _read_checked(path: Path, file: FileSpec | None, hint: str = "") -> np.ndarr
     return parse_idx(data, str(path))
 
 
-def _manual_download_message(
+def _manual_download_error(
     spec: DatasetSpec, missing: Sequence[FileSpec], target: Path, reason: str
-) -> str:
+) -> DownloadError:
+    """The error for files that are neither on disk nor downloadable: what to fetch, where to."""
+    names = ", ".join(file.name for file in missing)
+    source = f" from {spec.mirrors[0]}" if spec.mirrors else ""
+    summary = (
+        f"the {spec.name!r} data set is not on disk and could not be downloaded "
+        f"({reason.splitlines()[0].rstrip(':')}); download {names}{source} into {target} "
+        f"(or into ${ENV_VAR}/{spec.name})"
+    )
     lines = [f"The {spec.name!r} data set is not on disk and was not downloaded: {reason}"]
     lines.append("Download these files by hand:")
     for file in missing:
@@ -79,7 +87,7 @@ def _manual_download_message(
     )
     if spec.search_dirs:
         lines.append("Also looked in: " + ", ".join(spec.search_dirs))
-    return "\n".join(lines)
+    return DownloadError("\n".join(lines), summary=summary)
 
 
 def _locate(
@@ -97,9 +105,9 @@ def _locate(
         found.append(None if path is None else (path, ""))
     missing = [file for file, hit in zip(spec.files, found, strict=True) if hit is None]
     if missing and not download:
-        raise DownloadError(_manual_download_message(spec, missing, target, "download=False"))
+        raise _manual_download_error(spec, missing, target, "download=False")
     if missing and not spec.mirrors:
-        raise DownloadError(_manual_download_message(spec, missing, target, "no mirrors known"))
+        raise _manual_download_error(spec, missing, target, "no mirrors known")
     for i, file in enumerate(spec.files):
         if found[i] is not None:
             continue
@@ -109,8 +117,7 @@ def _locate(
             raise
         except DownloadError as exc:
             still_missing = [f for f, hit in zip(spec.files, found, strict=True) if hit is None]
-            message = _manual_download_message(spec, still_missing, target, str(exc))
-            raise DownloadError(message) from exc
+            raise _manual_download_error(spec, still_missing, target, str(exc)) from exc
     return found  # type: ignore[return-value]
 
 
