@@ -62,13 +62,13 @@ def _moment_sums(
         sl = slice(rows.start, rows.stop)
         ones = np.ones(len(rows), dtype=x.dtype)
         d = scratch("centred", x[sl].shape, x.dtype)
-        if centre is None:
-            d[...] = x[sl]
-        else:
-            np.subtract(x[sl], centre, out=d)
-        other = d if weights is None else weights[sl]
-        first = ones @ other
-        d *= other
+        if weights is None:  # sums of d and d^2
+            np.subtract(x[sl], 0 if centre is None else centre, out=d)
+            first = ones @ d
+            d *= d
+        else:  # sums of weights and d * weights
+            first = ones @ weights[sl]
+            np.multiply(x[sl] if centre is None else x[sl] - centre, weights[sl], out=d)
         return first.astype(np.float64), (ones @ d).astype(np.float64)
 
     parts = parallel_map(run, chunk_ranges(x.shape[0], x[0].nbytes * 2, 2 << 20))
