@@ -27,6 +27,19 @@ from test_training_helpers import (
 )
 
 
+@pytest.fixture(autouse=True)
+def default_sigint_handler():
+    """Python's own Ctrl-C handler, whatever the test runner inherited.
+
+    A shell starts background jobs with SIGINT ignored, and the Trainer
+    rightly leaves an ignored SIGINT alone; these tests are about the usual
+    case, an interactive Ctrl-C.
+    """
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 class InterruptAt(callbacks.Callback):
     """Raise KeyboardInterrupt after global step `step` (as Ctrl-C at that moment would)."""
 
