@@ -74,14 +74,7 @@ TARGET_STRONG_SECONDS = 15 * 60.0
 
 def load_fashion(limit_train: int | None, limit_test: int | None) -> Dataset:
     """Fashion-MNIST (uint8 (N, 28, 28) images), keeping the first ``limit_*`` of each split."""
-    data = load_dataset(DATASET)
-    if limit_train is not None:
-        data.train_images = data.train_images[:limit_train]
-        data.train_labels = data.train_labels[:limit_train]
-    if limit_test is not None:
-        data.test_images = data.test_images[:limit_test]
-        data.test_labels = data.test_labels[:limit_test]
-    return data
+    return load_dataset(DATASET).head(limit_train, limit_test)
 
 
 def shuffle_rng(seed: int) -> np.random.Generator:

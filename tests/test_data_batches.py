@@ -126,3 +126,14 @@ def test_state_round_trip_through_json_resumes_the_same_epoch():
 def test_invalid_arguments(images, labels, batch_size):
     with pytest.raises(ValueError):
         BatchIterator(images, labels, batch_size)
+
+
+def test_dataset_head_keeps_the_first_examples_and_leaves_the_original():
+    from npcnn.data import load_dataset
+
+    full = load_dataset("sample")
+    small = full.head(train=10, test=3)
+    assert len(small.train_labels) == 10 and len(small.test_labels) == 3
+    np.testing.assert_array_equal(small.train_images, full.train_images[:10])
+    np.testing.assert_array_equal(small.test_labels, full.test_labels[:3])
+    assert len(full.train_labels) == 2000 and small.classes == full.classes

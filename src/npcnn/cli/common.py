@@ -58,14 +58,8 @@ def load_data(name: str) -> Dataset:
 
 
 def limit_splits(data: Dataset, limit_train: int | None, limit_test: int | None) -> Dataset:
-    """Keep the first ``limit_*`` examples of each split (in place; None keeps all)."""
-    if limit_train is not None:
-        data.train_images = data.train_images[:limit_train]
-        data.train_labels = data.train_labels[:limit_train]
-    if limit_test is not None:
-        data.test_images = data.test_images[:limit_test]
-        data.test_labels = data.test_labels[:limit_test]
-    return data
+    """The first ``limit_*`` examples of each split (None keeps all)."""
+    return data.head(limit_train, limit_test)
 
 
 def read_run_record(model_path: str | os.PathLike[str]) -> dict[str, Any] | None:

@@ -224,7 +224,7 @@ def run(args: argparse.Namespace) -> int:
 
     data = load_data(config["data"])
     sizes = (len(data.train_labels), len(data.test_labels))
-    limit_splits(data, config["limit_train"], config["limit_test"])
+    data = limit_splits(data, config["limit_train"], config["limit_test"])
     if data.train_images.shape[1:] != preset.input_shape[1:]:
         raise CLIError(
             f"the presets take {preset.input_shape[1]}x{preset.input_shape[2]} images; "

@@ -9,6 +9,7 @@ one to :func:`npcnn.data.load_dataset` directly.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,6 +83,16 @@ class Dataset:
     test_labels: np.ndarray
     classes: list[str]
     source: str = ""
+
+    def head(self, train: int | None = None, test: int | None = None) -> Dataset:
+        """The same data set with only the first `train` / `test` examples (None: all)."""
+        return dataclasses.replace(
+            self,
+            train_images=self.train_images[:train],
+            train_labels=self.train_labels[:train],
+            test_images=self.test_images[:test],
+            test_labels=self.test_labels[:test],
+        )
 
     def __post_init__(self) -> None:
         self.classes = list(self.classes)
