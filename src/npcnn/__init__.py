@@ -1,7 +1,7 @@
 """npcnn: convolutional networks written from scratch in NumPy."""
 
 from npcnn import nn, optim
-from npcnn._parallel import get_num_threads, set_num_threads
+from npcnn._parallel import get_num_threads, set_num_threads, single_threaded_blas
 from npcnn.gradcheck import gradcheck
 from npcnn.serialization import load, save
 
@@ -16,4 +16,5 @@ __all__ = [
     "optim",
     "save",
     "set_num_threads",
+    "single_threaded_blas",
 ]

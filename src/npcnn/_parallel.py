@@ -1,9 +1,10 @@
 """Split batch work over the machine's cores.
 
 NumPy releases the GIL inside copies, ufuncs and BLAS calls, so plain
-threads give real parallelism for the chunked loops of the conv and pooling
-layers. Chunks are sized so their scratch buffers stay in cache; see
-`chunk_ranges`.
+threads give real parallelism for the chunked loops of the conv, pooling,
+batch-norm and ReLU layers. Chunks are sized so their scratch buffers stay
+in cache (`chunk_ranges`); the calling thread and the pool's take chunks as
+they come (`parallel_map`).
 """
 
 from __future__ import annotations
@@ -30,9 +31,9 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 _num_threads = max(1, os.cpu_count() or 1)
 _pool: ThreadPoolExecutor | None = None
-
-
 _local = threading.local()
+# Below this much data a layer works in the calling thread alone: waking the
+# pool would cost more than it saves.
 _MIN_PARALLEL_BYTES = 1 << 20
 
 
@@ -40,11 +41,10 @@ def scratch(name: str, shape: tuple[int, ...], dtype: np.typing.DTypeLike) -> np
     """A reusable buffer of `shape`, private to the calling thread, with garbage contents.
 
     The chunked loops need a few MB of temporaries per chunk (an im2col
-    matrix, a centred block). Allocating them afresh each time maps and
-    unmaps memory and takes a page fault per 4 kB, which cost more than the
-    arithmetic (measured: batch norm's forward, 93 ms -> 39 ms). Each thread
-    keeps one buffer per `name`; a caller must not hold on to the result
-    beyond the chunk it works on, nor ask for the same name twice at once.
+    matrix, a centred block). Allocated afresh each time, such blocks are
+    mapped and unmapped by malloc, with a page fault per 4 kB on first touch.
+    Each thread keeps one buffer per `name`; a caller must not hold on to the
+    result beyond the chunk it works on, nor ask for the same name twice at once.
     """
     buffers: dict[str, np.ndarray] = _local.__dict__.setdefault("buffers", {})
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
