@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from npcnn._parallel import elementwise
 from npcnn.nn import init
 from npcnn.nn.layout import from_channels_last, is_channels_last
 from npcnn.nn.module import (
@@ -105,7 +106,10 @@ class Flatten(Layer):
         if keeps_cache(training):
             self._shape = x.shape
             self._channels_last = is_channels_last(x)
-        return x.reshape(x.shape[0], -1)
+        if x.flags.c_contiguous:
+            return x.reshape(x.shape[0], -1)
+        # Channels-last memory must be reordered into C, H, W order: a copy, on all cores.
+        return elementwise(_copy_into, np.empty((x.shape[0], x[0].size), dtype=x.dtype), x)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         if self._shape is None:
@@ -113,5 +117,11 @@ class Flatten(Layer):
         check_input(dy, 2, self)
         dx = dy.reshape(self._shape)
         if self._channels_last:
-            dx = from_channels_last(np.ascontiguousarray(dx.transpose(0, 2, 3, 1)))
+            dx_cl = dx.transpose(0, 2, 3, 1)
+            dx = from_channels_last(elementwise(_copy_into, np.empty(dx_cl.shape, dy.dtype), dx_cl))
         return dx
+
+
+def _copy_into(source: np.ndarray, out: np.ndarray) -> None:
+    """Copy `source` into `out`, a buffer of the same size and possibly another shape."""
+    np.copyto(out.reshape(source.shape), source)
