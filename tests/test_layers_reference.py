@@ -217,3 +217,18 @@ def test_batchnorm_training_forward_matches_reference(shape, rng: np.random.Gene
     np.testing.assert_allclose(layer.running_mean, mean, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(layer.running_var, var, rtol=1e-10, atol=1e-12)
     assert int(layer.num_batches_tracked) == 1
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 10), (1, 16, 28, 28), (3, 1, 2, 2)])
+def test_maxpool_2x2_fast_path_follows_first_max_on_ties(shape, rng: np.random.Generator) -> None:
+    # Even sizes with 2x2 windows at stride 2 take MaxPool2D's pixel-pair fast path;
+    # integers in {0, 1, 2} make ties in most windows, zeros whole tied windows.
+    x = rng.integers(0, 3, size=shape).astype(np.float32)
+    x[:, :, :2, :2] = 0
+    layer = nn.MaxPool2D(2)
+    y = layer.forward(x, training=True)
+    np.testing.assert_array_equal(y, ref.maxpool2d_forward(x, 2, 2, 0))
+    np.testing.assert_array_equal(layer.forward(x), y)  # the inference path agrees
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    dx = layer.backward(dy)
+    np.testing.assert_array_equal(dx, ref.maxpool2d_backward(x, dy, 2, 2, 0))
