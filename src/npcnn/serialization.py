@@ -115,15 +115,13 @@ def load_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     with open(path, "rb") as f:
-        if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+        # Every .npz is a zip archive; anything else (a .npy, a text file) is not ours,
+        # and np.load would otherwise try it as a pickle.
+        if f.read(4) != b"PK\x03\x04":
             raise ValueError(f"{path} is not an .npz archive")
     try:
         with np.load(path, allow_pickle=False) as data:
-            if not isinstance(data, np.lib.npyio.NpzFile):
-                raise ValueError(f"{path} is not an .npz archive")
             return {name: data[name] for name in data.files}
-    except AttributeError:  # np.load returned an ndarray (a .npy file): no context manager
-        raise ValueError(f"{path} is a single .npy array, not an npcnn .npz") from None
     except ValueError as err:
         if "pickle" in str(err):
             raise ValueError(

@@ -149,7 +149,7 @@ class _BatchNorm(Layer):
         # lost where weight ~ 0) and computes y = (x - mean) * scale + bias from it,
         # exact even when |mean| >> std. Inference: y = x * scale + (bias - mean * scale).
         centred = np.empty_like(x2) if keeps_cache(training) else None
-        mean_t = np.tile(mean, reps)
+        mean_t = np.tile(mean, reps) if centred is not None else None
         bias_t = np.tile(
             self.bias.data if centred is not None else self.bias.data - mean * scale, reps
         )

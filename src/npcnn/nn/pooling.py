@@ -141,7 +141,7 @@ class MaxPool2D(_Pool2D):
         n, c = xp.shape[0], xp.shape[3]
         y = np.empty((n, ho, wo, c), dtype=xp.dtype)
         # Index of the winning offset within the window (row-major), for backward.
-        argmax = np.zeros((n, ho, wo, c), dtype=np.uint8) if keeps_cache(training) else None
+        argmax = np.empty((n, ho, wo, c), dtype=np.uint8) if keeps_cache(training) else None
         offsets = self._offsets()
         pairs = self.kernel_size == self.stride == (2, 2) and xp.shape[1:3] == (2 * ho, 2 * wo)
 
