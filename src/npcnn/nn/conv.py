@@ -60,18 +60,6 @@ def _pad(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
     return out
 
 
-def _kernel_row_runs(xp: np.ndarray, kw: int) -> np.ndarray:
-    """Every run of kw consecutive pixels of every row: a (B, Hp, Wp - kw + 1, kw*C) view.
-
-    In contiguous channels-last memory such a run is kw*C consecutive values
-    starting one pixel (C values) after the previous run.
-    """
-    b, hp, wp, c = xp.shape
-    return as_strided(
-        xp, (b, hp, wp - kw + 1, kw * c), (*xp.strides[:3], xp.itemsize), writeable=False
-    )
-
-
 def _im2col(
     xp: np.ndarray,
     kh: int,
@@ -87,37 +75,37 @@ def _im2col(
     """Receptive fields of channels-last `xp` (B, Hp, Wp, C) as a (B*ho*wo, kh*kw*C) matrix.
 
     Row (b, a, c) holds xp[b, top + a*sh + i, left + c*sw + j, :] for every (i, j),
-    in (i, j, channel) order. In channels-last memory the kw pixels of one
-    kernel row are kw*C consecutive values, so one strided copy per kernel
-    row moves a whole (B, ho, wo, kw*C) block of them: kh copies, no loop over
-    pixels, each moving runs of kw*C values. The matrix lives in the thread's
-    scratch buffer `name`: use it before the next call.
+    in (i, j, channel) order. Every receptive field is already in `xp`'s
+    memory: a strided view (no copy) reaches it, and im2col is one copy of
+    that view. In channels-last memory the kw pixels of a kernel row are kw*C
+    consecutive values, so the copy moves runs of kw*C values. The matrix
+    lives in the thread's scratch buffer `name`: use it before the next call.
 
-    With few channels (a grayscale input) those copies would move one or two
-    values at a time; the matrix is then built transposed, one copy per
-    (i, j, channel) along whole image rows, and returned as a transposed view
-    (BLAS takes either orientation without copying).
+    With few channels (a grayscale input) those runs would be one or two
+    values long; the matrix is then built transposed, (i, j, channel) by
+    (b, a, c), so that the copy runs along whole image rows, and returned as
+    a transposed view (BLAS takes either orientation without copying).
+
+    One NumPy call rather than one per kernel row matters when threads share
+    the work: each call takes Python's lock again, and a hand-over between
+    threads costs as much as a small copy.
     """
+    xp = np.ascontiguousarray(xp)
     b, _, _, c = xp.shape
+    s_img, s_row, s_pix, s_val = xp.strides
+    corner = xp[:, top:, left:]
     if c < _FEW_CHANNELS:
-        cols_t = scratch(name, (kh, kw, c, b, ho, wo), xp.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                window = _shifted(xp, top + i, left + j, sh, sw, ho, wo)
-                cols_t[i, j] = window.transpose(3, 0, 1, 2)
-        return cols_t.reshape(kh * kw * c, b * ho * wo).T
-    runs = _kernel_row_runs(np.ascontiguousarray(xp), kw)[
-        :, :, left : left + sw * (wo - 1) + 1 : sw
-    ]
-    cols = scratch(name, (b, ho, wo, kh, kw * c), xp.dtype)
-    for i in range(kh):
-        cols[:, :, :, i] = runs[:, top + i : top + i + sh * (ho - 1) + 1 : sh]
+        shape = (kh, kw, c, b, ho, wo)
+        strides = (s_row, s_pix, s_val, s_img, sh * s_row, sw * s_pix)
+    else:  # runs of kw*C values: s_val steps through a kernel row's pixels too
+        shape = (b, ho, wo, kh, kw * c)
+        strides = (s_img, sh * s_row, sw * s_pix, s_row, s_val)
+    fields = as_strided(corner, shape, strides, writeable=False)
+    cols = scratch(name, shape, xp.dtype)
+    np.copyto(cols, fields)
+    if c < _FEW_CHANNELS:
+        return cols.reshape(kh * kw * c, b * ho * wo).T
     return cols.reshape(b * ho * wo, kh * kw * c)
-
-
-def _shifted(xp: np.ndarray, r0: int, c0: int, sh: int, sw: int, ho: int, wo: int) -> np.ndarray:
-    """The (B, ho, wo, C) strided view xp[:, r0 + a*sh, c0 + b*sw, :] for every output (a, b)."""
-    return xp[:, r0 : r0 + sh * (ho - 1) + 1 : sh, c0 : c0 + sw * (wo - 1) + 1 : sw]
 
 
 class Conv2D(Layer):
@@ -242,8 +230,13 @@ class Conv2D(Layer):
             cols = _im2col(xp[sl], kh, kw, sh, sw, ho, wo)
             dy_2d = dy_b.reshape(-1, o)
             # The same product either way; BLAS runs it twice as fast in this
-            # orientation when cols is the transposed few-channel matrix.
-            dw_part = (cols.T @ dy_2d).T if cols.flags.f_contiguous else dy_2d.T @ cols
+            # orientation when cols is the transposed few-channel matrix. np.dot,
+            # not @: matmul keeps the GIL for products of under 512 values (a
+            # 16x9 weight gradient), which would run the chunks one at a time.
+            if cols.flags.f_contiguous:
+                dw_part = np.dot(cols.T, dy_2d).T
+            else:
+                dw_part = np.dot(dy_2d.T, cols)
             if dx is not None:
                 spread = scratch("spread", (len(rows), hd, wd, o), dtype)
                 spread.fill(0)
