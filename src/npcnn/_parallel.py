@@ -100,7 +100,7 @@ def elementwise(fn: Callable[..., object], out: np.ndarray, *inputs: object) -> 
     if out.ndim == 0 or len(out) == 0:
         fn(*inputs, out=out)
     else:
-        parallel_map(run, chunk_ranges(len(out), out[0].nbytes * (1 + len(inputs)), 1 << 20))
+        parallel_map(run, chunk_ranges(len(out), out[0].nbytes * (1 + len(inputs)), 4 << 20))
     return out
 
 
