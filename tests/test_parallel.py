@@ -75,3 +75,20 @@ def test_scratch_is_reused_per_thread_and_private_to_it():
 def test_set_num_threads_rejects_zero():
     with pytest.raises(ValueError):
         npcnn.set_num_threads(0)
+
+
+def test_single_threaded_blas_nests_and_restores_the_blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+
+    def blas_threads() -> list[int]:
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+
+    before = blas_threads()
+    if not before:
+        pytest.skip("no BLAS library that threadpoolctl can control")
+    with npcnn.single_threaded_blas():
+        assert set(blas_threads()) == {1}
+        with npcnn.single_threaded_blas():
+            assert set(blas_threads()) == {1}
+        assert set(blas_threads()) == {1}  # leaving the inner block keeps the outer limit
+    assert blas_threads() == before

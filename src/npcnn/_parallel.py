@@ -13,9 +13,9 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import contextmanager
 from typing import TypeVar
 
 import numpy as np
@@ -104,15 +104,34 @@ def elementwise(fn: Callable[..., object], out: np.ndarray, *inputs: object) -> 
     return out
 
 
-def single_threaded_blas() -> AbstractContextManager[object]:
+_blas_limited = 0  # how many single_threaded_blas() blocks are open
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
     """Keep BLAS to one thread while our own threads split the work.
 
     The per-chunk GEMMs are small; a multi-threaded BLAS would wake its
     threads for each of them and fight ours for the cores (measured here:
     a 4x4 conv's backward took twice as long). Needs threadpoolctl; without
-    it this does nothing.
+    it this does nothing. Nested blocks cost nothing: only the outermost
+    one asks threadpoolctl (about 12 us a time, every layer's parallel loop
+    enters one).
     """
-    return _blas.limit(limits=1, user_api="blas") if _blas is not None else nullcontext()
+    global _blas_limited
+    if _blas is None or _blas_limited:
+        _blas_limited += 1
+        try:
+            yield
+        finally:
+            _blas_limited -= 1
+        return
+    with _blas.limit(limits=1, user_api="blas"):
+        _blas_limited += 1
+        try:
+            yield
+        finally:
+            _blas_limited -= 1
 
 
 def parallel_map(fn: Callable[[range], T], chunks: Sequence[range]) -> list[T]:
