@@ -81,7 +81,8 @@ def test_single_threaded_blas_nests_and_restores_the_blas_threads():
     threadpoolctl = pytest.importorskip("threadpoolctl")
 
     def blas_threads() -> list[int]:
-        return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+        pools = threadpoolctl.threadpool_info()
+        return [pool["num_threads"] for pool in pools if pool["user_api"] == "blas"]
 
     before = blas_threads()
     if not before:
