@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from npcnn._parallel import elementwise
+from npcnn._parallel import chunk_ranges, elementwise, parallel_map
 from npcnn.nn import init
 from npcnn.nn.layout import from_channels_last, is_channels_last
 from npcnn.nn.module import (
@@ -23,6 +23,8 @@ class Dense(Layer):
     """y = x @ weight.T + bias: x (N, in), weight (out, in) as PyTorch's Linear, y (N, out).
 
     Backward: dx = dy @ weight,  dweight = dy.T @ x,  dbias = sum over N of dy.
+    Both passes split the batch into chunks of rows spread over the cores; the
+    chunks' shares of dweight are added up.
 
     Args:
         in_features, out_features: sizes of x's and y's second axis.
@@ -64,7 +66,13 @@ class Dense(Layer):
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         check_input(x, 2, self, self.in_features)
         x = x.astype(self.weight.data.dtype, copy=False)
-        y = x @ self.weight.data.T
+        y = np.empty((x.shape[0], self.out_features), dtype=x.dtype)
+
+        def run(rows: range) -> None:
+            sl = slice(rows.start, rows.stop)
+            np.dot(x[sl], self.weight.data.T, out=y[sl])  # np.dot: see Conv2D.backward
+
+        parallel_map(run, chunk_ranges(len(x), x[0].nbytes))
         if self.bias is not None:
             y += self.bias.data
         self._x = x if keeps_cache(training) else None
@@ -74,11 +82,24 @@ class Dense(Layer):
         """dy (N, out) -> dx (N, in), or None with `need_input_grad=False`."""
         if self._x is None:
             raise NoForwardError(self)
-        dy = dy.astype(self.weight.data.dtype, copy=False)
-        self.weight.grad += dy.T @ self._x
+        x, w = self._x, self.weight.data
+        dy = dy.astype(w.dtype, copy=False)
+        if dy.shape != (len(x), self.out_features):
+            raise ValueError(
+                f"Dense.backward expects dy of shape {(len(x), self.out_features)}, got {dy.shape}"
+            )
+        dx = np.empty(x.shape, dtype=x.dtype) if need_input_grad else None
+
+        def run(rows: range) -> np.ndarray:
+            sl = slice(rows.start, rows.stop)
+            if dx is not None:
+                np.dot(dy[sl], w, out=dx[sl])
+            return np.dot(dy[sl].T, x[sl])
+
+        self.weight.grad += sum(parallel_map(run, chunk_ranges(len(x), x[0].nbytes)))
         if self.bias is not None:
             self.bias.grad += dy.sum(axis=0)
-        return dy @ self.weight.data if need_input_grad else None
+        return dx
 
     def config(self) -> dict[str, Any]:
         return {
