@@ -35,6 +35,9 @@ _local = threading.local()
 # Below this much data a layer works in the calling thread alone: waking the
 # pool would cost more than it saves.
 _MIN_PARALLEL_BYTES = 1 << 20
+# Chunk size for loops that stream through memory (elementwise passes): they
+# gain little from cache-sized chunks, and every chunk costs a GIL hand-over.
+STREAM_CHUNK_BYTES = 4 << 20
 
 
 def scratch(name: str, shape: tuple[int, ...], dtype: np.typing.DTypeLike) -> np.ndarray:
@@ -100,7 +103,8 @@ def elementwise(fn: Callable[..., object], out: np.ndarray, *inputs: object) -> 
     if out.ndim == 0 or len(out) == 0:
         fn(*inputs, out=out)
     else:
-        parallel_map(run, chunk_ranges(len(out), out[0].nbytes * (1 + len(inputs)), 4 << 20))
+        item_bytes = out[0].nbytes * (1 + len(inputs))
+        parallel_map(run, chunk_ranges(len(out), item_bytes, STREAM_CHUNK_BYTES))
     return out
 
 

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from npcnn._parallel import chunk_ranges, parallel_map, scratch
+from npcnn._parallel import STREAM_CHUNK_BYTES, chunk_ranges, parallel_map, scratch
 from npcnn.nn.layout import from_channels_last, to_channels_last
 from npcnn.nn.module import (
     DEFAULT_DTYPE,
@@ -41,8 +41,6 @@ from npcnn.nn.module import (
     check_input,
     keeps_cache,
 )
-
-_ELEMENTWISE_CHUNK = 1 << 20
 
 
 def _moment_sums(
@@ -164,7 +162,7 @@ class _BatchNorm(Layer):
                 np.multiply(centred[sl], scale_t, out=y[sl])
             y[sl] += bias_t
 
-        parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 3, _ELEMENTWISE_CHUNK))
+        parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 3, STREAM_CHUNK_BYTES))
         if centred is not None:
             self._cache = (centred, reps, invstd, training)
         return self._from_rows(y, x.shape)
@@ -201,7 +199,7 @@ class _BatchNorm(Layer):
                 centred[sl], slope_t, out=scratch("slope", dx[sl].shape, dx.dtype)
             )
 
-        parallel_map(run, chunk_ranges(len(centred), centred[0].nbytes * 3, _ELEMENTWISE_CHUNK))
+        parallel_map(run, chunk_ranges(len(centred), centred[0].nbytes * 3, STREAM_CHUNK_BYTES))
         return self._from_rows(dx, dy.shape)
 
     def config(self) -> dict[str, Any]:
