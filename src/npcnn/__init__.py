@@ -1,6 +1,7 @@
 """npcnn: convolutional networks written from scratch in NumPy."""
 
 from npcnn import nn, optim
+from npcnn._memory import empty_cache
 from npcnn._parallel import get_num_threads, set_num_threads, single_threaded_blas
 from npcnn.gradcheck import gradcheck
 from npcnn.serialization import load, save
@@ -9,6 +10,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "empty_cache",
     "get_num_threads",
     "gradcheck",
     "load",

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from npcnn import _memory
 from npcnn._parallel import STREAM_CHUNK_BYTES, chunk_ranges, parallel_map, scratch
 from npcnn.nn.layout import from_channels_last, to_channels_last
 from npcnn.nn.module import (
@@ -143,11 +144,13 @@ class _BatchNorm(Layer):
         invstd = (1.0 / np.sqrt(var + self.eps)).astype(dtype)
         scale = self.weight.data * invstd
         scale_t = np.tile(scale, reps)
-        y = np.empty_like(x2)
+        y = _memory.empty_like(x2)
         # Training keeps x - mean for backward (xhat = (y - bias) / weight would be
         # lost where weight ~ 0) and computes y = (x - mean) * scale + bias from it,
         # exact even when |mean| >> std. Inference: y = x * scale + (bias - mean * scale).
-        centred = np.empty_like(x2) if keeps_cache(training) else None
+        if keeps_cache(training):
+            self._cache = None  # let the previous step's memory serve this one (_memory.py)
+        centred = _memory.empty_like(x2) if keeps_cache(training) else None
         mean_t = np.tile(mean, reps) if centred is not None else None
         bias_t = np.tile(
             self.bias.data if centred is not None else self.bias.data - mean * scale, reps
@@ -189,7 +192,7 @@ class _BatchNorm(Layer):
         g_t = np.tile(g, reps)
         shift_t = np.tile((g * dbias / m).astype(centred.dtype), reps)
         slope_t = np.tile((g * invstd * dweight / m).astype(centred.dtype), reps)
-        dx = np.empty_like(centred)
+        dx = _memory.empty_like(centred)
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)

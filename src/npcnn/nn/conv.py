@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from npcnn import _memory
 from npcnn._parallel import chunk_ranges, parallel_map, scratch
 from npcnn.nn import init
 from npcnn.nn.layout import from_channels_last, to_channels_last
@@ -55,7 +56,7 @@ def _pad(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
     if ph == 0 and pw == 0:
         return x
     n, h, w, c = x.shape
-    out = np.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)
+    out = _memory.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)
     out[:, ph : ph + h, pw : pw + w] = x
     return out
 
@@ -180,9 +181,11 @@ class Conv2D(Layer):
         n, o = x.shape[0], self.out_channels
         # (O, C, kh, kw) -> (kh*kw*C, O), matching the (i, j, channel) order of cols.
         w_mat = self.weight.data.transpose(2, 3, 1, 0).reshape(-1, o)
-        y = np.empty((n, ho, wo, o), dtype=dtype)
+        y = _memory.empty((n, ho, wo, o), dtype=dtype)
         bias = self.bias.data if self.bias is not None else None
 
+        if keeps_cache(training):
+            self._xp = None  # let the previous step's memory serve this one (_memory.py)
         xp = _pad(x_cl, ph, pw)
 
         def run(rows: range) -> None:
@@ -216,7 +219,7 @@ class Conv2D(Layer):
             )
         dtype = self.weight.data.dtype
         dy_cl = to_channels_last(dy.astype(dtype, copy=False))
-        dx = np.empty((n, h, w, c), dtype=dtype) if need_input_grad else None
+        dx = _memory.empty((n, h, w, c), dtype=dtype) if need_input_grad else None
         # Flipped kernel with in/out swapped: (O, C, kh, kw) -> (kh*kw*O, C).
         w_flip = self.weight.data[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(-1, c)
         # dy spread by the stride and padded so that a plain stride-1 correlation

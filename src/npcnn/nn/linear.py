@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from npcnn import _memory
 from npcnn._parallel import chunk_ranges, elementwise, parallel_map
 from npcnn.nn import init
 from npcnn.nn.layout import from_channels_last, is_channels_last
@@ -66,7 +67,7 @@ class Dense(Layer):
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         check_input(x, 2, self, self.in_features)
         x = x.astype(self.weight.data.dtype, copy=False)
-        y = np.empty((x.shape[0], self.out_features), dtype=x.dtype)
+        y = _memory.empty((x.shape[0], self.out_features), dtype=x.dtype)
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
@@ -88,7 +89,7 @@ class Dense(Layer):
             raise ValueError(
                 f"Dense.backward expects dy of shape {(len(x), self.out_features)}, got {dy.shape}"
             )
-        dx = np.empty(x.shape, dtype=x.dtype) if need_input_grad else None
+        dx = _memory.empty(x.shape, dtype=x.dtype) if need_input_grad else None
 
         def run(rows: range) -> np.ndarray:
             sl = slice(rows.start, rows.stop)
@@ -130,7 +131,7 @@ class Flatten(Layer):
         if x.flags.c_contiguous:
             return x.reshape(x.shape[0], -1)
         # Channels-last memory must be reordered into C, H, W order: a copy, on all cores.
-        return elementwise(_copy_into, np.empty((x.shape[0], x[0].size), dtype=x.dtype), x)
+        return elementwise(_copy_into, _memory.empty((x.shape[0], x[0].size), dtype=x.dtype), x)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         if self._shape is None:
@@ -139,7 +140,9 @@ class Flatten(Layer):
         dx = dy.reshape(self._shape)
         if self._channels_last:
             dx_cl = dx.transpose(0, 2, 3, 1)
-            dx = from_channels_last(elementwise(_copy_into, np.empty(dx_cl.shape, dy.dtype), dx_cl))
+            dx = from_channels_last(
+                elementwise(_copy_into, _memory.empty(dx_cl.shape, dy.dtype), dx_cl)
+            )
         return dx
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from npcnn import _memory
 from npcnn._parallel import chunk_ranges, parallel_map, scratch
 from npcnn.nn.layout import from_channels_last, to_channels_last
 from npcnn.nn.module import Layer, NoForwardError, as_pair, check_input, keeps_cache
@@ -139,9 +140,11 @@ class MaxPool2D(_Pool2D):
         ho, wo = self.output_size(x.shape[2], x.shape[3])
         xp = self._pad(to_channels_last(x), -np.inf)
         n, c = xp.shape[0], xp.shape[3]
-        y = np.empty((n, ho, wo, c), dtype=xp.dtype)
+        y = _memory.empty((n, ho, wo, c), dtype=xp.dtype)
         # Index of the winning offset within the window (row-major), for backward.
-        argmax = np.empty((n, ho, wo, c), dtype=np.uint8) if keeps_cache(training) else None
+        if keeps_cache(training):
+            self._argmax = None  # let the previous step's memory serve this one (_memory.py)
+        argmax = _memory.empty((n, ho, wo, c), dtype=np.uint8) if keeps_cache(training) else None
         offsets = self._offsets()
         pairs = self.kernel_size == self.stride == (2, 2) and xp.shape[1:3] == (2 * ho, 2 * wo)
 
@@ -180,7 +183,7 @@ class MaxPool2D(_Pool2D):
         overlapping = sh < kh or sw < kw
         # Windows that tile the input exactly write every element: no zeroing needed.
         tiled = (sh, sw) == (kh, kw) and self._shape[1:3] == (ho * kh, wo * kw)
-        dxp = (np.empty if tiled else np.zeros)(self._shape, dtype=dy_cl.dtype)
+        dxp = (_memory.empty if tiled else _memory.zeros)(self._shape, dtype=dy_cl.dtype)
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
@@ -206,7 +209,7 @@ class AvgPool2D(_Pool2D):
         check_input(x, 4, self)
         ho, wo = self.output_size(x.shape[2], x.shape[3])
         xp = self._pad(to_channels_last(x), 0.0)
-        y = np.zeros((xp.shape[0], ho, wo, xp.shape[3]), dtype=xp.dtype)
+        y = _memory.zeros((xp.shape[0], ho, wo, xp.shape[3]), dtype=xp.dtype)
         for i, j in self._offsets():
             y += self._window(xp, i, j, ho, wo)
         y *= 1.0 / (self.kernel_size[0] * self.kernel_size[1])
@@ -220,7 +223,7 @@ class AvgPool2D(_Pool2D):
             raise NoForwardError(self)
         dy_cl = to_channels_last(dy) * (1.0 / (self.kernel_size[0] * self.kernel_size[1]))
         _, ho, wo, _ = dy_cl.shape
-        dxp = np.zeros(self._shape, dtype=dy_cl.dtype)
+        dxp = _memory.zeros(self._shape, dtype=dy_cl.dtype)
         for i, j in self._offsets():
             self._window(dxp, i, j, ho, wo)[...] += dy_cl
         return from_channels_last(self._unpad(dxp))
