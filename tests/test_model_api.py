@@ -372,3 +372,45 @@ def test_non_contiguous_inputs_give_the_same_results(layer: nn.Layer, shape, rng
     np.testing.assert_allclose(dx1, dx2, rtol=1e-6, atol=1e-6)
     for a, b in zip(g1, g2, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1), dict(kernel_size=2, padding=1)],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sequential_runs_relu_after_max_pool_with_the_same_results(pool, dtype, rng) -> None:
+    """Sequential swaps ReLU -> MaxPool2D (max-pooling commutes with ReLU); outputs and
+    gradients must equal those of the layers run one by one in the order given."""
+
+    def build() -> list[nn.Layer]:
+        return [
+            nn.Conv2D(2, 4, 3, padding=1, rng=0, dtype=dtype),
+            nn.ReLU(),
+            nn.MaxPool2D(**pool),
+            nn.Flatten(),
+        ]
+
+    model, layers = nn.Sequential(build()), build()
+    # Ties and negative windows, where a mistake in the swap would show: a blank band.
+    x = rng.standard_normal((3, 2, 9, 8)).astype(dtype)
+    x[:, :, :3] = 0
+    for training in (True, False):
+        expected = x
+        for layer in layers:
+            expected = layer.forward(expected, training=training)
+        out = model.forward(x, training=training)
+        np.testing.assert_array_equal(out, expected)
+    dy = rng.standard_normal(out.shape).astype(dtype)
+    pooled = layers[2].forward(layers[1].forward(layers[0].forward(x)))
+    model.forward(x, training=True)
+    assert model[1]._mask.shape == pooled.shape  # the ReLU did run on the pooled values
+    dx = model.backward(dy)
+    expected_dx = x
+    for layer in layers:
+        expected_dx = layer.forward(expected_dx, training=True)
+    expected_dx = dy
+    for layer in reversed(layers):
+        expected_dx = layer.backward(expected_dx)
+    np.testing.assert_array_equal(dx, expected_dx)
+    np.testing.assert_array_equal(model[0].weight.grad, layers[0].weight.grad)

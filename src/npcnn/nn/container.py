@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 
 from npcnn._parallel import single_threaded_blas
+from npcnn.nn.activations import ReLU
 from npcnn.nn.module import Layer
+from npcnn.nn.pooling import MaxPool2D
 
 
 class Sequential(Layer):
@@ -41,12 +43,30 @@ class Sequential(Layer):
     def __getitem__(self, index: int) -> Layer:
         return self.layers[index]
 
+    def _run_order(self) -> list[Layer]:
+        """The layers in the order the passes run them (backward: reversed).
+
+        That is their order, except that a ReLU feeding a MaxPool2D runs after
+        it: max-pooling commutes with ReLU, max(relu(a), relu(b)) = relu(max(a, b)),
+        and so do the gradients (both send dy to the window's first maximum
+        when it is positive, and nothing otherwise). The ReLU then touches a
+        quarter of the values (2x2 windows), forward and backward.
+        """
+        order = list(self._children.values())
+        i = 0
+        while i < len(order) - 1:
+            if type(order[i]) is ReLU and type(order[i + 1]) is MaxPool2D:
+                order[i], order[i + 1] = order[i + 1], order[i]
+                i += 1
+            i += 1
+        return order
+
     # Both passes keep BLAS single-threaded throughout: the layers split the
     # batch over the cores themselves, and BLAS threads left spinning after a
     # multi-threaded product (a Dense layer's) would steal a core from them.
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         with single_threaded_blas():
-            for layer in self._children.values():
+            for layer in self._run_order():
                 x = layer.forward(x, training=training)
         return x
 
@@ -57,7 +77,7 @@ class Sequential(Layer):
         (nothing needs dL/dx of a network's input while training) and None is
         returned; layers that cannot skip it compute it anyway.
         """
-        layers = self.layers
+        layers = self._run_order()
         if not layers:
             return dy
         first = layers[0]
