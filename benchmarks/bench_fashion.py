@@ -5,7 +5,7 @@ Three parts, each with the target the project set for it:
 - ``notebook-adam``: the ``notebook`` preset's architecture trained with Adam
   (lr 1e-3, batch 128) for 5 epochs; target: test accuracy >= 90.5 %.
 - ``strong``: the ``strong`` preset with its own recipe (optimiser, learning
-  rate, weight decay, schedule, batch size and epochs); target: test
+  rate, weight decay, schedule, batch size, epochs, augmentation); target: test
   accuracy >= 93.0 % within 15 minutes of training wall-clock.
 - ``epoch-vs-torch``: one epoch of the notebook network (Adam, batch 128)
   with npcnn and with PyTorch, each in a fresh subprocess with the same
@@ -50,7 +50,7 @@ import numpy as np
 
 import npcnn
 from npcnn import nn, optim
-from npcnn.data import BatchIterator, Dataset, load_dataset
+from npcnn.data import BatchIterator, Dataset, get_augmentation, load_dataset
 from npcnn.models import get_preset
 from npcnn.training import Trainer, callbacks, evaluate, schedules
 
@@ -132,9 +132,11 @@ def train_npcnn(
     batch_size: int,
     seed: int,
     validate: bool = True,
+    augment: str = "none",
 ) -> TrainingRun:
     """Train with the Trainer, printing one line per epoch; evaluate on the test split
-    after each epoch when ``validate``."""
+    after each epoch when ``validate``. ``augment`` names the training batches'
+    augmentation, as the recipes do."""
     timer = StepTimer()
     trainer = Trainer(
         model,
@@ -144,7 +146,13 @@ def train_npcnn(
         callbacks=[timer, callbacks.EpochPrinter(lambda line: print(line, flush=True))],
         eval_batch_size=EVAL_BATCH,
     )
-    batches = BatchIterator(data.train_images, data.train_labels, batch_size, rng=shuffle_rng(seed))
+    batches = BatchIterator(
+        data.train_images,
+        data.train_labels,
+        batch_size,
+        rng=shuffle_rng(seed),
+        augment=get_augmentation(augment),
+    )
     validation = (data.test_images, data.test_labels) if validate else None
     start = time.perf_counter()
     history = trainer.fit(batches, epochs, validation=validation)
@@ -245,7 +253,8 @@ def part_strong(args: argparse.Namespace) -> dict[str, Any]:
     batch = recipe.batch_size or 0
     print(
         f"\n== strong preset: {recipe.optimizer} lr {recipe.lr:g} wd {recipe.weight_decay:g}, "
-        f"{recipe.schedule} schedule, batch {batch}, {epochs} epochs, seed {args.seed} =="
+        f"{recipe.schedule} schedule, augment {recipe.augment}, batch {batch}, {epochs} epochs, "
+        f"seed {args.seed} =="
     )
     data = load_fashion(args.limit_train, args.limit_test)
     if not batch:
@@ -253,7 +262,9 @@ def part_strong(args: argparse.Namespace) -> dict[str, Any]:
     model = preset.model(seed=args.seed)
     optimizer = recipe.make_optimizer(model.parameters())
     scheduler = recipe.make_scheduler(optimizer, epochs)
-    run = train_npcnn(model, optimizer, scheduler, data, epochs, batch, args.seed)
+    run = train_npcnn(
+        model, optimizer, scheduler, data, epochs, batch, args.seed, augment=recipe.augment
+    )
     print_epoch_table(run)
 
     reached = first_epoch_reaching(run, TARGET_STRONG_ACCURACY)

@@ -58,7 +58,8 @@ def test_default_and_strong_presets() -> None:
     assert DEFAULT_PRESET == "small" and get_preset("small").recipe.optimizer == "adam"
     strong = get_preset("strong")
     assert any(isinstance(layer, nn.Dropout) for layer in strong.model())
-    assert strong.recipe.schedule == "cosine"
+    assert strong.recipe.schedule == "cosine" and strong.recipe.augment == "flip"
+    assert get_preset("small").recipe.augment == get_preset("notebook").recipe.augment == "none"
 
 
 def test_unknown_preset_and_bad_recipes() -> None:
@@ -68,3 +69,5 @@ def test_unknown_preset_and_bad_recipes() -> None:
         Recipe(optimizer="rmsprop")
     with pytest.raises(ValueError, match="schedule"):
         Recipe(schedule="linear")
+    with pytest.raises(ValueError, match="augment"):
+        Recipe(augment="rotate")

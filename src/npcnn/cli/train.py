@@ -19,6 +19,7 @@ from typing import Any
 
 from npcnn.cli import options
 from npcnn.cli.errors import EXIT_INTERRUPTED, EXIT_OK, PROG, CLIError, UsageError
+from npcnn.data.augment import AUGMENTATIONS
 from npcnn.models import DEFAULT_PRESET, OPTIMIZERS, PRESETS, SCHEDULES
 
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -36,6 +37,7 @@ RECIPE_OPTIONS = (
     "limit_train",
     "limit_test",
     "recompute_bn",
+    "augment",
 )
 # Recipe fields that the command line calls limit_*.
 _RECIPE_FIELD = {"limit_train": "train_limit", "limit_test": "test_limit"}
@@ -112,6 +114,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="recompute batch-norm statistics on the training images before each test "
         "(default: the preset's; on for notebook)",
+    )
+    p.add_argument(
+        "--augment",
+        choices=AUGMENTATIONS,
+        help="random changes to the training images: flip mirrors half of them left to "
+        "right (right for clothes, wrong for digits) (default: the preset's; flip for strong)",
     )
     p.add_argument(
         "--progress",
@@ -202,7 +210,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from npcnn.cli.console import EpochLine
     from npcnn.cli.report import write_report
-    from npcnn.data import BatchIterator
+    from npcnn.data import BatchIterator, get_augmentation
     from npcnn.models import get_preset
     from npcnn.training import (
         NonFiniteLossError,
@@ -275,7 +283,11 @@ def run(args: argparse.Namespace) -> int:
     # initial weights' (the preset draws those from default_rng(seed)).
     shuffle_seed = np.random.SeedSequence(config["seed"]).spawn(1)[0]
     train_batches = BatchIterator(
-        data.train_images, data.train_labels, batch, rng=np.random.default_rng(shuffle_seed)
+        data.train_images,
+        data.train_labels,
+        batch,
+        rng=np.random.default_rng(shuffle_seed),
+        augment=get_augmentation(config["augment"]),
     )
     recipe = dataclasses.replace(
         preset.recipe,
@@ -376,12 +388,13 @@ def _banner(version: str, preset: str, data: Any, config: dict[str, Any], resume
     epochs = config["epochs"]
     size = config["batch_size"]
     batch = f"full ({len(data.train_labels)})" if size is None else str(size)
+    augment = f"augment {config['augment']}, " if config["augment"] != "none" else ""
     return (
         f"{PROG} {version}: {'resuming ' if resumed else ''}training preset {preset!r} on "
         f"{data.name!r} ({len(data.train_labels):,} train / {len(data.test_labels):,} test "
         f"images), {epochs} epoch{'s' if epochs != 1 else ''}, batch {batch}, "
         f"{config['optimizer']} lr {config['lr']:g}, schedule {config['schedule']}, "
-        f"seed {config['seed']}"
+        f"{augment}seed {config['seed']}"
     )
 
 

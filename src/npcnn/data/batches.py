@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from npcnn.data.augment import Augmentation
+
 
 class BatchIterator:
     """Iterate over ``(x, y)`` mini-batches of a labelled image array.
@@ -27,6 +29,9 @@ class BatchIterator:
     The last batch holds the remaining ``N mod batch_size`` examples unless
     ``drop_last``. ``len()`` is the number of batches per epoch.
 
+    ``augment``, a function ``(x, rng) -> x`` (see :mod:`npcnn.data.augment`),
+    changes every batch at random with this iterator's ``rng``.
+
     For resuming, :meth:`get_state` before an epoch returns the generator
     state (a dict of plain ints and strings for the default PCG64, JSON
     serialisable) and :meth:`set_state` restores it, so the next epoch draws
@@ -41,6 +46,7 @@ class BatchIterator:
         shuffle: bool = True,
         rng: np.random.Generator | int | None = None,
         drop_last: bool = False,
+        augment: Augmentation | None = None,
     ) -> None:
         images = np.asarray(images)
         labels = np.asarray(labels)
@@ -63,6 +69,7 @@ class BatchIterator:
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
         self.drop_last = drop_last
+        self.augment = augment
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 
     @property
@@ -83,7 +90,10 @@ class BatchIterator:
         for b in range(len(self)):
             chunk = slice(b * self.batch_size, (b + 1) * self.batch_size)
             index = chunk if order is None else order[chunk]
-            yield self._convert(self.images[index]), self.labels[index].astype(np.int64)
+            x = self._convert(self.images[index])
+            if self.augment is not None:
+                x = self.augment(x, self.rng)
+            yield x, self.labels[index].astype(np.int64)
 
     @staticmethod
     def _convert(images: np.ndarray) -> np.ndarray:

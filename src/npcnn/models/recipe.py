@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from npcnn import nn, optim
+from npcnn.data.augment import AUGMENTATIONS
 from npcnn.nn import Parameter
 from npcnn.optim import Optimizer
 
@@ -34,6 +35,7 @@ class Recipe:
     before each evaluation, recompute the batch-norm statistics on the
     training images under the current weights (for full-batch runs, where a
     running average lags far behind weights that change a lot every step).
+    ``augment`` names a training-batch augmentation (`npcnn.data.AUGMENTATIONS`).
     """
 
     optimizer: str = "adam"
@@ -49,12 +51,15 @@ class Recipe:
     train_limit: int | None = None
     test_limit: int | None = None
     recompute_bn: bool = False
+    augment: str = "none"
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
 
     def make_optimizer(self, params: Iterable[Parameter]) -> Optimizer:
         """The optimiser this recipe names, over `params`."""

@@ -1,0 +1,65 @@
+"""Training-batch augmentation (npcnn/data/augment.py) and its use by BatchIterator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from npcnn.data import AUGMENTATIONS, BatchIterator, get_augmentation, random_flip
+
+
+def images(n: int = 40) -> np.ndarray:
+    # Asymmetric images: every one differs from its mirror image.
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, 6, 5), dtype=np.uint8)
+
+
+def test_random_flip_mirrors_exactly_the_images_it_draws():
+    x = np.random.default_rng(1).random((50, 2, 4, 3)).astype(np.float32)
+    expected_flips = np.random.default_rng(7).random(50) < 0.5
+    out = random_flip(x.copy(), np.random.default_rng(7))
+    np.testing.assert_array_equal(out[expected_flips], x[expected_flips, :, :, ::-1])
+    np.testing.assert_array_equal(out[~expected_flips], x[~expected_flips])
+    assert 0 < expected_flips.sum() < 50
+
+
+def test_random_flip_probability_zero_and_one():
+    x = np.random.default_rng(1).random((8, 1, 3, 3)).astype(np.float32)
+    np.testing.assert_array_equal(random_flip(x.copy(), np.random.default_rng(0), p=0.0), x)
+    np.testing.assert_array_equal(
+        random_flip(x.copy(), np.random.default_rng(0), p=1.0), x[..., ::-1]
+    )
+
+
+def test_augmentations_by_name():
+    assert AUGMENTATIONS == ("none", "flip")
+    assert get_augmentation("none") is None and get_augmentation("flip") is random_flip
+    with pytest.raises(ValueError, match="augmentation must be one of"):
+        get_augmentation("rotate")
+
+
+def test_batch_iterator_augments_with_its_own_generator_reproducibly():
+    x, y = images(), np.arange(40)
+    plain = list(BatchIterator(x, y, 16, rng=3))
+    flipped = list(BatchIterator(x, y, 16, rng=3, augment=random_flip))
+    again = list(BatchIterator(x, y, 16, rng=3, augment=random_flip))
+    for (xp, yp), (xf, yf), (xa, _) in zip(plain, flipped, again, strict=True):
+        np.testing.assert_array_equal(yp, yf)  # the same examples, labels untouched
+        np.testing.assert_array_equal(xf, xa)  # the same seed, the same flips
+        same = (xf == xp).all(axis=(1, 2, 3))
+        mirrored = (xf == xp[..., ::-1]).all(axis=(1, 2, 3))
+        assert np.all(same | mirrored)
+    assert any(((xf != xp).any()) for (xp, _), (xf, _) in zip(plain, flipped, strict=True))
+
+
+def test_a_restored_state_replays_the_same_augmented_epoch():
+    x, y = images(), np.arange(40)
+    batches = BatchIterator(x, y, 16, rng=5, augment=random_flip)
+    list(batches)  # one epoch: shuffling and flips both advance the generator
+    state = batches.get_state()
+    second = list(batches)
+    replay = BatchIterator(x, y, 16, rng=0, augment=random_flip)
+    replay.set_state(state)
+    for (x1, y1), (x2, y2) in zip(second, replay, strict=True):
+        np.testing.assert_array_equal(x1, x2)
+        np.testing.assert_array_equal(y1, y2)
