@@ -50,7 +50,8 @@ import numpy as np
 
 import npcnn
 from npcnn import nn, optim
-from npcnn.data import BatchIterator, Dataset, get_augmentation, load_dataset
+from npcnn.data import BatchIterator, Dataset, load_dataset
+from npcnn.data.augment import Augmentation
 from npcnn.models import get_preset
 from npcnn.training import Trainer, callbacks, evaluate, schedules
 
@@ -132,11 +133,10 @@ def train_npcnn(
     batch_size: int,
     seed: int,
     validate: bool = True,
-    augment: str = "none",
+    augment: Augmentation | None = None,
 ) -> TrainingRun:
     """Train with the Trainer, printing one line per epoch; evaluate on the test split
-    after each epoch when ``validate``. ``augment`` names the training batches'
-    augmentation, as the recipes do."""
+    after each epoch when ``validate``; ``augment`` changes the training batches."""
     timer = StepTimer()
     trainer = Trainer(
         model,
@@ -151,7 +151,7 @@ def train_npcnn(
         data.train_labels,
         batch_size,
         rng=shuffle_rng(seed),
-        augment=get_augmentation(augment),
+        augment=augment,
     )
     validation = (data.test_images, data.test_labels) if validate else None
     start = time.perf_counter()
@@ -263,7 +263,14 @@ def part_strong(args: argparse.Namespace) -> dict[str, Any]:
     optimizer = recipe.make_optimizer(model.parameters())
     scheduler = recipe.make_scheduler(optimizer, epochs)
     run = train_npcnn(
-        model, optimizer, scheduler, data, epochs, batch, args.seed, augment=recipe.augment
+        model,
+        optimizer,
+        scheduler,
+        data,
+        epochs,
+        batch,
+        args.seed,
+        augment=recipe.make_augmentation(),
     )
     print_epoch_table(run)
 

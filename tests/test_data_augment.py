@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from npcnn.data import AUGMENTATIONS, BatchIterator, get_augmentation, random_flip
+from npcnn.data import BatchIterator, random_flip
+from npcnn.models import AUGMENTATIONS, Recipe
 
 
 def images(n: int = 40) -> np.ndarray:
@@ -33,9 +34,10 @@ def test_random_flip_probability_zero_and_one():
 
 def test_augmentations_by_name():
     assert AUGMENTATIONS == ("none", "flip")
-    assert get_augmentation("none") is None and get_augmentation("flip") is random_flip
-    with pytest.raises(ValueError, match="augmentation must be one of"):
-        get_augmentation("rotate")
+    assert Recipe(augment="none").make_augmentation() is None
+    assert Recipe(augment="flip").make_augmentation() is random_flip
+    with pytest.raises(ValueError, match="augment must be one of"):
+        Recipe(augment="rotate")
 
 
 def test_batch_iterator_augments_with_its_own_generator_reproducibly():

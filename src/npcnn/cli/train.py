@@ -19,8 +19,7 @@ from typing import Any
 
 from npcnn.cli import options
 from npcnn.cli.errors import EXIT_INTERRUPTED, EXIT_OK, PROG, CLIError, UsageError
-from npcnn.data.augment import AUGMENTATIONS
-from npcnn.models import DEFAULT_PRESET, OPTIMIZERS, PRESETS, SCHEDULES
+from npcnn.models import AUGMENTATIONS, DEFAULT_PRESET, OPTIMIZERS, PRESETS, SCHEDULES
 
 CHECKPOINT_FILE = "checkpoint.npz"
 MODEL_FILE = "model.npz"
@@ -210,7 +209,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from npcnn.cli.console import EpochLine
     from npcnn.cli.report import write_report
-    from npcnn.data import BatchIterator, get_augmentation
+    from npcnn.data import BatchIterator
     from npcnn.models import get_preset
     from npcnn.training import (
         NonFiniteLossError,
@@ -281,17 +280,20 @@ def run(args: argparse.Namespace) -> int:
 
     # The shuffling gets its own stream spawned from the seed, independent of the
     # initial weights' (the preset draws those from default_rng(seed)).
+    recipe = dataclasses.replace(
+        preset.recipe,
+        **{
+            key: config[key]
+            for key in ("optimizer", "lr", "momentum", "weight_decay", "schedule", "augment")
+        },
+    )
     shuffle_seed = np.random.SeedSequence(config["seed"]).spawn(1)[0]
     train_batches = BatchIterator(
         data.train_images,
         data.train_labels,
         batch,
         rng=np.random.default_rng(shuffle_seed),
-        augment=get_augmentation(config["augment"]),
-    )
-    recipe = dataclasses.replace(
-        preset.recipe,
-        **{key: config[key] for key in ("optimizer", "lr", "momentum", "weight_decay", "schedule")},
+        augment=recipe.make_augmentation(),
     )
     optimizer = recipe.make_optimizer(model.parameters())
     scheduler = recipe.make_scheduler(optimizer, config["epochs"])

@@ -6,7 +6,7 @@
 >>> x, y = next(iter(batches))             # x (64, 1, 28, 28) float32 in [0, 1]
 """
 
-from npcnn.data.augment import AUGMENTATIONS, get_augmentation, random_flip
+from npcnn.data.augment import random_flip
 from npcnn.data.batches import BatchIterator
 from npcnn.data.checksums import FileSpec
 from npcnn.data.datasets import DATASETS, Dataset, DatasetSpec
@@ -15,7 +15,6 @@ from npcnn.data.idx import read_idx, write_idx
 from npcnn.data.load import default_cache_dir, load_dataset, load_directory
 
 __all__ = [
-    "AUGMENTATIONS",
     "DATASETS",
     "BatchIterator",
     "ChecksumError",
@@ -25,7 +24,6 @@ __all__ = [
     "DownloadError",
     "FileSpec",
     "default_cache_dir",
-    "get_augmentation",
     "load_dataset",
     "load_directory",
     "random_flip",

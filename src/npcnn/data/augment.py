@@ -1,7 +1,8 @@
 """Data augmentation: random changes to training batches that keep their labels true.
 
 An augmentation is a function ``(x, rng) -> x`` on a float32 batch of shape
-(N, C, H, W), drawing its randomness from ``rng``. `BatchIterator(augment=...)`
+(N, C, H, W), drawing its randomness from ``rng``; a preset's recipe names
+one (`Recipe.augment`, made by `Recipe.make_augmentation`). `BatchIterator(augment=...)`
 applies it to every training batch with the iterator's own generator, so a
 seeded run, and a run resumed from a checkpoint, see the same augmented
 batches. Evaluation never augments.
@@ -19,9 +20,6 @@ import numpy as np
 
 Augmentation = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
-#: Names the presets and the command line accept ("none": no augmentation).
-AUGMENTATIONS = ("none", "flip")
-
 
 def random_flip(x: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.ndarray:
     """Mirror each image of x (N, C, H, W) left to right with probability p, in place.
@@ -31,10 +29,3 @@ def random_flip(x: np.ndarray, rng: np.random.Generator, p: float = 0.5) -> np.n
     flipped = rng.random(len(x)) < p
     x[flipped] = x[flipped, :, :, ::-1]
     return x
-
-
-def get_augmentation(name: str) -> Augmentation | None:
-    """The augmentation called `name` (one of AUGMENTATIONS); None for "none"."""
-    if name not in AUGMENTATIONS:
-        raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {name!r}")
-    return random_flip if name == "flip" else None

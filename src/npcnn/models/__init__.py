@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from npcnn.models.notebook import NOTEBOOK, build_notebook
-from npcnn.models.recipe import OPTIMIZERS, SCHEDULES, Preset, Recipe
+from npcnn.models.recipe import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, Preset, Recipe
 from npcnn.models.small import SMALL, build_small
 from npcnn.models.strong import STRONG, build_strong
 
@@ -28,6 +28,7 @@ def get_preset(name: str) -> Preset:
 
 
 __all__ = [
+    "AUGMENTATIONS",
     "DEFAULT_PRESET",
     "OPTIMIZERS",
     "PRESETS",

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from npcnn import nn, optim
-from npcnn.data.augment import AUGMENTATIONS
 from npcnn.nn import Parameter
 from npcnn.optim import Optimizer
 
 if TYPE_CHECKING:
+    from npcnn.data.augment import Augmentation
     from npcnn.training.schedules import LRScheduler
 
 #: (rng, num_classes) -> a fresh model for (N, 1, 28, 28) float32 input.
@@ -21,6 +21,7 @@ Builder = Callable[[np.random.Generator, int], nn.Sequential]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
+AUGMENTATIONS = ("none", "flip")
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Recipe:
     before each evaluation, recompute the batch-norm statistics on the
     training images under the current weights (for full-batch runs, where a
     running average lags far behind weights that change a lot every step).
-    ``augment`` names a training-batch augmentation (`npcnn.data.AUGMENTATIONS`).
+    ``augment`` names a training-batch augmentation (one of AUGMENTATIONS).
     """
 
     optimizer: str = "adam"
@@ -70,6 +71,12 @@ class Recipe:
             )
         kind = optim.Adam if self.optimizer == "adam" else optim.AdamW
         return kind(params, lr=self.lr, weight_decay=self.weight_decay)
+
+    def make_augmentation(self) -> Augmentation | None:
+        """The training batches' augmentation this recipe names; None for "none"."""
+        from npcnn.data.augment import random_flip
+
+        return random_flip if self.augment == "flip" else None
 
     def make_scheduler(self, optimizer: Optimizer, epochs: int | None = None) -> LRScheduler | None:
         """The recipe's learning-rate schedule over `epochs` (default: the recipe's epochs).
