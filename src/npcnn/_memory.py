@@ -24,6 +24,8 @@ import threading
 
 import numpy as np
 
+from npcnn.nn.layout import from_channels_last, is_channels_last
+
 # Smaller arrays come and go through the C library's free lists without page faults.
 MIN_CACHED_BYTES = 256 << 10
 # Free blocks are handed back, least recently used first, beyond this much cached memory.
@@ -124,9 +126,9 @@ def empty_like(x: np.ndarray, dtype: np.typing.DTypeLike | None = None) -> np.nd
     dtype = x.dtype if dtype is None else np.dtype(dtype)
     if x.flags.c_contiguous:
         return empty(x.shape, dtype)
-    if x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous:
+    if is_channels_last(x):
         n, c, h, w = x.shape
-        return empty((n, h, w, c), dtype).transpose(0, 3, 1, 2)
+        return from_channels_last(empty((n, h, w, c), dtype))
     return np.empty_like(x, dtype=dtype)
 
 

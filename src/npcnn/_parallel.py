@@ -15,7 +15,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import TypeVar
 
 import numpy as np
@@ -123,14 +123,8 @@ def single_threaded_blas() -> Iterator[None]:
     enters one).
     """
     global _blas_limited
-    if _blas is None or _blas_limited:
-        _blas_limited += 1
-        try:
-            yield
-        finally:
-            _blas_limited -= 1
-        return
-    with _blas.limit(limits=1, user_api="blas"):
+    outermost = _blas is not None and not _blas_limited
+    with _blas.limit(limits=1, user_api="blas") if outermost else nullcontext():
         _blas_limited += 1
         try:
             yield
