@@ -41,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 N_NOTEBOOK = 1000  # images per notebook iteration (training and test each)
 BATCH = 128
 BATCHES_PER_PASS = 8  # throughput is timed over this many batches of BATCH images
+BATCH_WARMUP_PASSES, BATCH_TIMED_PASSES = 2, 4  # per worker (times --inner)
 LR, MOMENTUM = 0.5, 0.9
 RESULT_MARKER = "BENCH_RESULT "
 ENV_VARS = (
@@ -225,22 +226,28 @@ def time_notebook(runner, warmup: int, timed: int, dtype: type) -> tuple[list[fl
 
 
 def time_batches(runner, warmup: int, timed: int, dtype: type) -> tuple[list[float], list[float]]:
-    """Seconds to train on, then to infer on, BATCHES_PER_PASS batches of BATCH images."""
+    """Seconds per pass of BATCHES_PER_PASS batches of BATCH images: `timed` training
+    passes in a row after `warmup` untimed ones, then likewise for inference.
+
+    Training steps follow each other as in an epoch: interleaving inference
+    would change what each framework's allocator has to do between steps.
+    """
     x, y = make_data(BATCH * BATCHES_PER_PASS, seed=3)
     x = x.astype(dtype)
     batches = [slice(i * BATCH, (i + 1) * BATCH) for i in range(BATCHES_PER_PASS)]
-    train_s, infer_s = [], []
-    for rep in range(warmup + timed):
-        t0 = time.perf_counter()
-        for b in batches:
-            runner.train_step(x[b], y[b])
-        t1 = time.perf_counter()
-        for b in batches:
-            runner.predict(x[b])
-        t2 = time.perf_counter()
-        if rep >= warmup:
-            train_s.append(t1 - t0)
-            infer_s.append(t2 - t1)
+
+    def passes(step) -> list[float]:
+        seconds = []
+        for rep in range(warmup + timed):
+            t0 = time.perf_counter()
+            for b in batches:
+                step(b)
+            if rep >= warmup:
+                seconds.append(time.perf_counter() - t0)
+        return seconds
+
+    train_s = passes(lambda b: runner.train_step(x[b], y[b]))
+    infer_s = passes(lambda b: runner.predict(x[b]))
     return train_s, infer_s
 
 
@@ -464,7 +471,11 @@ def main(argv: list[str] | None = None) -> int:
         order = frameworks if rnd % 2 == 0 else frameworks[::-1]
         for task in ("notebook", "batch128"):
             for fw in order:
-                r = spawn_worker(fw, task, args.threads, warmup=1, timed=args.inner)
+                if task == "notebook":
+                    warmup, timed = 1, args.inner
+                else:
+                    warmup, timed = BATCH_WARMUP_PASSES, BATCH_TIMED_PASSES * args.inner
+                r = spawn_worker(fw, task, args.threads, warmup=warmup, timed=timed)
                 results.append(r)
                 med = statistics.median(r["train_s"]) + statistics.median(r["infer_s"])
                 print(f"round {rnd + 1}/{args.repeats} {fw:6s} {task:9s} {med:8.3f} s", flush=True)

@@ -85,3 +85,28 @@ def test_naive_weights_move_and_conv1_learns() -> None:
     net.train_step(x, y)
     for name in naive.PARAM_SHAPES:
         assert not np.array_equal(net.state[name], state[name]), name
+
+
+class _RecordingRunner:
+    """Records the order of calls instead of training."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        assert x.shape == (bench.BATCH, 1, 28, 28) and y.shape == (bench.BATCH,)
+        self.calls.append("train")
+        return 0.0
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        self.calls.append("predict")
+        return x
+
+
+def test_batch_throughput_times_consecutive_training_steps() -> None:
+    runner = _RecordingRunner()
+    train_s, infer_s = bench.time_batches(runner, warmup=2, timed=3, dtype=np.float32)
+    assert len(train_s) == len(infer_s) == 3
+    steps = 5 * bench.BATCHES_PER_PASS
+    # Every training step (warm-up and timed) runs before any inference.
+    assert runner.calls == ["train"] * steps + ["predict"] * steps
