@@ -53,6 +53,24 @@ def test_parallel_map_reraises_a_chunk_error(two_threads):
         _parallel.parallel_map(fn, [range(i, i + 1) for i in range(10)])
 
 
+def test_helper_threads_keep_working_after_a_chunk_error(two_threads):
+    def failing(c: range) -> int:
+        raise RuntimeError("boom")
+
+    for _ in range(3):
+        with pytest.raises(RuntimeError, match="boom"):
+            _parallel.parallel_map(failing, [range(i, i + 1) for i in range(4)])
+    seen_threads = set()
+
+    def slow(c: range) -> int:
+        seen_threads.add(threading.get_ident())
+        time.sleep(0.002)
+        return c.start
+
+    assert _parallel.parallel_map(slow, [range(i, i + 1) for i in range(32)]) == list(range(32))
+    assert len(seen_threads) == 2
+
+
 def test_elementwise_matches_numpy_and_keeps_memory_order(two_threads):
     x = np.random.default_rng(0).normal(size=(40, 28, 28, 16)).astype(np.float32)
     x_nchw_view = x.transpose(0, 3, 1, 2)  # channels-last memory behind an NCHW shape

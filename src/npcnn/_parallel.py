@@ -3,7 +3,7 @@
 NumPy releases the GIL inside copies, ufuncs and BLAS calls, so plain
 threads give real parallelism for the chunked loops of the conv, pooling,
 batch-norm and ReLU layers. Chunks are sized so their scratch buffers stay
-in cache (`chunk_ranges`); the calling thread and the pool's take chunks as
+in cache (`chunk_ranges`); the calling thread and helper threads take chunks as
 they come (`parallel_map`).
 """
 
@@ -12,9 +12,9 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from typing import TypeVar
 
@@ -30,7 +30,6 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     _blas = None
 
 _num_threads = max(1, os.cpu_count() or 1)
-_pool: ThreadPoolExecutor | None = None
 _local = threading.local()
 # Below this much data a layer works in the calling thread alone: waking the
 # pool would cost more than it saves.
@@ -59,13 +58,10 @@ def scratch(name: str, shape: tuple[int, ...], dtype: np.typing.DTypeLike) -> np
 
 def set_num_threads(n: int) -> None:
     """Use `n` threads (at least 1) inside the layers' forward and backward passes."""
-    global _num_threads, _pool
+    global _num_threads
     if n < 1:
         raise ValueError(f"number of threads must be at least 1, got {n}")
     _num_threads = int(n)
-    if _pool is not None:
-        _pool.shutdown(wait=True)
-        _pool = None
 
 
 def get_num_threads() -> int:
@@ -133,30 +129,68 @@ def single_threaded_blas() -> Iterator[None]:
 
 
 def parallel_map(fn: Callable[[range], T], chunks: Sequence[range]) -> list[T]:
-    """`[fn(c) for c in chunks]`, computed by the calling thread and the pool's.
+    """`[fn(c) for c in chunks]`, computed by the calling thread and the helper threads.
 
     Every thread, the caller included, takes the next chunk not yet taken
     until none is left. A thread that wakes late, or a core busy with another
     program, then simply does fewer chunks instead of holding everyone up;
     and the caller never idles. `fn` must not itself call `parallel_map`.
     """
-    global _pool
     with single_threaded_blas():
         if _num_threads == 1 or len(chunks) <= 1:
             return [fn(c) for c in chunks]
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_num_threads - 1, thread_name_prefix="npcnn")
+        helpers = _helpers(_num_threads - 1)
         results: list[T] = [None] * len(chunks)  # type: ignore[list-item]
         taken = itertools.count()  # next() on a count is atomic under the GIL
+        errors: list[BaseException] = []
 
         def work() -> None:
-            while (i := next(taken)) < len(chunks):
-                results[i] = fn(chunks[i])
+            try:
+                while (i := next(taken)) < len(chunks):
+                    results[i] = fn(chunks[i])
+            except BaseException as error:  # raised again below, in the caller
+                errors.append(error)
 
-        helpers = [_pool.submit(work) for _ in range(_num_threads - 1)]
-        try:
-            work()
-        finally:
-            for helper in helpers:
-                helper.result()
+        for helper in helpers:
+            helper.jobs.put(work)
+        work()
+        for helper in helpers:
+            helper.done.get()
+        if errors:
+            raise errors[0]
         return results
+
+
+class _Helper:
+    """A thread that runs the jobs handed to it, one at a time, and reports each done.
+
+    Two queues implemented in C (jobs in, done out) are the whole hand-over.
+    A ThreadPoolExecutor's futures and locks run several times as much
+    Python code under the GIL for each job, and a training step hands out
+    a few dozen jobs.
+    """
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self.done: queue.SimpleQueue[None] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="npcnn-helper", daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            self.jobs.get()()
+            self.done.put(None)
+
+
+_helper_threads: list[_Helper] = []
+
+
+def _helpers(count: int) -> list[_Helper]:
+    """`count` helper threads, started on first use and kept for the process's life."""
+    while len(_helper_threads) < count:
+        _helper_threads.append(_Helper())
+    return _helper_threads[:count]
+
+
+# A child process made by fork() has none of the parent's threads: it starts its own.
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_helper_threads.clear)
