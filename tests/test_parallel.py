@@ -90,6 +90,14 @@ def test_scratch_is_reused_per_thread_and_private_to_it():
     assert not np.shares_memory(a, other[0])
 
 
+def test_scratch_views_follow_a_grown_buffer():
+    small = _parallel.scratch("grow", (4,), np.float32)
+    assert _parallel.scratch("grow", (4,), np.float32) is small  # answered from its cache
+    big = _parallel.scratch("grow", (100_000,), np.float32)  # a new, larger buffer
+    again = _parallel.scratch("grow", (4,), np.float32)
+    assert np.shares_memory(again, big) and not np.shares_memory(again, small)
+
+
 def test_set_num_threads_rejects_zero():
     with pytest.raises(ValueError):
         npcnn.set_num_threads(0)

@@ -48,12 +48,25 @@ def scratch(name: str, shape: tuple[int, ...], dtype: np.typing.DTypeLike) -> np
     Each thread keeps one buffer per `name`; a caller must not hold on to the
     result beyond the chunk it works on, nor ask for the same name twice at once.
     """
-    buffers: dict[str, np.ndarray] = _local.__dict__.setdefault("buffers", {})
+    views: dict[tuple, np.ndarray] | None = getattr(_local, "views", None)
+    if views is None:
+        views = _local.views = {}
+        _local.buffers = {}
+    key = (name, shape, dtype)
+    view = views.get(key)  # the same request every step: answer it at once
+    if view is not None:
+        return view
+    buffers: dict[str, np.ndarray] = _local.buffers
     nbytes = math.prod(shape) * np.dtype(dtype).itemsize
     buf = buffers.get(name)
     if buf is None or buf.nbytes < nbytes:
         buf = buffers[name] = np.empty(nbytes, dtype=np.uint8)
-    return buf[:nbytes].view(dtype).reshape(shape)
+        for old in [k for k in views if k[0] == name]:  # views of the replaced buffer
+            del views[old]
+    if len(views) >= 64:
+        views.clear()
+    view = views[key] = buf[:nbytes].view(dtype).reshape(shape)
+    return view
 
 
 def set_num_threads(n: int) -> None:
@@ -115,8 +128,8 @@ def single_threaded_blas() -> Iterator[None]:
     threads for each of them and fight ours for the cores (measured here:
     a 4x4 conv's backward took twice as long). Needs threadpoolctl; without
     it this does nothing. Nested blocks cost nothing: only the outermost
-    one asks threadpoolctl (about 12 us a time, every layer's parallel loop
-    enters one).
+    one asks threadpoolctl (about 12 us a time), and `parallel_map` opens
+    one only when none is open.
     """
     global _blas_limited
     outermost = _blas is not None and not _blas_limited
@@ -136,29 +149,31 @@ def parallel_map(fn: Callable[[range], T], chunks: Sequence[range]) -> list[T]:
     program, then simply does fewer chunks instead of holding everyone up;
     and the caller never idles. `fn` must not itself call `parallel_map`.
     """
-    with single_threaded_blas():
-        if _num_threads == 1 or len(chunks) <= 1:
-            return [fn(c) for c in chunks]
-        helpers = _helpers(_num_threads - 1)
-        results: list[T] = [None] * len(chunks)  # type: ignore[list-item]
-        taken = itertools.count()  # next() on a count is atomic under the GIL
-        errors: list[BaseException] = []
+    if _blas is not None and not _blas_limited:
+        with single_threaded_blas():
+            return parallel_map(fn, chunks)
+    if _num_threads == 1 or len(chunks) <= 1:
+        return [fn(c) for c in chunks]
+    helpers = _helpers(_num_threads - 1)
+    results: list[T] = [None] * len(chunks)  # type: ignore[list-item]
+    taken = itertools.count()  # next() on a count is atomic under the GIL
+    errors: list[BaseException] = []
 
-        def work() -> None:
-            try:
-                while (i := next(taken)) < len(chunks):
-                    results[i] = fn(chunks[i])
-            except BaseException as error:  # raised again below, in the caller
-                errors.append(error)
+    def work() -> None:
+        try:
+            while (i := next(taken)) < len(chunks):
+                results[i] = fn(chunks[i])
+        except BaseException as error:  # raised again below, in the caller
+            errors.append(error)
 
-        for helper in helpers:
-            helper.jobs.put(work)
-        work()
-        for helper in helpers:
-            helper.done.get()
-        if errors:
-            raise errors[0]
-        return results
+    for helper in helpers:
+        helper.jobs.put(work)
+    work()
+    for helper in helpers:
+        helper.done.get()
+    if errors:
+        raise errors[0]
+    return results
 
 
 class _Helper:
