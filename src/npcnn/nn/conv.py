@@ -50,14 +50,11 @@ from npcnn.nn.module import (
 _FEW_CHANNELS = 4
 
 
-def _pad(x: np.ndarray, ph: int, pw: int) -> np.ndarray:
-    """Zero-pad the spatial axes of channels-last `x` (N, H, W, C)."""
-    if ph == 0 and pw == 0:
-        return x
-    n, h, w, c = x.shape
-    out = _memory.zeros((n, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)
+def _pad_into(x: np.ndarray, out: np.ndarray, ph: int, pw: int) -> None:
+    """Copy channels-last `x` (N, H, W, C) into `out`, zero-padded by (ph, pw) in H and W."""
+    _, h, w, _ = x.shape
+    out.fill(0)
     out[:, ph : ph + h, pw : pw + w] = x
-    return out
 
 
 def _im2col(
@@ -179,7 +176,7 @@ class Conv2D(Layer):
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
         dtype = self.weight.data.dtype
         x_cl = to_channels_last(x.astype(dtype, copy=False))
-        n, o = x.shape[0], self.out_channels
+        (n, h, w, c), o = x_cl.shape, self.out_channels
         # (O, C, kh, kw) -> (kh*kw*C, O), matching the (i, j, channel) order of cols.
         w_mat = self.weight.data.transpose(2, 3, 1, 0).reshape(-1, o)
         y = _memory.empty((n, ho, wo, o), dtype=dtype)
@@ -187,10 +184,13 @@ class Conv2D(Layer):
 
         if keeps_cache(training):
             self._xp = None  # let the previous step's memory serve this one (_memory.py)
-        xp = _pad(x_cl, ph, pw)
+        padded = ph > 0 or pw > 0
+        xp = _memory.empty((n, h + 2 * ph, w + 2 * pw, c), dtype) if padded else x_cl
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
+            if padded:  # each thread pads its own images, which im2col then finds in cache
+                _pad_into(x_cl[sl], xp[sl], ph, pw)
             cols = _im2col(xp[sl], kh, kw, sh, sw, ho, wo)
             out = y[sl].reshape(-1, o)
             np.matmul(cols, w_mat, out=out)
