@@ -45,18 +45,28 @@ from npcnn.nn.module import (
 
 
 def _moment_sums(
-    x: np.ndarray, centre: np.ndarray | None = None, weights: np.ndarray | None = None
+    x: np.ndarray,
+    channels: int,
+    centre: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Column sums of d and d^2 with d = x - centre; or, given `weights`, of weights
-    and d * weights (d = x when centre is None).
+    """Per-channel sums of d and d^2 with d = x - centre; or, given `weights`, of
+    weights and d * weights (d = x when centre is None).
 
-    x and weights are (R, L), centre is (L,); returns two float64 (L,) arrays.
-    One pass over memory: each chunk's d goes to a scratch block that stays
-    in cache for both sums. Each chunk is reduced by BLAS (a vector-matrix
-    product) in the array's dtype and the partial sums are added in float64,
-    so a float32 sum over ~10^6 values keeps ~7 significant digits. (np.dot
+    x and weights are (R, L) with column j in channel j % `channels`; centre
+    is (L,). Returns two float64 (channels,) arrays. One pass over memory:
+    each chunk's d goes to a scratch block that stays in cache for both
+    sums. Each chunk's column sums come from BLAS (a vector-matrix product)
+    in the array's dtype, over its few rows; the chunk then folds them into
+    channel sums in float64, and the chunks' channel sums are added. So a
+    float32 sum over ~10^6 values keeps ~7 significant digits. (np.dot
     rather than @, which keeps the GIL when the result has under 512 values.)
     """
+    reps = x.shape[1] // channels
+    fold = np.ones(reps)
+
+    def channel_sums(column_sums: np.ndarray) -> np.ndarray:
+        return np.dot(fold, column_sums.astype(np.float64).reshape(reps, channels))
 
     def run(rows: range) -> tuple[np.ndarray, np.ndarray]:
         sl = slice(rows.start, rows.stop)
@@ -69,7 +79,7 @@ def _moment_sums(
         else:  # sums of weights and d * weights
             first = np.dot(ones, weights[sl])
             np.multiply(x[sl] if centre is None else x[sl] - centre, weights[sl], out=d)
-        return first.astype(np.float64), np.dot(ones, d).astype(np.float64)
+        return channel_sums(first), channel_sums(np.dot(ones, d))
 
     parts = parallel_map(run, chunk_ranges(x.shape[0], x[0].nbytes * 2, 2 << 20))
     return sum(p[0] for p in parts), sum(p[1] for p in parts)
@@ -114,10 +124,6 @@ class _BatchNorm(Layer):
     def _from_rows(self, rows: np.ndarray, like_shape: tuple[int, ...]) -> np.ndarray:
         raise NotImplementedError
 
-    def _per_channel(self, column_sums: np.ndarray) -> np.ndarray:
-        """Fold (reps * C,) column sums into (C,) channel sums."""
-        return column_sums.reshape(-1, self.num_features).sum(axis=0)
-
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         dtype = self.weight.data.dtype
         x2, reps = self._to_rows(x.astype(dtype, copy=False))
@@ -130,11 +136,12 @@ class _BatchNorm(Layer):
                 )
             # Sums around a rough centre (the first sample's channel means), in one
             # pass: with the centre near the mean, mean(d^2) - mean(d)^2 loses no digits.
-            rough = self._per_channel(x2[0].astype(np.float64)) / reps
-            sum_d, sum_d2 = _moment_sums(x2, np.tile(rough.astype(dtype), reps))
-            shift = self._per_channel(sum_d) / m
+            c = self.num_features
+            rough = x2[0].reshape(-1, c).sum(axis=0, dtype=np.float64) / reps
+            sum_d, sum_d2 = _moment_sums(x2, c, np.tile(rough.astype(dtype), reps))
+            shift = sum_d / m
             mean = (rough + shift).astype(dtype)
-            var = np.maximum(self._per_channel(sum_d2) / m - shift**2, 0.0)
+            var = np.maximum(sum_d2 / m - shift**2, 0.0)
             self.num_batches_tracked += 1
             mom = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked
             self.running_mean[...] = (1 - mom) * self.running_mean + mom * mean
@@ -180,9 +187,8 @@ class _BatchNorm(Layer):
             raise ValueError(f"{type(self).__name__}.backward: dy has shape {dy.shape}")
         m = centred.shape[0] * reps
         # sum(dy) and sum(dy * xhat) = invstd * sum(dy * (x - mean))
-        sum_dy, sum_dy_centred = _moment_sums(centred, weights=dy2)
-        dbias = self._per_channel(sum_dy)
-        dweight = self._per_channel(sum_dy_centred) * invstd
+        dbias, sum_dy_centred = _moment_sums(centred, self.num_features, weights=dy2)
+        dweight = sum_dy_centred * invstd
         self.bias.grad += dbias.astype(centred.dtype)
         self.weight.grad += dweight.astype(centred.dtype)
         g = self.weight.data * invstd
