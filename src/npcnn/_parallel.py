@@ -82,8 +82,11 @@ def get_num_threads() -> int:
     return _num_threads
 
 
-def chunk_ranges(total: int, bytes_per_item: int, target_bytes: int = 2 << 20) -> list[range]:
-    """Split `range(total)` into contiguous chunks whose scratch fits in `target_bytes`.
+def chunk_ranges(
+    total: int, bytes_per_item: int, target_bytes: int = 2 << 20, max_items: int | None = None
+) -> list[range]:
+    """Split `range(total)` into contiguous chunks whose scratch fits in `target_bytes`
+    (and of at most `max_items` items).
 
     Small GEMMs (a conv has only 10 to 100 output channels) run far below BLAS
     peak unless their operands stay in cache, hence chunks of a few MB rather
@@ -93,7 +96,7 @@ def chunk_ranges(total: int, bytes_per_item: int, target_bytes: int = 2 << 20) -
     if total * bytes_per_item < _MIN_PARALLEL_BYTES:  # waking threads would cost more
         return [range(total)] if total else []
     per_chunk = max(1, target_bytes // max(1, bytes_per_item))
-    per_chunk = min(per_chunk, max(1, -(-total // _num_threads)))
+    per_chunk = min(per_chunk, max_items or per_chunk, max(1, -(-total // _num_threads)))
     return [range(start, min(start + per_chunk, total)) for start in range(0, total, per_chunk)]
 
 
