@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -43,31 +43,35 @@ class Sequential(Layer):
     def __getitem__(self, index: int) -> Layer:
         return self.layers[index]
 
-    def _run_order(self) -> list[Layer]:
-        """The layers in the order the passes run them (backward: reversed).
+    def _passes(self) -> list[tuple[Callable[[np.ndarray, bool], np.ndarray], Layer]]:
+        """(forward, the layer whose backward undoes it) for each step of the passes.
 
-        That is their order, except that a ReLU feeding a MaxPool2D runs after
-        it: max-pooling commutes with ReLU, max(relu(a), relu(b)) = relu(max(a, b)),
-        and so do the gradients (both send dy to the window's first maximum
-        when it is positive, and nothing otherwise). The ReLU then touches a
-        quarter of the values (2x2 windows), forward and backward.
+        One per layer, except that a ReLU next to a MaxPool2D (before or after
+        it) is folded into the pool: max-pooling commutes with ReLU,
+        max(relu(a), relu(b)) = relu(max(a, b)), and so do the gradients (both
+        send dy to the window's first maximum when it is positive, and nothing
+        otherwise). The ReLU then costs one pass over the pooled values, a
+        quarter of its input for 2x2 windows, inside the pool's own loop.
         """
-        order = list(self._children.values())
-        i = 0
-        while i < len(order) - 1:
-            if type(order[i]) is ReLU and type(order[i + 1]) is MaxPool2D:
-                order[i], order[i + 1] = order[i + 1], order[i]
+        layers, passes, i = self.layers, [], 0
+        while i < len(layers):
+            pair = tuple(map(type, layers[i : i + 2]))
+            if pair in ((ReLU, MaxPool2D), (MaxPool2D, ReLU)):
+                pool = layers[i] if pair[0] is MaxPool2D else layers[i + 1]
+                passes.append((pool.forward_then_relu, pool))
+                i += 2
+            else:
+                passes.append((layers[i].forward, layers[i]))
                 i += 1
-            i += 1
-        return order
+        return passes
 
     # Both passes keep BLAS single-threaded throughout: the layers split the
     # batch over the cores themselves, and BLAS threads left spinning after a
     # multi-threaded product (a Dense layer's) would steal a core from them.
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         with single_threaded_blas():
-            for layer in self._run_order():
-                x = layer.forward(x, training=training)
+            for forward, _ in self._passes():
+                x = forward(x, training)
         return x
 
     def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
@@ -77,7 +81,7 @@ class Sequential(Layer):
         (nothing needs dL/dx of a network's input while training) and None is
         returned; layers that cannot skip it compute it anyway.
         """
-        layers = self._run_order()
+        layers = [layer for _, layer in self._passes()]
         if not layers:
             return dy
         first = layers[0]

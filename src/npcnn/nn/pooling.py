@@ -136,6 +136,16 @@ class MaxPool2D(_Pool2D):
         self._argmax: np.ndarray | None = None
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        return self.forward_then_relu(x, training, relu=False)
+
+    def forward_then_relu(self, x: np.ndarray, training: bool, relu: bool = True) -> np.ndarray:
+        """relu(forward(x)), for `Sequential`, which folds a ReLU next to this layer in here.
+
+        max(pool, 0) costs one pass over the pooled chunk while it is in cache,
+        and backward needs no ReLU mask: windows whose maximum is <= 0 get the
+        winning offset len(offsets), which no offset matches, so their
+        gradient is 0, as the ReLU's mask would make it.
+        """
         check_input(x, 4, self)
         ho, wo = self.output_size(x.shape[2], x.shape[3])
         xp = self._pad(to_channels_last(x), -np.inf)
@@ -153,22 +163,33 @@ class MaxPool2D(_Pool2D):
             xb, yb = xp[sl], y[sl]
             if pairs:
                 _max_pool_2x2(xb, yb, None if argmax is None else argmax[sl])
-                return
-            yb[...] = self._window(xb, *offsets[0], ho, wo)
-            best = np.zeros(yb.shape, dtype=np.uint8) if argmax is not None else None
-            for k, (i, j) in enumerate(offsets[1:], start=1):
-                v = self._window(xb, i, j, ho, wo)
-                if best is not None:
-                    # Strictly greater: an equal later value never displaces the first maximum.
-                    best = np.where(v > yb, np.uint8(k), best)
-                np.maximum(yb, v, out=yb)
-            if argmax is not None:
-                argmax[sl] = best
+            else:
+                self._max_by_offsets(xb, yb, None if argmax is None else argmax[sl], ho, wo)
+            if relu:
+                if argmax is not None:
+                    np.putmask(argmax[sl], yb <= 0, len(offsets))
+                np.maximum(yb, 0, out=yb)
 
         parallel_map(run, chunk_ranges(n, xp[0].nbytes + y[0].nbytes))
         if keeps_cache(training):
             self._argmax, self._shape = argmax, xp.shape
         return from_channels_last(y)
+
+    def _max_by_offsets(
+        self, xb: np.ndarray, yb: np.ndarray, argmax: np.ndarray | None, ho: int, wo: int
+    ) -> None:
+        """Any window: the maximum over its offsets' strided views, one offset at a time."""
+        offsets = self._offsets()
+        yb[...] = self._window(xb, *offsets[0], ho, wo)
+        best = np.zeros(yb.shape, dtype=np.uint8) if argmax is not None else None
+        for k, (i, j) in enumerate(offsets[1:], start=1):
+            v = self._window(xb, i, j, ho, wo)
+            if best is not None:
+                # Strictly greater: an equal later value never displaces the first maximum.
+                best = np.where(v > yb, np.uint8(k), best)
+            np.maximum(yb, v, out=yb)
+        if argmax is not None:
+            argmax[...] = best
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy (N, C, Ho, Wo) -> dx (N, C, H, W)."""
