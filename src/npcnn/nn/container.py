@@ -11,6 +11,8 @@ import numpy as np
 
 from npcnn._parallel import single_threaded_blas
 from npcnn.nn.activations import ReLU
+from npcnn.nn.layout import is_channels_last
+from npcnn.nn.linear import Dense, Flatten
 from npcnn.nn.module import Layer
 from npcnn.nn.pooling import MaxPool2D
 
@@ -46,12 +48,15 @@ class Sequential(Layer):
     def _passes(self) -> list[tuple[Callable[[np.ndarray, bool], np.ndarray], Layer]]:
         """(forward, the layer whose backward undoes it) for each step of the passes.
 
-        One per layer, except that a ReLU next to a MaxPool2D (before or after
-        it) is folded into the pool: max-pooling commutes with ReLU,
-        max(relu(a), relu(b)) = relu(max(a, b)), and so do the gradients (both
-        send dy to the window's first maximum when it is positive, and nothing
-        otherwise). The ReLU then costs one pass over the pooled values, a
-        quarter of its input for 2x2 windows, inside the pool's own loop.
+        One per layer, except for two pairs:
+        - a ReLU next to a MaxPool2D (before or after it) is folded into the
+          pool: max-pooling commutes with ReLU, max(relu(a), relu(b)) =
+          relu(max(a, b)), and so do the gradients (both send dy to the
+          window's first maximum when it is positive, and nothing otherwise).
+          The ReLU then costs one pass over the pooled values, a quarter of
+          its input for 2x2 windows, inside the pool's own loop;
+        - a Flatten followed by a Dense skips the Flatten's reordering of
+          channels-last images (`_FlattenThenDense`).
         """
         layers, passes, i = self.layers, [], 0
         while i < len(layers):
@@ -59,6 +64,10 @@ class Sequential(Layer):
             if pair in ((ReLU, MaxPool2D), (MaxPool2D, ReLU)):
                 pool = layers[i] if pair[0] is MaxPool2D else layers[i + 1]
                 passes.append((pool.forward_then_relu, pool))
+                i += 2
+            elif pair == (Flatten, Dense):
+                step = _FlattenThenDense(*layers[i : i + 2])
+                passes.append((step.forward, step))
                 i += 2
             else:
                 passes.append((layers[i].forward, layers[i]))
@@ -101,6 +110,25 @@ class Sequential(Layer):
     def __repr__(self) -> str:
         inner = "\n".join(f"  ({name}): {layer!r}" for name, layer in self._children.items())
         return f"Sequential(\n{inner}\n)"
+
+
+class _FlattenThenDense:
+    """Flatten then Dense. For channels-last images (what conv and pooling layers
+    hand on), Dense takes them as they lie in memory and reorders its weight's
+    columns instead (`Dense.forward_channels_last`); otherwise both layers run."""
+
+    def __init__(self, flatten: Flatten, dense: Dense) -> None:
+        self.flatten, self.dense = flatten, dense
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        if x.ndim == 4 and is_channels_last(x):
+            return self.dense.forward_channels_last(x, training)
+        return self.dense.forward(self.flatten.forward(x, training), training)
+
+    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        if self.dense.fed_channels_last:
+            return self.dense.backward(dy, need_input_grad)
+        return self.flatten.backward(self.dense.backward(dy))
 
 
 @functools.cache

@@ -9,7 +9,7 @@ import numpy as np
 from npcnn import _memory
 from npcnn._parallel import chunk_ranges, elementwise, parallel_map
 from npcnn.nn import init
-from npcnn.nn.layout import from_channels_last, is_channels_last
+from npcnn.nn.layout import from_channels_last, is_channels_last, to_channels_last
 from npcnn.nn.module import (
     DEFAULT_DTYPE,
     Layer,
@@ -56,6 +56,7 @@ class Dense(Layer):
         self.weight = Parameter(np.zeros((out_features, in_features), dtype=dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
         self._x: np.ndarray | None = None
+        self._chw: tuple[int, int, int] | None = None  # set when fed channels-last images
         self.reset_parameters(rng)
 
     def reset_parameters(self, rng: np.random.Generator | int | None = None) -> None:
@@ -65,13 +66,47 @@ class Dense(Layer):
             init.zeros_(self.bias)
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        return self._forward(x, training, None)
+
+    def forward_channels_last(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """forward(x.reshape(N, -1)) for an (N, C, H, W) x with channels-last memory
+        (see `layout.py`): what `Sequential` runs for a Flatten followed by this layer.
+
+        x's values lie in (H, W, C) order in memory; rather than copying them into
+        (C, H, W) order, as Flatten would, the weight's columns are put in
+        (H, W, C) order (a copy of the small weight). backward then hands back
+        dL/dx with channels-last memory, as Flatten.backward would.
+        """
+        n, c, h, w = x.shape
+        return self._forward(to_channels_last(x).reshape(n, -1), training, (c, h, w))
+
+    @property
+    def fed_channels_last(self) -> bool:
+        """Whether the last forward was `forward_channels_last`."""
+        return self._chw is not None
+
+    def _weight(self) -> np.ndarray:
+        """The (out, in) weight, its columns in (H, W, C) order if the input came channels-last."""
+        if self._chw is None:
+            return self.weight.data
+        return (
+            self.weight.data.reshape(-1, *self._chw)
+            .transpose(0, 2, 3, 1)
+            .reshape(self.out_features, -1)
+        )
+
+    def _forward(
+        self, x: np.ndarray, training: bool, chw: tuple[int, int, int] | None
+    ) -> np.ndarray:
         check_input(x, 2, self, self.in_features)
         x = x.astype(self.weight.data.dtype, copy=False)
+        self._chw = chw
+        w = self._weight()
         y = _memory.empty((x.shape[0], self.out_features), dtype=x.dtype)
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
-            np.dot(x[sl], self.weight.data.T, out=y[sl])  # np.dot: see Conv2D.backward
+            np.dot(x[sl], w.T, out=y[sl])  # np.dot: see Conv2D.backward
 
         parallel_map(run, chunk_ranges(len(x), x[0].nbytes))
         if self.bias is not None:
@@ -80,10 +115,11 @@ class Dense(Layer):
         return y
 
     def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        """dy (N, out) -> dx (N, in), or None with `need_input_grad=False`."""
+        """dy (N, out) -> dx (N, in), or None with `need_input_grad=False`; after
+        `forward_channels_last`, dx is (N, C, H, W) with channels-last memory."""
         if self._x is None:
             raise NoForwardError(self)
-        x, w = self._x, self.weight.data
+        x, w = self._x, self._weight()
         dy = dy.astype(w.dtype, copy=False)
         if dy.shape != (len(x), self.out_features):
             raise ValueError(
@@ -97,7 +133,14 @@ class Dense(Layer):
                 np.dot(dy[sl], w, out=dx[sl])
             return np.dot(dy[sl].T, x[sl])
 
-        self.weight.grad += sum(parallel_map(run, chunk_ranges(len(x), x[0].nbytes)))
+        dw = sum(parallel_map(run, chunk_ranges(len(x), x[0].nbytes)))
+        if self._chw is None:
+            self.weight.grad += dw
+        else:  # columns back from (H, W, C) to the weight's (C, H, W) order
+            c, h, w_ = self._chw
+            self.weight.grad += dw.reshape(-1, h, w_, c).transpose(0, 3, 1, 2).reshape(dw.shape)
+            if dx is not None:
+                dx = from_channels_last(dx.reshape(len(x), h, w_, c))
         if self.bias is not None:
             self.bias.grad += dy.sum(axis=0)
         return dx
