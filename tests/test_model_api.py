@@ -449,8 +449,24 @@ def test_sequential_feeds_channels_last_images_to_dense_without_flattening(chann
         model.named_parameters(), [p for lay in layers for p in lay.parameters()], strict=True
     ):
         np.testing.assert_allclose(p.grad, q.grad, rtol=1e-12, atol=1e-12, err_msg=name)
-    # Images not in channels-last memory go through Flatten as usual.
+    # Images not in channels-last memory (or of one channel) go through Flatten as usual.
     plain = nn.Sequential([nn.Flatten(), nn.Dense(channels * 5 * 6, 3, rng=1, dtype=np.float64)])
     plain.forward(x, training=True)
-    assert plain[1].fed_channels_last == (channels == 1)  # one channel: both orders agree
+    assert not plain[1].fed_channels_last
     assert plain.backward(np.ones((2, 3))).shape == x.shape
+    plain.forward(x, training=True)
+    assert plain.backward(np.ones((2, 3)), need_input_grad=False) is None
+
+
+def test_max_pool_with_256_offsets_and_a_folded_relu(rng) -> None:
+    # 16x16 windows: offsets 0..255 plus the folded ReLU's "no winner" need two bytes.
+    x = rng.standard_normal((2, 3, 16, 16))
+    x[0, 0] -= 10  # a window whose maximum is negative: no gradient through the ReLU
+    model = nn.Sequential([nn.MaxPool2D(16), nn.ReLU()])
+    layers = [nn.MaxPool2D(16), nn.ReLU()]
+    out = model.forward(x, training=True)
+    expected = layers[1].forward(layers[0].forward(x, training=True), training=True)
+    np.testing.assert_array_equal(out, expected)
+    dy = rng.standard_normal(out.shape)
+    np.testing.assert_array_equal(model.backward(dy), layers[0].backward(layers[1].backward(dy)))
+    assert not model.backward(dy)[0, 0].any()

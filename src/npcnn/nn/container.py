@@ -45,7 +45,9 @@ class Sequential(Layer):
     def __getitem__(self, index: int) -> Layer:
         return self.layers[index]
 
-    def _passes(self) -> list[tuple[Callable[[np.ndarray, bool], np.ndarray], Layer]]:
+    def _passes(
+        self,
+    ) -> list[tuple[Callable[[np.ndarray, bool], np.ndarray], Layer | _FlattenThenDense]]:
         """(forward, the layer whose backward undoes it) for each step of the passes.
 
         One per layer, except for two pairs:
@@ -121,14 +123,16 @@ class _FlattenThenDense:
         self.flatten, self.dense = flatten, dense
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        if x.ndim == 4 and is_channels_last(x):
+        # (With one channel both orders are the same: Flatten copies nothing.)
+        if x.ndim == 4 and x.shape[1] > 1 and is_channels_last(x):
             return self.dense.forward_channels_last(x, training)
         return self.dense.forward(self.flatten.forward(x, training), training)
 
     def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        if self.dense.fed_channels_last:
-            return self.dense.backward(dy, need_input_grad)
-        return self.flatten.backward(self.dense.backward(dy))
+        dx = self.dense.backward(dy, need_input_grad)
+        if dx is None or self.dense.fed_channels_last:
+            return dx
+        return self.flatten.backward(dx)
 
 
 @functools.cache

@@ -154,8 +154,10 @@ class MaxPool2D(_Pool2D):
         # Index of the winning offset within the window (row-major), for backward.
         if keeps_cache(training):
             self._argmax = None  # let the previous step's memory serve this one (_memory.py)
-        argmax = _memory.empty((n, ho, wo, c), dtype=np.uint8) if keeps_cache(training) else None
         offsets = self._offsets()
+        # One byte per window, unless the window has 255 offsets or more (plus the ReLU's code).
+        code = np.uint8 if len(offsets) < 255 else np.uint16
+        argmax = _memory.empty((n, ho, wo, c), dtype=code) if keeps_cache(training) else None
         pairs = self.kernel_size == self.stride == (2, 2) and xp.shape[1:3] == (2 * ho, 2 * wo)
 
         def run(rows: range) -> None:
@@ -181,12 +183,12 @@ class MaxPool2D(_Pool2D):
         """Any window: the maximum over its offsets' strided views, one offset at a time."""
         offsets = self._offsets()
         yb[...] = self._window(xb, *offsets[0], ho, wo)
-        best = np.zeros(yb.shape, dtype=np.uint8) if argmax is not None else None
+        best = np.zeros(yb.shape, dtype=argmax.dtype) if argmax is not None else None
         for k, (i, j) in enumerate(offsets[1:], start=1):
             v = self._window(xb, i, j, ho, wo)
             if best is not None:
                 # Strictly greater: an equal later value never displaces the first maximum.
-                best = np.where(v > yb, np.uint8(k), best)
+                best = np.where(v > yb, best.dtype.type(k), best)
             np.maximum(yb, v, out=yb)
         if argmax is not None:
             argmax[...] = best
