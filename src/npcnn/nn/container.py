@@ -82,7 +82,7 @@ class Sequential(Layer):
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         with single_threaded_blas():
             for forward, _ in self._passes():
-                x = forward(x, training)
+                x = forward(x, training=training)
         return x
 
     def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
