@@ -32,7 +32,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 _num_threads = max(1, os.cpu_count() or 1)
 _local = threading.local()
 # Below this much data a layer works in the calling thread alone: waking the
-# pool would cost more than it saves.
+# helper threads would cost more than it saves.
 _MIN_PARALLEL_BYTES = 1 << 20
 # Chunk size for loops that stream through memory (elementwise passes): they
 # gain little from cache-sized chunks, and every chunk costs a GIL hand-over.
