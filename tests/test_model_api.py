@@ -418,6 +418,104 @@ def test_sequential_folds_relu_into_max_pool_with_the_same_results(
     np.testing.assert_array_equal(model[0].weight.grad, layers[0].weight.grad)
 
 
+def _run_layers(layers: list[nn.Layer], x: np.ndarray, dy: np.ndarray, training: bool = True):
+    """Output, input gradient and parameter gradients of `layers` run one by one."""
+    out = x
+    for layer in layers:
+        out = layer.forward(out, training=training)
+    dx = dy
+    for layer in reversed(layers):
+        dx = layer.backward(dx)
+    return out, dx, [p.grad.copy() for layer in layers for p in layer.parameters()]
+
+
+@pytest.mark.parametrize(
+    "pool, size",
+    [
+        (dict(kernel_size=2), (8, 10)),
+        (dict(kernel_size=2), (9, 7)),  # rows and columns no window covers
+        (dict(kernel_size=3, stride=2, padding=1), (9, 8)),  # overlapping, padded
+        (dict(kernel_size=2, padding=1), (8, 8)),
+    ],
+)
+@pytest.mark.parametrize("relu_first", [True, False])
+def test_sequential_fuses_batch_norm_relu_and_max_pool(pool, size, relu_first, rng) -> None:
+    """BatchNorm2D, ReLU and MaxPool2D run as one pass when training (nn/fused.py). The
+    output must equal the layers' one by one, gradients and running statistics too (float64,
+    so that other summation orders show only at 1e-12), with a negative weight (the pool
+    then looks for minima), ties (integer inputs) and windows the ReLU blocks."""
+
+    def build() -> list[nn.Layer]:
+        norm, relu, max_pool = nn.BatchNorm2D(3, dtype=np.float64), nn.ReLU(), nn.MaxPool2D(**pool)
+        norm.weight.data[...] = [1.5, -0.7, 0.3]
+        norm.bias.data[...] = [0.1, -0.2, -1.0]
+        return [norm, relu, max_pool] if relu_first else [norm, max_pool, relu]
+
+    model, layers = nn.Sequential(build()), build()
+    x = rng.integers(-3, 4, size=(4, 3, *size)).astype(np.float64)
+    x[:, 1] += 100.0  # a channel whose mean is far from 0
+    out = model.forward(x, training=True)
+    assert model[0]._cache is None  # the fused pass ran, not batch norm on its own
+    assert (out == 0).any() and (out > 0).any()
+    dy = rng.standard_normal(out.shape)
+    dx = model.backward(dy)
+    expected, expected_dx, expected_grads = _run_layers(layers, x, dy)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-10, atol=1e-12)
+    for p, q in zip(model.parameters(), expected_grads, strict=True):
+        np.testing.assert_allclose(p.grad, q, rtol=1e-10, atol=1e-12)
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_allclose(getattr(model[0], name), getattr(layers[0], name), rtol=1e-12)
+    # Inference runs the layers (batch norm with its running statistics).
+    np.testing.assert_array_equal(model.forward(x), _run_layers(layers, x, dy, training=False)[0])
+
+
+def test_fused_batch_norm_relu_pool_leaves_a_zero_weight_to_the_layers(rng) -> None:
+    """With a weight of 0 every normalised value of its channel ties; the layers one by one
+    send the gradient to each window's first position, and so must the fused pass."""
+
+    def build() -> list[nn.Layer]:
+        norm = nn.BatchNorm2D(2, dtype=np.float64)
+        norm.weight.data[...] = [0.0, 1.0]
+        norm.bias.data[...] = 0.5
+        return [norm, nn.ReLU(), nn.MaxPool2D(2)]
+
+    model, layers = nn.Sequential(build()), build()
+    x = rng.standard_normal((3, 2, 6, 6))
+    out = model.forward(x, training=True)
+    dy = rng.standard_normal(out.shape)
+    dx = model.backward(dy)
+    expected, expected_dx, expected_grads = _run_layers(layers, x, dy)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(dx, expected_dx)
+    for p, q in zip(model.parameters(), expected_grads, strict=True):
+        np.testing.assert_array_equal(p.grad, q)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_batch_norm_relu_pool_matches_torch(dtype, rng) -> None:
+    torch = pytest.importorskip("torch")
+    model = nn.Sequential(nn.BatchNorm2D(4, dtype=dtype), nn.ReLU(), nn.MaxPool2D(2))
+    model[0].weight.data[...] = [1.0, -2.0, 0.5, 3.0]
+    ref = torch.nn.Sequential(torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.MaxPool2d(2))
+    ref = ref.to(torch.float64 if dtype == np.float64 else torch.float32)
+    with torch.no_grad():
+        ref[0].weight.copy_(torch.from_numpy(model[0].weight.data))
+    x = (rng.standard_normal((8, 4, 12, 12)) * 3 + 2).astype(dtype)
+    out = model.forward(x, training=True)
+    dy = rng.standard_normal(out.shape).astype(dtype)
+    dx = model.backward(dy)
+    xt = torch.from_numpy(x).requires_grad_()
+    ref_out = ref(xt)
+    ref_out.backward(torch.from_numpy(dy))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, ref_out.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(model[0].weight.grad, ref[0].weight.grad.numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(model[0].bias.grad, ref[0].bias.grad.numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(model[0].running_var, ref[0].running_var.numpy(), rtol=tol)
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_sequential_feeds_channels_last_images_to_dense_without_flattening(channels, rng) -> None:
     """Flatten -> Dense after a conv: Dense takes the channels-last images as they lie and

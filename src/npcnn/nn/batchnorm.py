@@ -54,13 +54,32 @@ def _moment_sums(
     weights and d * weights (d = x when centre is None).
 
     x and weights are (R, L) with column j in channel j % `channels`; centre
-    is (L,). Returns two float64 (channels,) arrays. One pass over memory:
-    each chunk's d goes to a scratch block that stays in cache for both
-    sums. Each chunk's column sums come from BLAS (a vector-matrix product)
-    in the array's dtype, over its few rows; the chunk then folds them into
-    channel sums in float64, and the chunks' channel sums are added. So a
-    float32 sum over ~10^6 values keeps ~7 significant digits. (np.dot
-    rather than @, which keeps the GIL when the result has under 512 values.)
+    is (L,). Returns two float64 (channels,) arrays. The rows are split in
+    chunks over the cores (`chunk_moment_sums`) and the chunks' sums added.
+    """
+
+    def run(rows: range) -> tuple[np.ndarray, np.ndarray]:
+        sl = slice(rows.start, rows.stop)
+        return chunk_moment_sums(x[sl], channels, centre, None if weights is None else weights[sl])
+
+    parts = parallel_map(run, chunk_ranges(x.shape[0], x[0].nbytes * 2, 2 << 20))
+    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
+
+def chunk_moment_sums(
+    x: np.ndarray,
+    channels: int,
+    centre: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """`_moment_sums` over a few rows, in the calling thread.
+
+    One pass over memory: d goes to a scratch block that stays in cache for
+    both sums. The column sums come from BLAS (a vector-matrix product) in
+    the array's dtype, over the chunk's few rows, and are then folded into
+    channel sums in float64. So a float32 sum over ~10^6 values, added up
+    chunk by chunk, keeps ~7 significant digits. (np.dot rather than @, which
+    keeps the GIL when the result has under 512 values.)
     """
     reps = x.shape[1] // channels
     fold = np.ones(reps)
@@ -68,21 +87,16 @@ def _moment_sums(
     def channel_sums(column_sums: np.ndarray) -> np.ndarray:
         return np.dot(fold, column_sums.astype(np.float64).reshape(reps, channels))
 
-    def run(rows: range) -> tuple[np.ndarray, np.ndarray]:
-        sl = slice(rows.start, rows.stop)
-        ones = np.ones(len(rows), dtype=x.dtype)
-        d = scratch("centred", x[sl].shape, x.dtype)
-        if weights is None:  # sums of d and d^2
-            np.subtract(x[sl], 0 if centre is None else centre, out=d)
-            first = np.dot(ones, d)
-            d *= d
-        else:  # sums of weights and d * weights
-            first = np.dot(ones, weights[sl])
-            np.multiply(x[sl] if centre is None else x[sl] - centre, weights[sl], out=d)
-        return channel_sums(first), channel_sums(np.dot(ones, d))
-
-    parts = parallel_map(run, chunk_ranges(x.shape[0], x[0].nbytes * 2, 2 << 20))
-    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+    ones = np.ones(len(x), dtype=x.dtype)
+    d = scratch("centred", x.shape, x.dtype)
+    if weights is None:  # sums of d and d^2
+        np.subtract(x, 0 if centre is None else centre, out=d)
+        first = np.dot(ones, d)
+        d *= d
+    else:  # sums of weights and d * weights
+        first = np.dot(ones, weights)
+        np.multiply(x if centre is None else x - centre, weights, out=d)
+    return channel_sums(first), channel_sums(np.dot(ones, d))
 
 
 class _BatchNorm(Layer):
@@ -124,31 +138,54 @@ class _BatchNorm(Layer):
     def _from_rows(self, rows: np.ndarray, like_shape: tuple[int, ...]) -> np.ndarray:
         raise NotImplementedError
 
+    def _batch_statistics(
+        self, x2: np.ndarray, reps: int, input_shape: tuple[int, ...]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The batch's per-channel mean (x2's dtype) and biased variance (float64), from
+        rows `x2` (R, reps * C); updates the running statistics."""
+        m = x2.shape[0] * reps
+        if m < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs more than 1 value per channel when training, "
+                f"got input of shape {input_shape}"
+            )
+        rough, centre = self._rough_centre(x2, reps)
+        return self._statistics_from_sums(rough, *_moment_sums(x2, self.num_features, centre), m)
+
+    def _rough_centre(self, x2: np.ndarray, reps: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first row's channel means (float64), and tiled to a row in x2's dtype.
+
+        The variance comes from sums of d = x - centre and d^2 in one pass; with
+        the centre near the mean, mean(d^2) - mean(d)^2 loses no digits.
+        """
+        rough = x2[0].reshape(-1, self.num_features).sum(axis=0, dtype=np.float64) / reps
+        return rough, np.tile(rough.astype(x2.dtype), reps)
+
+    def _statistics_from_sums(
+        self, rough: np.ndarray, sum_d: np.ndarray, sum_d2: np.ndarray, m: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (in the layer's dtype) and biased variance (float64) from the sums of d and
+        d^2 over the M values of each channel; updates the running statistics."""
+        shift = sum_d / m
+        mean = (rough + shift).astype(self.weight.data.dtype)
+        var = np.maximum(sum_d2 / m - shift**2, 0.0)
+        self.num_batches_tracked += 1
+        mom = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked
+        self.running_mean[...] = (1 - mom) * self.running_mean + mom * mean
+        self.running_var[...] = (1 - mom) * self.running_var + mom * var * (m / (m - 1))
+        return mean, var
+
+    def _inverse_std(self, var: np.ndarray) -> np.ndarray:
+        return (1.0 / np.sqrt(var + self.eps)).astype(self.weight.data.dtype)
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         dtype = self.weight.data.dtype
         x2, reps = self._to_rows(x.astype(dtype, copy=False))
-        m = x2.shape[0] * reps
         if training:
-            if m < 2:
-                raise ValueError(
-                    f"{type(self).__name__} needs more than 1 value per channel when training, "
-                    f"got input of shape {x.shape}"
-                )
-            # Sums around a rough centre (the first sample's channel means), in one
-            # pass: with the centre near the mean, mean(d^2) - mean(d)^2 loses no digits.
-            c = self.num_features
-            rough = x2[0].reshape(-1, c).sum(axis=0, dtype=np.float64) / reps
-            sum_d, sum_d2 = _moment_sums(x2, c, np.tile(rough.astype(dtype), reps))
-            shift = sum_d / m
-            mean = (rough + shift).astype(dtype)
-            var = np.maximum(sum_d2 / m - shift**2, 0.0)
-            self.num_batches_tracked += 1
-            mom = self.momentum if self.momentum is not None else 1 / self.num_batches_tracked
-            self.running_mean[...] = (1 - mom) * self.running_mean + mom * mean
-            self.running_var[...] = (1 - mom) * self.running_var + mom * var * (m / (m - 1))
+            mean, var = self._batch_statistics(x2, reps, x.shape)
         else:
             mean, var = self.running_mean, self.running_var.astype(np.float64)
-        invstd = (1.0 / np.sqrt(var + self.eps)).astype(dtype)
+        invstd = self._inverse_std(var)
         scale = self.weight.data * invstd
         scale_t = np.tile(scale, reps)
         y = _memory.empty_like(x2)
@@ -188,28 +225,36 @@ class _BatchNorm(Layer):
         m = centred.shape[0] * reps
         # sum(dy) and sum(dy * xhat) = invstd * sum(dy * (x - mean))
         dbias, sum_dy_centred = _moment_sums(centred, self.num_features, weights=dy2)
-        dweight = sum_dy_centred * invstd
-        self.bias.grad += dbias.astype(centred.dtype)
-        self.weight.grad += dweight.astype(centred.dtype)
-        g = self.weight.data * invstd
+        g, shift, slope = self._add_grads(dbias, sum_dy_centred, invstd, m)
         if not batch_stats:  # inference: y is affine in x, dx = g * dy
             return self._from_rows(dy2 * np.tile(g, reps), dy.shape)
-        # dx = g * (dy - dbias/M - xhat * dweight/M) with xhat = (x - mean) * invstd
-        g_t = np.tile(g, reps)
-        shift_t = np.tile((g * dbias / m).astype(centred.dtype), reps)
-        slope_t = np.tile((g * invstd * dweight / m).astype(centred.dtype), reps)
+        g_t, shift_t, slope_t = (np.tile(v, reps) for v in (g, shift, slope))
         dx = _memory.empty_like(centred)
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
             np.multiply(dy2[sl], g_t, out=dx[sl])
-            dx[sl] -= shift_t
+            dx[sl] -= shift_t  # dx = g * dy - shift - slope * (x - mean)
             dx[sl] -= np.multiply(
                 centred[sl], slope_t, out=scratch("slope", dx[sl].shape, dx.dtype)
             )
 
         parallel_map(run, chunk_ranges(len(centred), centred[0].nbytes * 3, STREAM_CHUNK_BYTES))
         return self._from_rows(dx, dy.shape)
+
+    def _add_grads(
+        self, dbias: np.ndarray, sum_dy_centred: np.ndarray, invstd: np.ndarray, m: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Adds dbias = sum(dy) and dweight = invstd * sum(dy * (x - mean)) (float64 sums over
+        the M values of each channel) into the gradients. Returns, per channel,
+        g = weight * invstd, shift = g * dbias / M and slope = g * invstd * dweight / M,
+        with which dx = g * dy - shift - slope * (x - mean) in training."""
+        dtype = self.weight.data.dtype
+        dweight = sum_dy_centred * invstd
+        self.bias.grad += dbias.astype(dtype)
+        self.weight.grad += dweight.astype(dtype)
+        g = self.weight.data * invstd
+        return g, (g * dbias / m).astype(dtype), (g * invstd * dweight / m).astype(dtype)
 
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum}

@@ -11,6 +11,8 @@ import numpy as np
 
 from npcnn._parallel import single_threaded_blas
 from npcnn.nn.activations import ReLU
+from npcnn.nn.batchnorm import BatchNorm2D
+from npcnn.nn.fused import NormReLUPool
 from npcnn.nn.layout import is_channels_last
 from npcnn.nn.linear import Dense, Flatten
 from npcnn.nn.module import Layer
@@ -31,6 +33,7 @@ class Sequential(Layer):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential item {i} is a {type(layer).__name__}, not a Layer")
             self._children[str(i)] = layer
+        self._plan: tuple[tuple[int, ...], list] | None = None  # see _passes
 
     @property
     def layers(self) -> list[Layer]:
@@ -47,10 +50,14 @@ class Sequential(Layer):
 
     def _passes(
         self,
-    ) -> list[tuple[Callable[[np.ndarray, bool], np.ndarray], Layer | _FlattenThenDense]]:
+    ) -> list[
+        tuple[Callable[[np.ndarray, bool], np.ndarray], Layer | _FlattenThenDense | NormReLUPool]
+    ]:
         """(forward, the layer whose backward undoes it) for each step of the passes.
 
-        One per layer, except for two pairs:
+        One per layer, except for these:
+        - BatchNorm2D followed by a ReLU and a MaxPool2D (in either order) run
+          as one pass when training (`fused.py`);
         - a ReLU next to a MaxPool2D (before or after it) is folded into the
           pool: max-pooling commutes with ReLU, max(relu(a), relu(b)) =
           relu(max(a, b)), and so do the gradients (both send dy to the
@@ -60,10 +67,20 @@ class Sequential(Layer):
         - a Flatten followed by a Dense skips the Flatten's reordering of
           channels-last images (`_FlattenThenDense`).
         """
-        layers, passes, i = self.layers, [], 0
+        layers = self.layers
+        # Built once for a given list of layers: the fused blocks keep state between passes.
+        key = tuple(map(id, layers))
+        if self._plan is not None and self._plan[0] == key:
+            return self._plan[1]
+        passes, i = [], 0
         while i < len(layers):
-            pair = tuple(map(type, layers[i : i + 2]))
-            if pair in ((ReLU, MaxPool2D), (MaxPool2D, ReLU)):
+            pair, triple = tuple(map(type, layers[i : i + 2])), tuple(map(type, layers[i : i + 3]))
+            if triple in ((BatchNorm2D, ReLU, MaxPool2D), (BatchNorm2D, MaxPool2D, ReLU)):
+                pool = layers[i + 1] if triple[1] is MaxPool2D else layers[i + 2]
+                block = NormReLUPool(layers[i], pool)
+                passes.append((block.forward, block))
+                i += 3
+            elif pair in ((ReLU, MaxPool2D), (MaxPool2D, ReLU)):
                 pool = layers[i] if pair[0] is MaxPool2D else layers[i + 1]
                 passes.append((pool.forward_then_relu, pool))
                 i += 2
@@ -74,6 +91,7 @@ class Sequential(Layer):
             else:
                 passes.append((layers[i].forward, layers[i]))
                 i += 1
+        self._plan = (key, passes)
         return passes
 
     # Both passes keep BLAS single-threaded throughout: the layers split the

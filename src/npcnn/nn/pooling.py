@@ -158,15 +158,11 @@ class MaxPool2D(_Pool2D):
         # One byte per window, unless the window has 255 offsets or more (plus the ReLU's code).
         code = np.uint8 if len(offsets) < 255 else np.uint16
         argmax = _memory.empty((n, ho, wo, c), dtype=code) if keeps_cache(training) else None
-        pairs = self.kernel_size == self.stride == (2, 2) and xp.shape[1:3] == (2 * ho, 2 * wo)
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
-            xb, yb = xp[sl], y[sl]
-            if pairs:
-                _max_pool_2x2(xb, yb, None if argmax is None else argmax[sl])
-            else:
-                self._max_by_offsets(xb, yb, None if argmax is None else argmax[sl], ho, wo)
+            yb = y[sl]
+            self._max_chunk(xp[sl], yb, None if argmax is None else argmax[sl])
             if relu:
                 if argmax is not None:
                     np.putmask(argmax[sl], yb <= 0, len(offsets))
@@ -176,6 +172,15 @@ class MaxPool2D(_Pool2D):
         if keeps_cache(training):
             self._argmax, self._shape = argmax, xp.shape
         return from_channels_last(y)
+
+    def _max_chunk(self, xb: np.ndarray, yb: np.ndarray, argmax: np.ndarray | None) -> None:
+        """Window maxima of padded channels-last `xb` (B, Hp, Wp, C) into `yb` (B, Ho, Wo, C),
+        and into `argmax` (if given) the index of each window's first maximum."""
+        _, ho, wo, _ = yb.shape
+        if self.kernel_size == self.stride == (2, 2) and xb.shape[1:3] == (2 * ho, 2 * wo):
+            _max_pool_2x2(xb, yb, argmax)
+        else:
+            self._max_by_offsets(xb, yb, argmax, ho, wo)
 
     def _max_by_offsets(
         self, xb: np.ndarray, yb: np.ndarray, argmax: np.ndarray | None, ho: int, wo: int
@@ -201,7 +206,6 @@ class MaxPool2D(_Pool2D):
         if dy_cl.shape != self._argmax.shape:
             raise ValueError(f"MaxPool2D.backward: dy has shape {dy.shape}, expected the output's")
         n, ho, wo, _ = dy_cl.shape
-        offsets = self._offsets()
         (kh, kw), (sh, sw) = self.kernel_size, self.stride
         overlapping = sh < kh or sw < kw
         # Windows that tile the input exactly write every element: no zeroing needed.
@@ -210,16 +214,22 @@ class MaxPool2D(_Pool2D):
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
-            dxb, dyb, amax = dxp[sl], dy_cl[sl], self._argmax[sl]
-            for k, (i, j) in enumerate(offsets):
-                view = self._window(dxb, i, j, ho, wo)
-                if overlapping:
-                    view += dyb * (amax == k)
-                else:  # each input lies in one window at most: write, don't add
-                    np.multiply(dyb, amax == k, out=view)
+            self._route_chunk(dxp[sl], dy_cl[sl], self._argmax[sl], add=overlapping)
 
         parallel_map(run, chunk_ranges(n, dxp[0].nbytes + dy_cl[0].nbytes))
         return from_channels_last(self._unpad(dxp))
+
+    def _route_chunk(self, dxb: np.ndarray, dyb: np.ndarray, argmax: np.ndarray, add: bool) -> None:
+        """Send each window's gradient in `dyb` (B, Ho, Wo, C) to its winner in padded `dxb`
+        (B, Hp, Wp, C). With add=False the positions the windows cover are overwritten
+        (no window overlaps another); with add=True the gradients are added to dxb."""
+        _, ho, wo, _ = dyb.shape
+        for k, (i, j) in enumerate(self._offsets()):
+            view = self._window(dxb, i, j, ho, wo)
+            if add:
+                view += dyb * (argmax == k)
+            else:
+                np.multiply(dyb, argmax == k, out=view)
 
 
 class AvgPool2D(_Pool2D):

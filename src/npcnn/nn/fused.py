@@ -1,0 +1,163 @@
+"""Batch norm, ReLU and max pooling as one pass, which `Sequential` uses when training.
+
+The block BatchNorm2D -> ReLU -> MaxPool2D (or -> MaxPool2D -> ReLU) ends
+the first stage of most small CNNs, on its biggest images. Each of the three
+layers is a few cheap operations per value, so their cost is moving memory.
+Run one by one, a training step writes the normalised image and its
+centred copy, reads them into the pool, writes the pool's full-size
+gradient image and reads it back into batch norm. Fused, the full-size
+image is read twice forward (statistics, then the windows) and the
+full-size gradient is written once backward.
+
+Why it is exact. Per channel, training batch norm is an affine map
+
+    z = s * x + t    with s = weight / sqrt(var + eps),  t = bias - s * mean,
+
+and an affine map with s > 0 is increasing, so the window's maximum of z is
+z at the window's maximum of x. With s < 0 it is decreasing, and the
+maximum of z is at the minimum of x, the maximum of -x. So the pool runs
+over sign(s) * x, batch norm and ReLU are applied to each window's winner
+only, and the output is the one the layers give one by one, bit for bit
+(the winners go through the same floating-point operations). Ties go to the
+first position in row-major order, as in MaxPool2D. Channels with
+weight = 0 (s = 0, every z equal) are left to the layers one by one, where
+the first position of the window wins the tie of z.
+
+Backward, with dp the gradient at the output: each window's gradient goes
+to its winner's z when z > 0 (ReLU) and nowhere else, so batch norm's sums
+(batchnorm.py) run over the pooled arrays alone:
+
+    dbias = sum of dp,   dweight = invstd * sum of dp * (winner - mean)
+
+and its input gradient dx = g * dz - shift - slope * (x - mean) is the
+affine map of x on the right, plus g * dp added at every winner.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from npcnn import _memory
+from npcnn._parallel import STREAM_CHUNK_BYTES, chunk_ranges, parallel_map, scratch
+from npcnn.nn.batchnorm import BatchNorm2D, chunk_moment_sums
+from npcnn.nn.layout import from_channels_last, to_channels_last
+from npcnn.nn.pooling import MaxPool2D
+
+
+class NormReLUPool:
+    """relu(max_pool(batch_norm(x))) with `norm`'s and `pool`'s parameters and buffers.
+
+    Training with nonzero norm weights runs fused (see the module docstring);
+    otherwise the layers run one after the other, the ReLU folded into the pool.
+    """
+
+    def __init__(self, norm: BatchNorm2D, pool: MaxPool2D) -> None:
+        self.norm, self.pool = norm, pool
+        self._cache: tuple | None = None  # set by a fused forward, for backward
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        self._cache = None  # let the previous step's memory serve this one (_memory.py)
+        norm, pool = self.norm, self.pool
+        n, c, h, w = x.shape
+        if not training or not norm.weight.data.all() or n * h * w < 2:
+            return pool.forward_then_relu(norm.forward(x, training), training)
+        x_cl = to_channels_last(x.astype(norm.weight.data.dtype, copy=False))
+        x2 = x_cl.reshape(n, -1)
+        # The sign of s is the weight's: the windows can be found before the statistics.
+        sign = np.where(norm.weight.data < 0, -1, 1).astype(x_cl.dtype)
+        flip = bool((sign < 0).any())
+        (ph, pw), ho, wo = pool.padding, *pool.output_size(h, w)
+        padded = ph > 0 or pw > 0
+        rough, centre = norm._rough_centre(x2, h * w)
+        winners = _memory.empty((n, ho, wo, c), x_cl.dtype)  # each window's winner of x
+        offsets = len(pool._offsets())
+        codes = _memory.empty((n, ho, wo, c), np.uint8 if offsets < 255 else np.uint16)
+
+        def statistics_and_windows(rows: range) -> tuple[np.ndarray, np.ndarray]:
+            sl = slice(rows.start, rows.stop)
+            sums = chunk_moment_sums(x2[sl], c, centre)
+            xb = x_cl[sl]
+            if padded or flip:  # sign * x, padded with -inf, in a per-thread buffer
+                signed = scratch("signed", (len(rows), h + 2 * ph, w + 2 * pw, c), xb.dtype)
+                if padded:
+                    signed.fill(-np.inf)
+                np.multiply(xb, sign, out=signed[:, ph : ph + h, pw : pw + w])
+                xb = signed
+            pool._max_chunk(xb, winners[sl], codes[sl])
+            if flip:
+                winners[sl] *= sign
+            return sums
+
+        chunks = chunk_ranges(n, x_cl[0].nbytes * 2 + winners[0].nbytes)
+        sums = parallel_map(statistics_and_windows, chunks)
+        m = n * h * w
+        mean, var = norm._statistics_from_sums(
+            rough, sum(s[0] for s in sums), sum(s[1] for s in sums), m
+        )
+        invstd = norm._inverse_std(var)
+        mean_t, scale_t, bias_t = (
+            np.tile(v, (wo, 1)) for v in (mean, norm.weight.data * invstd, norm.bias.data)
+        )
+        y = _memory.empty((n, ho, wo, c), x_cl.dtype)
+
+        def norm_and_relu(rows: range) -> None:  # z = s * x + t at the winners, as batch norm does
+            sl = slice(rows.start, rows.stop)
+            wb, yb, cb = winners[sl], y[sl], codes[sl]
+            np.subtract(wb, mean_t, out=wb)  # kept for backward: winner - mean
+            np.multiply(wb, scale_t, out=yb)
+            yb += bias_t
+            np.putmask(cb, yb <= 0, offsets)  # the ReLU stops the gradient: no offset wins
+            np.maximum(yb, 0, out=yb)
+
+        parallel_map(norm_and_relu, chunk_ranges(n, 3 * y[0].nbytes, STREAM_CHUNK_BYTES))
+        self._cache = (x_cl, mean, invstd, winners, codes)
+        return from_channels_last(y)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy (N, C, Ho, Wo) -> dx (N, C, H, W); adds into the norm's weight.grad and bias.grad."""
+        if self._cache is None:
+            return self.norm.backward(self.pool.backward(dy))
+        x_cl, mean, invstd, centred_winners, codes = self._cache
+        norm, pool = self.norm, self.pool
+        dy_cl = to_channels_last(dy.astype(x_cl.dtype, copy=False))
+        if dy_cl.shape != codes.shape:
+            raise ValueError(f"NormReLUPool.backward: dy has shape {dy.shape}")
+        n, h, w, c = x_cl.shape
+        _, ho, wo, _ = codes.shape
+        # The gradient that reaches z: dp where the ReLU let it through, else 0.
+        offsets = len(pool._offsets())
+        dz = _memory.empty(dy_cl.shape, dy_cl.dtype)
+
+        def gradient_sums(rows: range) -> tuple[np.ndarray, np.ndarray]:
+            sl = slice(rows.start, rows.stop)
+            np.multiply(dy_cl[sl], codes[sl] != offsets, out=dz[sl])
+            return chunk_moment_sums(
+                centred_winners[sl].reshape(len(rows), -1), c, weights=dz[sl].reshape(len(rows), -1)
+            )
+
+        sums = parallel_map(gradient_sums, chunk_ranges(n, 4 * dz[0].nbytes, 2 << 20))
+        g, shift, slope = norm._add_grads(
+            sum(s[0] for s in sums), sum(s[1] for s in sums), invstd, n * h * w
+        )
+        (ph, pw), (kh, kw), (sh, sw) = pool.padding, pool.kernel_size, pool.stride
+        # Windows that tile the input exactly put every position in one window.
+        tiled = (sh, sw) == (kh, kw) and (ph, pw) == (0, 0) and (h, w) == (ho * kh, wo * kw)
+        dxp = _memory.empty((n, h + 2 * ph, w + 2 * pw, c), x_cl.dtype)
+        mean_t, shift_t, slope_t = (np.tile(v, (w, 1)) for v in (mean, shift, slope))
+
+        def run(rows: range) -> None:
+            sl = slice(rows.start, rows.stop)
+            dxb = dxp[sl]
+            # dx = g * dz - shift - slope * (x - mean), with dz = dp at each winner.
+            if not tiled:
+                dxb.fill(0)
+            pool._route_chunk(dxb, np.multiply(dz[sl], g), codes[sl], add=not tiled)
+            inner = dxb[:, ph : ph + h, pw : pw + w]
+            affine = scratch("affine", inner.shape, inner.dtype)
+            np.subtract(x_cl[sl], mean_t, out=affine)
+            affine *= slope_t
+            inner -= affine
+            inner -= shift_t
+
+        parallel_map(run, chunk_ranges(n, 3 * x_cl[0].nbytes + 2 * dz[0].nbytes))
+        return from_channels_last(dxp[:, ph : ph + h, pw : pw + w])
