@@ -95,7 +95,8 @@ def chunk_moment_sums(
         d *= d
     else:  # sums of weights and d * weights
         first = np.dot(ones, weights)
-        np.multiply(x if centre is None else x - centre, weights, out=d)
+        np.subtract(x, 0 if centre is None else centre, out=d)
+        d *= weights
     return channel_sums(first), channel_sums(np.dot(ones, d))
 
 
@@ -153,13 +154,13 @@ class _BatchNorm(Layer):
         return self._statistics_from_sums(rough, *_moment_sums(x2, self.num_features, centre), m)
 
     def _rough_centre(self, x2: np.ndarray, reps: int) -> tuple[np.ndarray, np.ndarray]:
-        """The first row's channel means (float64), and tiled to a row in x2's dtype.
+        """The first row's channel means (in x2's dtype, as float64), and tiled to a row.
 
         The variance comes from sums of d = x - centre and d^2 in one pass; with
         the centre near the mean, mean(d^2) - mean(d)^2 loses no digits.
         """
-        rough = x2[0].reshape(-1, self.num_features).sum(axis=0, dtype=np.float64) / reps
-        return rough, np.tile(rough.astype(x2.dtype), reps)
+        rough = (x2[0].reshape(-1, self.num_features).sum(axis=0) / reps).astype(x2.dtype)
+        return rough.astype(np.float64), np.tile(rough, reps)
 
     def _statistics_from_sums(
         self, rough: np.ndarray, sum_d: np.ndarray, sum_d2: np.ndarray, m: int

@@ -102,37 +102,36 @@ class NormReLUPool:
 
         def norm_and_relu(rows: range) -> None:  # z = s * x + t at the winners, as batch norm does
             sl = slice(rows.start, rows.stop)
-            wb, yb, cb = winners[sl], y[sl], codes[sl]
-            np.subtract(wb, mean_t, out=wb)  # kept for backward: winner - mean
-            np.multiply(wb, scale_t, out=yb)
+            yb = y[sl]
+            np.subtract(winners[sl], mean_t, out=yb)
+            yb *= scale_t
             yb += bias_t
-            np.putmask(cb, yb <= 0, offsets)  # the ReLU stops the gradient: no offset wins
             np.maximum(yb, 0, out=yb)
 
-        parallel_map(norm_and_relu, chunk_ranges(n, 3 * y[0].nbytes, STREAM_CHUNK_BYTES))
-        self._cache = (x_cl, mean, invstd, winners, codes)
+        parallel_map(norm_and_relu, chunk_ranges(n, 2 * y[0].nbytes, STREAM_CHUNK_BYTES))
+        self._cache = (x_cl, mean, invstd, winners, codes, y)
         return from_channels_last(y)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """dy (N, C, Ho, Wo) -> dx (N, C, H, W); adds into the norm's weight.grad and bias.grad."""
         if self._cache is None:
             return self.norm.backward(self.pool.backward(dy))
-        x_cl, mean, invstd, centred_winners, codes = self._cache
+        x_cl, mean, invstd, winners, codes, y = self._cache
         norm, pool = self.norm, self.pool
         dy_cl = to_channels_last(dy.astype(x_cl.dtype, copy=False))
         if dy_cl.shape != codes.shape:
             raise ValueError(f"NormReLUPool.backward: dy has shape {dy.shape}")
         n, h, w, c = x_cl.shape
         _, ho, wo, _ = codes.shape
-        # The gradient that reaches z: dp where the ReLU let it through, else 0.
-        offsets = len(pool._offsets())
+        # The gradient that reaches z: dp where the ReLU let it through (y > 0), else 0.
         dz = _memory.empty(dy_cl.shape, dy_cl.dtype)
+        mean_row = np.tile(mean, ho * wo)
 
         def gradient_sums(rows: range) -> tuple[np.ndarray, np.ndarray]:
-            sl = slice(rows.start, rows.stop)
-            np.multiply(dy_cl[sl], codes[sl] != offsets, out=dz[sl])
+            sl, b = slice(rows.start, rows.stop), len(rows)
+            np.multiply(dy_cl[sl], y[sl] > 0, out=dz[sl])
             return chunk_moment_sums(
-                centred_winners[sl].reshape(len(rows), -1), c, weights=dz[sl].reshape(len(rows), -1)
+                winners[sl].reshape(b, -1), c, centre=mean_row, weights=dz[sl].reshape(b, -1)
             )
 
         sums = parallel_map(gradient_sums, chunk_ranges(n, 4 * dz[0].nbytes, 2 << 20))
