@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from npcnn import _memory
-from npcnn._parallel import chunk_ranges, elementwise, parallel_map
+from npcnn._parallel import chunk_ranges, elementwise, parallel_map, scratch
 from npcnn.nn import init
 from npcnn.nn.layout import from_channels_last, is_channels_last, to_channels_last
 from npcnn.nn.module import (
@@ -56,6 +56,7 @@ class Dense(Layer):
         self.weight = Parameter(np.zeros((out_features, in_features), dtype=dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
         self._x: np.ndarray | None = None
+        self._w: np.ndarray | None = None  # the weight as forward used it
         self._chw: tuple[int, int, int] | None = None  # set when fed channels-last images
         self.reset_parameters(rng)
 
@@ -74,8 +75,9 @@ class Dense(Layer):
 
         x's values lie in (H, W, C) order in memory; rather than copying them into
         (C, H, W) order, as Flatten would, the weight's columns are put in
-        (H, W, C) order (a copy of the small weight). backward then hands back
-        dL/dx with channels-last memory, as Flatten.backward would.
+        (H, W, C) order (a copy of the small weight, which backward uses too).
+        backward then hands back dL/dx with channels-last memory, as
+        Flatten.backward would.
         """
         n, c, h, w = x.shape
         return self._forward(to_channels_last(x).reshape(n, -1), training, (c, h, w))
@@ -111,15 +113,15 @@ class Dense(Layer):
         parallel_map(run, chunk_ranges(len(x), x[0].nbytes))
         if self.bias is not None:
             y += self.bias.data
-        self._x = x if keeps_cache(training) else None
+        self._x, self._w = (x, w) if keeps_cache(training) else (None, None)
         return y
 
     def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         """dy (N, out) -> dx (N, in), or None with `need_input_grad=False`; after
         `forward_channels_last`, dx is (N, C, H, W) with channels-last memory."""
-        if self._x is None:
+        if self._x is None or self._w is None:
             raise NoForwardError(self)
-        x, w = self._x, self._weight()
+        x, w = self._x, self._w
         dy = dy.astype(w.dtype, copy=False)
         if dy.shape != (len(x), self.out_features):
             raise ValueError(
@@ -131,14 +133,18 @@ class Dense(Layer):
             sl = slice(rows.start, rows.stop)
             if dx is not None:
                 np.dot(dy[sl], w, out=dx[sl])
-            return np.dot(dy[sl].T, x[sl])
+            # In a reused buffer: a fresh one would cost a page fault per 4 kB.
+            return np.dot(dy[sl].T, x[sl], out=scratch("dense_dw", w.shape, w.dtype))
 
-        dw = sum(parallel_map(run, chunk_ranges(len(x), x[0].nbytes)))
+        dw, *more = parallel_map(run, chunk_ranges(len(x), x[0].nbytes))
+        for part in more:
+            dw += part
         if self._chw is None:
             self.weight.grad += dw
         else:  # columns back from (H, W, C) to the weight's (C, H, W) order
             c, h, w_ = self._chw
-            self.weight.grad += dw.reshape(-1, h, w_, c).transpose(0, 3, 1, 2).reshape(dw.shape)
+            grad = self.weight.grad.reshape(-1, c, h, w_)  # a view: the gradient is contiguous
+            grad += dw.reshape(-1, h, w_, c).transpose(0, 3, 1, 2)
             if dx is not None:
                 dx = from_channels_last(dx.reshape(len(x), h, w_, c))
         if self.bias is not None:

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from npcnn._parallel import scratch
 from npcnn.nn.module import Parameter
 from npcnn.optim.optimizer import Optimizer
 
@@ -51,19 +52,31 @@ class Adam(Optimizer):
             st["step"] += 1
             t = int(st["step"])
             g = p.grad
+            # Temporaries in reused buffers (`scratch`): freshly allocated, the dense
+            # layers' big ones cost a page fault per 4 kB every step.
+            tmp = scratch("optimizer", p.shape, p.dtype)
             if self.weight_decay:
                 if self._decoupled:
                     p.data *= p.dtype.type(1 - self.lr * self.weight_decay)
-                else:
-                    g = g + self.weight_decay * p.data
+                else:  # g + weight_decay * p
+                    g = np.multiply(
+                        p.data, self.weight_decay, out=scratch("decayed", p.shape, p.dtype)
+                    )
+                    g += p.grad
             m, v = st["exp_avg"], st["exp_avg_sq"]
             m *= beta1
-            m += (1 - beta1) * g
+            m += np.multiply(g, 1 - beta1, out=tmp)
             v *= beta2
-            v += (1 - beta2) * g * g
+            np.multiply(g, 1 - beta2, out=tmp)
+            tmp *= g
+            v += tmp
+            denom = np.sqrt(v, out=scratch("denominator", p.shape, p.dtype))
+            denom /= p.dtype.type(math.sqrt(1 - beta2**t))
+            denom += p.dtype.type(self.eps)
             step_size = self.lr / (1 - beta1**t)
-            denom = np.sqrt(v) / p.dtype.type(math.sqrt(1 - beta2**t)) + p.dtype.type(self.eps)
-            p.data -= p.dtype.type(step_size) * m / denom
+            np.multiply(m, p.dtype.type(step_size), out=tmp)
+            tmp /= denom
+            p.data -= tmp
 
 
 class AdamW(Adam):

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from npcnn._parallel import scratch
 from npcnn.nn.module import Parameter
 from npcnn.optim.optimizer import Optimizer
 
@@ -44,14 +45,21 @@ class SGD(Optimizer):
     def step(self) -> None:
         for p, st in zip(self.params, self.state, strict=True):
             g = p.grad
-            if self.weight_decay:
-                g = g + self.weight_decay * p.data
+            # Temporaries in reused buffers (`scratch`): freshly allocated, the dense
+            # layers' big ones cost a page fault per 4 kB every step.
+            tmp = scratch("optimizer", p.shape, p.dtype)
+            if self.weight_decay:  # g + weight_decay * p
+                g = np.multiply(p.data, self.weight_decay, out=scratch("decayed", p.shape, p.dtype))
+                g += p.grad
             if self.momentum:
                 buf = st.get("momentum_buffer")
                 if buf is None:
                     buf = st["momentum_buffer"] = np.array(g, dtype=p.dtype, copy=True)
                 else:
                     buf *= self.momentum
-                    buf += (1 - self.dampening) * g
-                g = g + self.momentum * buf if self.nesterov else buf
-            p.data -= p.dtype.type(self.lr) * g
+                    buf += np.multiply(g, 1 - self.dampening, out=tmp)
+                if self.nesterov:  # g + momentum * buf
+                    g = np.add(g, np.multiply(buf, self.momentum, out=tmp), out=tmp)
+                else:
+                    g = buf
+            p.data -= np.multiply(g, p.dtype.type(self.lr), out=tmp)
