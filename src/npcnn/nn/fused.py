@@ -95,9 +95,11 @@ class NormReLUPool:
             rough, sum(s[0] for s in sums), sum(s[1] for s in sums), m
         )
         invstd = norm._inverse_std(var)
+        # Per-channel vectors tiled to a whole image: NumPy then runs along image rows.
         mean_t, scale_t, bias_t = (
-            np.tile(v, (wo, 1)) for v in (mean, norm.weight.data * invstd, norm.bias.data)
+            np.tile(v, (ho, wo, 1)) for v in (mean, norm.weight.data * invstd, norm.bias.data)
         )
+        zeros = np.zeros_like(mean_t)  # max(z, zeros) runs faster than max(z, 0)
         y = _memory.empty((n, ho, wo, c), x_cl.dtype)
 
         def norm_and_relu(rows: range) -> None:  # z = s * x + t at the winners, as batch norm does
@@ -106,7 +108,7 @@ class NormReLUPool:
             np.subtract(winners[sl], mean_t, out=yb)
             yb *= scale_t
             yb += bias_t
-            np.maximum(yb, 0, out=yb)
+            np.maximum(yb, zeros, out=yb)
 
         parallel_map(norm_and_relu, chunk_ranges(n, 2 * y[0].nbytes, STREAM_CHUNK_BYTES))
         self._cache = (x_cl, mean, invstd, winners, codes, y)
@@ -142,7 +144,7 @@ class NormReLUPool:
         # Windows that tile the input exactly put every position in one window.
         tiled = (sh, sw) == (kh, kw) and (ph, pw) == (0, 0) and (h, w) == (ho * kh, wo * kw)
         dxp = _memory.empty((n, h + 2 * ph, w + 2 * pw, c), x_cl.dtype)
-        mean_t, shift_t, slope_t = (np.tile(v, (w, 1)) for v in (mean, shift, slope))
+        mean_t, shift_t, slope_t = (np.tile(v, (h, w, 1)) for v in (mean, shift, slope))
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
