@@ -156,7 +156,7 @@ class Conv2D(Layer):
         kh, kw = self.kernel_size
         self.weight = Parameter(np.zeros((out_channels, in_channels, kh, kw), dtype=dtype))
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
-        self._xp: np.ndarray | None = None  # the padded channels-last input, for backward
+        self._x: np.ndarray | None = None  # the channels-last input, for backward
         self.reset_parameters(rng)
 
     def reset_parameters(self, rng: np.random.Generator | int | None = None) -> None:
@@ -178,34 +178,35 @@ class Conv2D(Layer):
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         check_input(x, 4, self, self.in_channels)
         ho, wo = self.output_size(x.shape[2], x.shape[3])
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        (kh, kw), (sh, sw) = self.kernel_size, self.stride
         dtype = self.weight.data.dtype
         x_cl = to_channels_last(x.astype(dtype, copy=False))
-        (n, h, w, c), o = x_cl.shape, self.out_channels
+        n, o = x_cl.shape[0], self.out_channels
         # (O, C, kh, kw) -> (kh*kw*C, O), matching the (i, j, channel) order of cols.
         w_mat = self.weight.data.transpose(2, 3, 1, 0).reshape(-1, o)
         y = _memory.empty((n, ho, wo, o), dtype=dtype)
         bias = self.bias.data if self.bias is not None else None
 
-        if keeps_cache(training):
-            self._xp = None  # let the previous step's memory serve this one (_memory.py)
-        padded = ph > 0 or pw > 0
-        xp = _memory.empty((n, h + 2 * ph, w + 2 * pw, c), dtype) if padded else x_cl
-
         def run(rows: range) -> None:
-            sl = slice(rows.start, rows.stop)
-            if padded:  # each thread pads its own images, which im2col then finds in cache
-                _pad_into(x_cl[sl], xp[sl], ph, pw)
-            cols = _im2col(xp[sl], kh, kw, sh, sw, ho, wo)
-            out = y[sl].reshape(-1, o)
+            cols = _im2col(self._padded(x_cl[rows.start : rows.stop]), kh, kw, sh, sw, ho, wo)
+            out = y[rows.start : rows.stop].reshape(-1, o)
             np.matmul(cols, w_mat, out=out)
             if bias is not None:
                 out += bias
 
         per_image = ho * wo * w_mat.shape[0] * y.itemsize  # the cols matrix
         parallel_map(run, chunk_ranges(n, per_image, max_items=_MAX_IMAGES_PER_CHUNK))
-        self._xp = xp if keeps_cache(training) else None
+        self._x = x_cl if keeps_cache(training) else None
         return from_channels_last(y)
+
+    def _padded(self, x_cl: np.ndarray) -> np.ndarray:
+        """A few channels-last images zero-padded, in the thread's scratch buffer."""
+        (ph, pw), (b, h, w, c) = self.padding, x_cl.shape
+        if ph == 0 and pw == 0:
+            return x_cl
+        xp = scratch("padded", (b, h + 2 * ph, w + 2 * pw, c), x_cl.dtype)
+        _pad_into(x_cl, xp, ph, pw)
+        return xp
 
     def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         """dy (N, O, Ho, Wo) -> dx (N, C, H, W); adds into weight.grad and bias.grad.
@@ -213,12 +214,11 @@ class Conv2D(Layer):
         With `need_input_grad=False` (the first layer of a network) dx is skipped
         and None is returned.
         """
-        if self._xp is None:
+        if self._x is None:
             raise NoForwardError(self)
-        xp = self._xp
+        x_cl = self._x
         (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
-        n, h, w, c = xp.shape[0], xp.shape[1] - 2 * ph, xp.shape[2] - 2 * pw, xp.shape[3]
-        o = self.out_channels
+        (n, h, w, c), o = x_cl.shape, self.out_channels
         ho, wo = self.output_size(h, w)
         if dy.shape != (n, o, ho, wo):
             raise ValueError(
@@ -234,37 +234,48 @@ class Conv2D(Layer):
         hd = max(kh - 1 + sh * (ho - 1) + 1, ph + h + kh - 1)
         wd = max(kw - 1 + sw * (wo - 1) + 1, pw + w + kw - 1)
 
-        def run(rows: range) -> np.ndarray:
+        def weight_grad(rows: range) -> np.ndarray:
+            """This chunk's dL/dW as (O, kh*kw*C), from the forward's cols matrix."""
             sl = slice(rows.start, rows.stop)
-            dy_b = dy_cl[sl]
-            cols = _im2col(xp[sl], kh, kw, sh, sw, ho, wo)
-            dy_2d = dy_b.reshape(-1, o)
+            cols = _im2col(self._padded(x_cl[sl]), kh, kw, sh, sw, ho, wo)
+            dy_2d = dy_cl[sl].reshape(-1, o)
             # The same product either way; BLAS runs it twice as fast in this
             # orientation when cols is the transposed few-channel matrix. np.dot,
             # not @: matmul keeps the GIL for products of under 512 values (a
             # 16x9 weight gradient), which would run the chunks one at a time.
             if cols.flags.f_contiguous:
-                dw_part = np.dot(cols.T, dy_2d).T
-            else:
-                dw_part = np.dot(dy_2d.T, cols)
-            if dx is not None:
-                spread = scratch("spread", (len(rows), hd, wd, o), dtype)
-                spread.fill(0)
-                spread[
-                    :,
-                    kh - 1 : kh - 1 + sh * (ho - 1) + 1 : sh,
-                    kw - 1 : kw - 1 + sw * (wo - 1) + 1 : sw,
-                ] = dy_b
-                dcols = _im2col(spread, kh, kw, 1, 1, h, w, top=ph, left=pw, name="dcols")
-                np.matmul(dcols, w_flip, out=dx[sl].reshape(-1, c))
-            return dw_part
+                return np.dot(cols.T, dy_2d).T
+            return np.dot(dy_2d.T, cols)
+
+        def input_and_weight_grad(rows: range) -> np.ndarray:
+            """This chunk's dL/dx, and its dL/dW as (C, kh*kw*O) of the flipped kernel."""
+            sl = slice(rows.start, rows.stop)
+            spread = scratch("spread", (len(rows), hd, wd, o), dtype)
+            spread.fill(0)
+            spread[
+                :,
+                kh - 1 : kh - 1 + sh * (ho - 1) + 1 : sh,
+                kw - 1 : kw - 1 + sw * (wo - 1) + 1 : sw,
+            ] = dy_cl[sl]
+            dcols = _im2col(spread, kh, kw, 1, 1, h, w, top=ph, left=pw, name="dcols")
+            np.matmul(dcols, w_flip, out=dx[sl].reshape(-1, c))
+            # Row (b, p, q) of dcols holds the dy values that input pixel (p, q)
+            # fed, at the flipped kernel's offsets, so its product with the input
+            # is dL/dW too (no im2col of the input needed):
+            #   dW[o, c, kh-1-i, kw-1-j] = sum_{b,p,q} x[b, p, q, c] * dcols[(b, p, q), (i, j, o)]
+            return np.dot(x_cl[sl].reshape(-1, c).T, dcols)
 
         itemsize = np.dtype(dtype).itemsize
-        per_image = ho * wo * kh * kw * c * itemsize  # cols, and dcols when dx is needed:
-        if dx is not None:
-            per_image = max(per_image, h * w * kh * kw * o * itemsize)
-        dw = sum(parallel_map(run, chunk_ranges(n, per_image, max_items=_MAX_IMAGES_PER_CHUNK)))
-        self.weight.grad += dw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
+        if dx is None:
+            per_image = ho * wo * kh * kw * c * itemsize  # cols
+            chunks = chunk_ranges(n, per_image, max_items=_MAX_IMAGES_PER_CHUNK)
+            dw = sum(parallel_map(weight_grad, chunks))
+            self.weight.grad += dw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
+        else:
+            per_image = h * w * kh * kw * o * itemsize  # dcols
+            chunks = chunk_ranges(n, per_image, max_items=_MAX_IMAGES_PER_CHUNK)
+            dw_flip = sum(parallel_map(input_and_weight_grad, chunks))
+            self.weight.grad += dw_flip.reshape(c, kh, kw, o)[:, ::-1, ::-1].transpose(3, 0, 1, 2)
         if self.bias is not None:
             dy_rows = dy_cl.reshape(-1, o)
             self.bias.grad += np.ones(len(dy_rows), dtype=dtype) @ dy_rows
