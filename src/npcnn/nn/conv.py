@@ -17,8 +17,12 @@ Backward, given dy = dL/dy:
 - dL/dx is itself a convolution: spread dy out by the stride (zeros between
   rows), pad it by kh-1, and correlate it with the kernel flipped in both
   spatial axes and with in/out channels swapped. Every input pixel then
-  gathers the contributions of all the outputs it fed, in one more GEMM,
-  instead of scattering them with kh*kw strided additions.
+  gathers the contributions of all the outputs it fed, in one more GEMM
+  (dcols @ flipped weight), instead of scattering them with kh*kw strided
+  additions.
+- When dx is computed, dcols also gives dL/dW: its row for input pixel
+  (p, q) holds the dy values that pixel fed, so x^T @ dcols is dL/dW of the
+  flipped kernel, and the input needs no second im2col.
 
 Performance: the work is done in chunks of images small enough for `cols`
 to stay in cache (GEMMs with 10-100 output channels run far below peak
