@@ -119,3 +119,37 @@ def test_single_threaded_blas_nests_and_restores_the_blas_threads():
             assert set(blas_threads()) == {1}
         assert set(blas_threads()) == {1}  # leaving the inner block keeps the outer limit
     assert blas_threads() == before
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_layers_add_up_every_chunk_when_a_thread_runs_several(threads, rng):
+    """A big batch is split into more chunks than threads; each chunk's share of a
+    weight gradient must be added once, whichever thread computed it."""
+    before = npcnn.get_num_threads()
+    npcnn.set_num_threads(threads)
+    try:
+        x = rng.standard_normal((600, 2, 30, 30)).astype(np.float32)  # 7 MB: several chunks
+        conv = npcnn.nn.Conv2D(2, 3, 3, padding=1, bias=False, rng=0)
+        dense = npcnn.nn.Dense(3 * 30 * 30, 4, rng=0)
+        h = conv.forward(x, training=True)
+        flat = h.reshape(len(x), -1)
+        assert len(_parallel.chunk_ranges(len(flat), flat[0].nbytes)) > threads
+        out = dense.forward(flat, training=True)
+        dy = rng.standard_normal(out.shape).astype(np.float32)
+        dh = dense.backward(dy).reshape(h.shape)
+        conv.backward(dh)
+        flat64, dy64 = flat.astype(np.float64), dy.astype(np.float64)
+        np.testing.assert_allclose(dense.weight.grad, dy64.T @ flat64, rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(dense.bias.grad, dy64.sum(axis=0), rtol=1e-4, atol=1e-3)
+        # Conv2D's weight gradient: sum over images and pixels of dh times the shifted input.
+        xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (1, 1), (1, 1)))
+        dh64 = dh.astype(np.float64)
+        expected = np.empty(conv.weight.shape)
+        for i in range(3):
+            for j in range(3):
+                expected[:, :, i, j] = np.einsum(
+                    "nohw,nchw->oc", dh64, xp[:, :, i : i + 30, j : j + 30]
+                )
+        np.testing.assert_allclose(conv.weight.grad, expected, rtol=1e-4, atol=1e-3)
+    finally:
+        npcnn.set_num_threads(before)

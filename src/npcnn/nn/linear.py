@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from npcnn import _memory
-from npcnn._parallel import chunk_ranges, elementwise, parallel_map, scratch
+from npcnn._parallel import chunk_ranges, elementwise, parallel_map
 from npcnn.nn import init
 from npcnn.nn.layout import from_channels_last, is_channels_last, to_channels_last
 from npcnn.nn.module import (
@@ -129,15 +129,21 @@ class Dense(Layer):
             )
         dx = _memory.empty(x.shape, dtype=x.dtype) if need_input_grad else None
 
-        def run(rows: range) -> np.ndarray:
+        chunks = chunk_ranges(len(x), x[0].nbytes)
+        # Each chunk's share of dweight, in cached memory: fresh arrays would cost
+        # a page fault per 4 kB every step.
+        parts = _memory.empty((len(chunks), *w.shape), w.dtype)
+        part_of = {rows.start: part for rows, part in zip(chunks, parts, strict=True)}
+
+        def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
             if dx is not None:
                 np.dot(dy[sl], w, out=dx[sl])
-            # In a reused buffer: a fresh one would cost a page fault per 4 kB.
-            return np.dot(dy[sl].T, x[sl], out=scratch("dense_dw", w.shape, w.dtype))
+            np.dot(dy[sl].T, x[sl], out=part_of[rows.start])
 
-        dw, *more = parallel_map(run, chunk_ranges(len(x), x[0].nbytes))
-        for part in more:
+        parallel_map(run, chunks)
+        dw = parts[0] if len(parts) else np.zeros(w.shape, w.dtype)
+        for part in parts[1:]:
             dw += part
         if self._chw is None:
             self.weight.grad += dw
