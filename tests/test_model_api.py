@@ -470,6 +470,36 @@ def test_sequential_fuses_batch_norm_relu_and_max_pool(pool, size, relu_first, r
     np.testing.assert_array_equal(model.forward(x), _run_layers(layers, x, dy, training=False)[0])
 
 
+@pytest.mark.parametrize(
+    "norm_type, shape", [(nn.BatchNorm2D, (4, 3, 5, 6)), (nn.BatchNorm1D, (9, 3))]
+)
+def test_sequential_fuses_batch_norm_and_relu(norm_type, shape, rng) -> None:
+    """Batch norm then ReLU run as one pass when training (nn/fused.py, NormReLU): output,
+    gradients and running statistics must be the layers' one by one (float64)."""
+
+    def build() -> list[nn.Layer]:
+        norm = norm_type(3, dtype=np.float64)
+        norm.weight.data[...] = [1.5, -0.7, 0.3]
+        norm.bias.data[...] = [0.1, -0.2, -1.0]
+        return [norm, nn.ReLU()]
+
+    model, layers = nn.Sequential(build()), build()
+    x = rng.standard_normal(shape) * 2 + 50  # a mean far from 0
+    out = model.forward(x, training=True)
+    assert model[0]._cache is None and model[1]._mask is None  # fused, not run on their own
+    assert (out == 0).any() and (out > 0).any()
+    dy = rng.standard_normal(out.shape)
+    dx = model.backward(dy)
+    expected, expected_dx, expected_grads = _run_layers(layers, x, dy)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-10, atol=1e-12)
+    for p, q in zip(model.parameters(), expected_grads, strict=True):
+        np.testing.assert_allclose(p.grad, q, rtol=1e-10, atol=1e-12)
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_allclose(getattr(model[0], name), getattr(layers[0], name), rtol=1e-12)
+    np.testing.assert_array_equal(model.forward(x), _run_layers(layers, x, dy, training=False)[0])
+
+
 def test_fused_batch_norm_relu_pool_leaves_a_zero_weight_to_the_layers(rng) -> None:
     """With a weight of 0 every normalised value of its channel ties; the layers one by one
     send the gradient to each window's first position, and so must the fused pass."""

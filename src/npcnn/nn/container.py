@@ -11,8 +11,8 @@ import numpy as np
 
 from npcnn._parallel import single_threaded_blas
 from npcnn.nn.activations import ReLU
-from npcnn.nn.batchnorm import BatchNorm2D
-from npcnn.nn.fused import NormReLUPool
+from npcnn.nn.batchnorm import BatchNorm1D, BatchNorm2D
+from npcnn.nn.fused import NormReLU, NormReLUPool
 from npcnn.nn.layout import is_channels_last
 from npcnn.nn.linear import Dense, Flatten
 from npcnn.nn.module import Layer
@@ -51,13 +51,16 @@ class Sequential(Layer):
     def _passes(
         self,
     ) -> list[
-        tuple[Callable[[np.ndarray, bool], np.ndarray], Layer | _FlattenThenDense | NormReLUPool]
+        tuple[
+            Callable[[np.ndarray, bool], np.ndarray],
+            Layer | _FlattenThenDense | NormReLUPool | NormReLU,
+        ]
     ]:
         """(forward, the layer whose backward undoes it) for each step of the passes.
 
         One per layer, except for these:
-        - BatchNorm2D followed by a ReLU and a MaxPool2D (in either order) run
-          as one pass when training (`fused.py`);
+        - BatchNorm2D followed by a ReLU and a MaxPool2D (in either order), and
+          batch norm followed by a ReLU, run as one pass when training (`fused.py`);
         - a ReLU next to a MaxPool2D (before or after it) is folded into the
           pool: max-pooling commutes with ReLU, max(relu(a), relu(b)) =
           relu(max(a, b)), and so do the gradients (both send dy to the
@@ -80,6 +83,10 @@ class Sequential(Layer):
                 block = NormReLUPool(layers[i], pool)
                 passes.append((block.forward, block))
                 i += 3
+            elif pair in ((BatchNorm2D, ReLU), (BatchNorm1D, ReLU)):
+                block = NormReLU(*layers[i : i + 2])
+                passes.append((block.forward, block))
+                i += 2
             elif pair in ((ReLU, MaxPool2D), (MaxPool2D, ReLU)):
                 pool = layers[i] if pair[0] is MaxPool2D else layers[i + 1]
                 passes.append((pool.forward_then_relu, pool))

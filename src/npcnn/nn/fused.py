@@ -31,6 +31,12 @@ to its winner's z when z > 0 (ReLU) and nowhere else, so batch norm's sums
 
 and its input gradient dx = g * dz - shift - slope * (x - mean) is the
 affine map of x on the right, plus g * dp added at every winner.
+
+Batch norm followed by a ReLU alone (`NormReLU`) is fused the same way: the
+ReLU runs in batch norm's pass over each chunk, and backward takes its mask
+from the output (y > 0) and x - mean from the input, so forward writes only
+the output instead of the output, the ReLU's mask and batch norm's centred
+copy.
 """
 
 from __future__ import annotations
@@ -39,7 +45,8 @@ import numpy as np
 
 from npcnn import _memory
 from npcnn._parallel import STREAM_CHUNK_BYTES, chunk_ranges, parallel_map, scratch
-from npcnn.nn.batchnorm import BatchNorm2D, chunk_moment_sums
+from npcnn.nn.activations import ReLU
+from npcnn.nn.batchnorm import BatchNorm2D, _BatchNorm, chunk_moment_sums
 from npcnn.nn.layout import from_channels_last, to_channels_last
 from npcnn.nn.pooling import MaxPool2D
 
@@ -162,3 +169,73 @@ class NormReLUPool:
 
         parallel_map(run, chunk_ranges(n, 3 * x_cl[0].nbytes + 2 * dz[0].nbytes))
         return from_channels_last(dxp[:, ph : ph + h, pw : pw + w])
+
+
+class NormReLU:
+    """relu(batch_norm(x)) with `norm`'s parameters and buffers: one pass when training
+    (see the module docstring), the two layers one after the other otherwise."""
+
+    def __init__(self, norm: _BatchNorm, relu: ReLU) -> None:
+        self.norm, self.relu = norm, relu
+        self._cache: tuple | None = None  # set by a fused forward, for backward
+
+    def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
+        self._cache = None  # let the previous step's memory serve this one (_memory.py)
+        norm = self.norm
+        if not training:
+            return self.relu.forward(norm.forward(x, training), training)
+        x2, reps = norm._to_rows(x.astype(norm.weight.data.dtype, copy=False))
+        mean, var = norm._batch_statistics(x2, reps, x.shape)
+        invstd = norm._inverse_std(var)
+        mean_t, scale_t, bias_t = (
+            np.tile(v, reps) for v in (mean, norm.weight.data * invstd, norm.bias.data)
+        )
+        zeros = np.zeros_like(mean_t)  # max(z, zeros) runs faster than max(z, 0)
+        y = _memory.empty_like(x2)
+
+        def run(rows: range) -> None:  # y = relu((x - mean) * scale + bias), as the layers do
+            sl = slice(rows.start, rows.stop)
+            yb = y[sl]
+            np.subtract(x2[sl], mean_t, out=yb)
+            yb *= scale_t
+            yb += bias_t
+            np.maximum(yb, zeros, out=yb)
+
+        parallel_map(run, chunk_ranges(len(x2), 2 * x2[0].nbytes, STREAM_CHUNK_BYTES))
+        self._cache = (x2, reps, mean_t, invstd, y)
+        return norm._from_rows(y, x.shape)
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """dy of the input's shape -> dx; adds into the norm's weight.grad and bias.grad."""
+        if self._cache is None:
+            return self.norm.backward(self.relu.backward(dy))
+        x2, reps, mean_t, invstd, y = self._cache
+        norm, c = self.norm, self.norm.num_features
+        dy2, _ = norm._to_rows(dy.astype(x2.dtype, copy=False))
+        if dy2.shape != y.shape:
+            raise ValueError(f"NormReLU.backward: dy has shape {dy.shape}")
+        dz = _memory.empty_like(dy2)  # the gradient at batch norm's output
+
+        def gradient_sums(rows: range) -> tuple[np.ndarray, np.ndarray]:
+            sl = slice(rows.start, rows.stop)
+            np.multiply(dy2[sl], y[sl] > 0, out=dz[sl])
+            return chunk_moment_sums(x2[sl], c, centre=mean_t, weights=dz[sl])
+
+        chunks = chunk_ranges(len(x2), 3 * x2[0].nbytes, STREAM_CHUNK_BYTES)
+        sums = parallel_map(gradient_sums, chunks)
+        g, shift, slope = norm._add_grads(
+            sum(s[0] for s in sums), sum(s[1] for s in sums), invstd, len(x2) * reps
+        )
+        g_t, shift_t, slope_t = (np.tile(v, reps) for v in (g, shift, slope))
+        dx = dz  # overwritten chunk by chunk, each after its last use
+
+        def run(rows: range) -> None:  # dx = g * dz - shift - slope * (x - mean)
+            sl = slice(rows.start, rows.stop)
+            centred = np.subtract(x2[sl], mean_t, out=scratch("centred", dz[sl].shape, dz.dtype))
+            centred *= slope_t
+            dx[sl] *= g_t
+            dx[sl] -= shift_t
+            dx[sl] -= centred
+
+        parallel_map(run, chunks)
+        return norm._from_rows(dx, dy.shape)
