@@ -520,6 +520,33 @@ def test_fused_batch_norm_relu_pool_leaves_a_zero_weight_to_the_layers(rng) -> N
     np.testing.assert_array_equal(dx, expected_dx)
     for p, q in zip(model.parameters(), expected_grads, strict=True):
         np.testing.assert_array_equal(p.grad, q)
+    # Inference runs fused: every z of the zero-weight channel is the same value.
+    np.testing.assert_array_equal(model.forward(x), _run_layers(layers, x, dy, False)[0])
+
+
+@pytest.mark.parametrize("pool", [[nn.MaxPool2D(2)], []])
+def test_fused_blocks_differentiate_inference_like_the_layers(pool, rng) -> None:
+    """Under inference_backward (saliency maps), the fused blocks leave the work to the
+    layers, which differentiate batch norm with its running statistics."""
+
+    def build() -> list[nn.Layer]:
+        norm = nn.BatchNorm2D(2, dtype=np.float64)
+        norm.running_mean[...] = [0.5, -0.3]
+        norm.running_var[...] = [2.0, 0.5]
+        norm.weight.data[...] = [-1.5, 0.8]
+        return [norm, nn.ReLU(), *pool]
+
+    model, layers = nn.Sequential(build()), build()
+    x = rng.standard_normal((3, 2, 6, 6))
+    with nn.inference_backward():
+        out = model.forward(x)
+        dy = rng.standard_normal(out.shape)
+        dx = model.backward(dy)
+        expected, expected_dx, expected_grads = _run_layers(layers, x, dy, training=False)
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(dx, expected_dx)
+    for p, q in zip(model.parameters(), expected_grads, strict=True):
+        np.testing.assert_array_equal(p.grad, q)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

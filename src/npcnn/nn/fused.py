@@ -48,14 +48,18 @@ from npcnn._parallel import STREAM_CHUNK_BYTES, chunk_ranges, parallel_map, scra
 from npcnn.nn.activations import ReLU
 from npcnn.nn.batchnorm import BatchNorm2D, _BatchNorm, chunk_moment_sums
 from npcnn.nn.layout import from_channels_last, to_channels_last
+from npcnn.nn.module import keeps_cache
 from npcnn.nn.pooling import MaxPool2D
 
 
 class NormReLUPool:
     """relu(max_pool(batch_norm(x))) with `norm`'s and `pool`'s parameters and buffers.
 
-    Training with nonzero norm weights runs fused (see the module docstring);
-    otherwise the layers run one after the other, the ReLU folded into the pool.
+    Training with nonzero norm weights, and inference, run fused (see the module
+    docstring; in inference, with the running statistics, a tie of z may go to
+    any of its positions: no gradient follows it). Otherwise, and for a backward
+    in inference mode, the layers run one after the other, the ReLU folded into
+    the pool.
     """
 
     def __init__(self, norm: BatchNorm2D, pool: MaxPool2D) -> None:
@@ -66,7 +70,9 @@ class NormReLUPool:
         self._cache = None  # let the previous step's memory serve this one (_memory.py)
         norm, pool = self.norm, self.pool
         n, c, h, w = x.shape
-        if not training or not norm.weight.data.all() or n * h * w < 2:
+        # Inference needs no winner for backward: ties of z may go to any position.
+        inference = not keeps_cache(training)
+        if not inference and not (training and norm.weight.data.all() and n * h * w >= 2):
             return pool.forward_then_relu(norm.forward(x, training), training)
         x_cl = to_channels_last(x.astype(norm.weight.data.dtype, copy=False))
         x2 = x_cl.reshape(n, -1)
@@ -75,14 +81,17 @@ class NormReLUPool:
         flip = bool((sign < 0).any())
         (ph, pw), ho, wo = pool.padding, *pool.output_size(h, w)
         padded = ph > 0 or pw > 0
-        rough, centre = norm._rough_centre(x2, h * w)
+        if training:
+            rough, centre = norm._rough_centre(x2, h * w)
         winners = _memory.empty((n, ho, wo, c), x_cl.dtype)  # each window's winner of x
         offsets = len(pool._offsets())
-        codes = _memory.empty((n, ho, wo, c), np.uint8 if offsets < 255 else np.uint16)
+        codes = None
+        if not inference:
+            codes = _memory.empty((n, ho, wo, c), np.uint8 if offsets < 255 else np.uint16)
 
-        def statistics_and_windows(rows: range) -> tuple[np.ndarray, np.ndarray]:
+        def statistics_and_windows(rows: range) -> tuple[np.ndarray, np.ndarray] | None:
             sl = slice(rows.start, rows.stop)
-            sums = chunk_moment_sums(x2[sl], c, centre)
+            sums = chunk_moment_sums(x2[sl], c, centre) if training else None
             xb = x_cl[sl]
             if padded or flip:  # sign * x, padded with -inf, in a per-thread buffer
                 signed = scratch("signed", (len(rows), h + 2 * ph, w + 2 * pw, c), xb.dtype)
@@ -90,35 +99,41 @@ class NormReLUPool:
                     signed.fill(-np.inf)
                 np.multiply(xb, sign, out=signed[:, ph : ph + h, pw : pw + w])
                 xb = signed
-            pool._max_chunk(xb, winners[sl], codes[sl])
+            pool._max_chunk(xb, winners[sl], None if codes is None else codes[sl])
             if flip:
                 winners[sl] *= sign
             return sums
 
         chunks = chunk_ranges(n, x_cl[0].nbytes * 2 + winners[0].nbytes)
         sums = parallel_map(statistics_and_windows, chunks)
-        m = n * h * w
-        mean, var = norm._statistics_from_sums(
-            rough, sum(s[0] for s in sums), sum(s[1] for s in sums), m
-        )
+        if training:
+            mean, var = norm._statistics_from_sums(
+                rough, sum(s[0] for s in sums), sum(s[1] for s in sums), n * h * w
+            )
+        else:
+            mean, var = norm.running_mean, norm.running_var.astype(np.float64)
         invstd = norm._inverse_std(var)
+        scale = norm.weight.data * invstd
         # Per-channel vectors tiled to a whole image: NumPy then runs along image rows.
-        mean_t, scale_t, bias_t = (
-            np.tile(v, (ho, wo, 1)) for v in (mean, norm.weight.data * invstd, norm.bias.data)
-        )
+        mean_t, scale_t = np.tile(mean, (ho, wo, 1)), np.tile(scale, (ho, wo, 1))
+        bias_t = np.tile(norm.bias.data if training else norm.bias.data - mean * scale, (ho, wo, 1))
         zeros = np.zeros_like(mean_t)  # max(z, zeros) runs faster than max(z, 0)
         y = _memory.empty((n, ho, wo, c), x_cl.dtype)
 
         def norm_and_relu(rows: range) -> None:  # z = s * x + t at the winners, as batch norm does
             sl = slice(rows.start, rows.stop)
             yb = y[sl]
-            np.subtract(winners[sl], mean_t, out=yb)
-            yb *= scale_t
+            if training:
+                np.subtract(winners[sl], mean_t, out=yb)
+                yb *= scale_t
+            else:
+                np.multiply(winners[sl], scale_t, out=yb)
             yb += bias_t
             np.maximum(yb, zeros, out=yb)
 
         parallel_map(norm_and_relu, chunk_ranges(n, 2 * y[0].nbytes, STREAM_CHUNK_BYTES))
-        self._cache = (x_cl, mean, invstd, winners, codes, y)
+        if not inference:
+            self._cache = (x_cl, mean, invstd, winners, codes, y)
         return from_channels_last(y)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
@@ -172,8 +187,9 @@ class NormReLUPool:
 
 
 class NormReLU:
-    """relu(batch_norm(x)) with `norm`'s parameters and buffers: one pass when training
-    (see the module docstring), the two layers one after the other otherwise."""
+    """relu(batch_norm(x)) with `norm`'s parameters and buffers: one pass (see the
+    module docstring), or the two layers one after the other for a backward in
+    inference mode."""
 
     def __init__(self, norm: _BatchNorm, relu: ReLU) -> None:
         self.norm, self.relu = norm, relu
@@ -182,27 +198,34 @@ class NormReLU:
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         self._cache = None  # let the previous step's memory serve this one (_memory.py)
         norm = self.norm
-        if not training:
+        if not training and keeps_cache(training):  # a backward in inference mode
             return self.relu.forward(norm.forward(x, training), training)
         x2, reps = norm._to_rows(x.astype(norm.weight.data.dtype, copy=False))
-        mean, var = norm._batch_statistics(x2, reps, x.shape)
+        if training:
+            mean, var = norm._batch_statistics(x2, reps, x.shape)
+        else:
+            mean, var = norm.running_mean, norm.running_var.astype(np.float64)
         invstd = norm._inverse_std(var)
-        mean_t, scale_t, bias_t = (
-            np.tile(v, reps) for v in (mean, norm.weight.data * invstd, norm.bias.data)
-        )
+        scale = norm.weight.data * invstd
+        mean_t, scale_t = np.tile(mean, reps), np.tile(scale, reps)
+        bias_t = np.tile(norm.bias.data if training else norm.bias.data - mean * scale, reps)
         zeros = np.zeros_like(mean_t)  # max(z, zeros) runs faster than max(z, 0)
         y = _memory.empty_like(x2)
 
-        def run(rows: range) -> None:  # y = relu((x - mean) * scale + bias), as the layers do
+        def run(rows: range) -> None:  # y = relu(batch_norm(x)), as the layers compute it
             sl = slice(rows.start, rows.stop)
             yb = y[sl]
-            np.subtract(x2[sl], mean_t, out=yb)
-            yb *= scale_t
+            if training:  # (x - mean) * scale + bias
+                np.subtract(x2[sl], mean_t, out=yb)
+                yb *= scale_t
+            else:  # x * scale + (bias - mean * scale)
+                np.multiply(x2[sl], scale_t, out=yb)
             yb += bias_t
             np.maximum(yb, zeros, out=yb)
 
         parallel_map(run, chunk_ranges(len(x2), 2 * x2[0].nbytes, STREAM_CHUNK_BYTES))
-        self._cache = (x2, reps, mean_t, invstd, y)
+        if training:
+            self._cache = (x2, reps, mean_t, invstd, y)
         return norm._from_rows(y, x.shape)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
