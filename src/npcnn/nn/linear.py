@@ -57,6 +57,7 @@ class Dense(Layer):
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
         self._x: np.ndarray | None = None
         self._w: np.ndarray | None = None  # the weight as forward used it
+        self._dw: np.ndarray | None = None  # backward's buffer for dweight
         self._chw: tuple[int, int, int] | None = None  # set when fed channels-last images
         self.reset_parameters(rng)
 
@@ -129,22 +130,19 @@ class Dense(Layer):
             )
         dx = _memory.empty(x.shape, dtype=x.dtype) if need_input_grad else None
 
-        chunks = chunk_ranges(len(x), x[0].nbytes)
-        # Each chunk's share of dweight, in cached memory: fresh arrays would cost
-        # a page fault per 4 kB every step.
-        parts = _memory.empty((len(chunks), *w.shape), w.dtype)
-        part_of = {rows.start: part for rows, part in zip(chunks, parts, strict=True)}
+        if self._dw is None or self._dw.shape != w.shape or self._dw.dtype != w.dtype:
+            self._dw = np.empty_like(w)  # reused: a fresh one would cost page faults each step
+        dw = self._dw
 
-        def run(rows: range) -> None:
-            sl = slice(rows.start, rows.stop)
+        # The cores share the input features (columns of x, w, dx and dweight): each
+        # writes its own columns of dx and dweight, with no partial sums to add up.
+        def run(cols: range) -> None:
+            sl = slice(cols.start, cols.stop)
             if dx is not None:
-                np.dot(dy[sl], w, out=dx[sl])
-            np.dot(dy[sl].T, x[sl], out=part_of[rows.start])
+                np.matmul(dy, w[:, sl], out=dx[:, sl])
+            np.matmul(dy.T, x[:, sl], out=dw[:, sl])
 
-        parallel_map(run, chunks)
-        dw = parts[0] if len(parts) else np.zeros(w.shape, w.dtype)
-        for part in parts[1:]:
-            dw += part
+        parallel_map(run, chunk_ranges(x.shape[1], 2 * len(x) * x.itemsize))
         if self._chw is None:
             self.weight.grad += dw
         else:  # columns back from (H, W, C) to the weight's (C, H, W) order
