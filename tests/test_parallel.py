@@ -26,6 +26,19 @@ def test_chunks_cover_the_range_once_in_order():
         assert [i for c in chunks for i in c] == list(range(total))
 
 
+def test_chunks_share_the_work_evenly_between_threads(two_threads):
+    # 2 MB chunks of 112.5 kB images would be 18 images; 128 = 7 * 18 + 2 would
+    # leave one thread 72 images and the other 56.
+    chunks = _parallel.chunk_ranges(128, 112_500)
+    assert len(chunks) % 2 == 0
+    assert {len(c) for c in chunks} <= {16, 17} and max(len(c) for c in chunks) <= 18
+    assert [i for c in chunks for i in c] == list(range(128))
+    assert _parallel.chunk_ranges(128, 10_000, max_items=8) == [
+        range(i, i + 8) for i in range(0, 128, 8)
+    ]
+    assert len(_parallel.chunk_ranges(3, 4 << 20)) == 3  # never more chunks than items
+
+
 def test_small_work_stays_in_one_chunk():
     assert _parallel.chunk_ranges(10, 100) == [range(10)]
 

@@ -90,14 +90,20 @@ def chunk_ranges(
 
     Small GEMMs (a conv has only 10 to 100 output channels) run far below BLAS
     peak unless their operands stay in cache, hence chunks of a few MB rather
-    than the whole batch. There are at least as many chunks as threads when
-    the batch allows it, so every core gets work.
+    than the whole batch. The number of chunks is a multiple of the number of
+    threads (when the batch allows it) and their sizes differ by one item at
+    most, so every core gets the same share: chunks of 18 images for a batch
+    of 128 would leave a last chunk of 2, and one thread 16 images more to do.
     """
     if total * bytes_per_item < _MIN_PARALLEL_BYTES:  # waking threads would cost more
         return [range(total)] if total else []
     per_chunk = max(1, target_bytes // max(1, bytes_per_item))
-    per_chunk = min(per_chunk, max_items or per_chunk, max(1, -(-total // _num_threads)))
-    return [range(start, min(start + per_chunk, total)) for start in range(0, total, per_chunk)]
+    per_chunk = min(per_chunk, max_items or per_chunk)
+    count = -(-total // per_chunk)
+    count = min(total, -(-count // _num_threads) * _num_threads)
+    size, bigger = divmod(total, count)  # the first `bigger` chunks get one item more
+    starts = [k * size + min(k, bigger) for k in range(count + 1)]
+    return [range(a, b) for a, b in itertools.pairwise(starts)]
 
 
 def elementwise(fn: Callable[..., object], out: np.ndarray, *inputs: object) -> np.ndarray:
