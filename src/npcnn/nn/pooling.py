@@ -106,15 +106,19 @@ def _max_pool_2x2(x: np.ndarray, y: np.ndarray, argmax: np.ndarray | None) -> No
     # Strictly greater: on a tie the earlier position (left, then top) wins.
     right_wins = scratch("right_wins", rows.shape, np.bool_)
     np.greater(right, left, out=right_wins[..., :-c])
-    right_rows = right_wins.reshape(b, h // 2, 2, w // 2, 2 * c)[..., :c].view(np.uint8)
-    in_top, in_bottom = right_rows[:, :, 0], right_rows[:, :, 1]  # 0 (left) or 1 (right)
-    bottom_wins = (bottom > top).view(np.uint8)
-    # argmax = in_top, or 2 + in_bottom where the bottom row wins; as uint8 arithmetic
+    # The codes of every pixel's (pixel, right neighbour) pair, computed along whole
+    # rows like the maxima; the even pixels' codes are the windows'.
+    in_top, in_bottom = right_wins[:, :, 0].view(np.uint8), right_wins[:, :, 1].view(np.uint8)
+    bottom_wins = scratch("bottom_wins", in_top.shape, np.bool_)
+    np.greater(pair_max[:, :, 1], pair_max[:, :, 0], out=bottom_wins)
+    # code = in_top, or 2 + in_bottom where the bottom row wins; as uint8 arithmetic
     # (in_top + bottom_wins * (2 + in_bottom - in_top)), which is faster than a masked copy.
-    np.subtract(in_bottom, in_top, out=argmax)
-    argmax += 2
-    argmax *= bottom_wins
-    argmax += in_top
+    codes = scratch("codes", in_top.shape, np.uint8)
+    np.subtract(in_bottom, in_top, out=codes)
+    codes += 2
+    codes *= bottom_wins.view(np.uint8)
+    codes += in_top
+    argmax[...] = codes.reshape(b, h // 2, w // 2, 2 * c)[..., :c]
 
 
 class MaxPool2D(_Pool2D):
