@@ -60,7 +60,7 @@ class Sequential(Layer):
 
         One per layer, except for these:
         - BatchNorm2D followed by a ReLU and a MaxPool2D (in either order), and
-          batch norm followed by a ReLU, run as one pass when training (`fused.py`);
+          batch norm followed by a ReLU, run as one pass (`fused.py`);
         - a ReLU next to a MaxPool2D (before or after it) is folded into the
           pool: max-pooling commutes with ReLU, max(relu(a), relu(b)) =
           relu(max(a, b)), and so do the gradients (both send dy to the

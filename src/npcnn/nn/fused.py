@@ -1,4 +1,4 @@
-"""Batch norm, ReLU and max pooling as one pass, which `Sequential` uses when training.
+"""Batch norm, ReLU and max pooling as one pass, which `Sequential` runs for these layers.
 
 The block BatchNorm2D -> ReLU -> MaxPool2D (or -> MaxPool2D -> ReLU) ends
 the first stage of most small CNNs, on its biggest images. Each of the three
@@ -17,11 +17,13 @@ and an affine map with s > 0 is increasing, so the window's maximum of z is
 z at the window's maximum of x. With s < 0 it is decreasing, and the
 maximum of z is at the minimum of x, the maximum of -x. So the pool runs
 over sign(s) * x, batch norm and ReLU are applied to each window's winner
-only, and the output is the one the layers give one by one, bit for bit
-(the winners go through the same floating-point operations). Ties go to the
-first position in row-major order, as in MaxPool2D. Channels with
-weight = 0 (s = 0, every z equal) are left to the layers one by one, where
-the first position of the window wins the tie of z.
+only, and the output is the one the layers give one by one, bit for bit:
+the winner goes through the same floating-point operations, and rounding
+is monotone, so its z is the largest rounded z of the window. Ties go to the
+first position in row-major order, as in MaxPool2D. When training, channels
+with weight = 0 (s = 0, every z equal) are left to the layers one by one,
+where the first position of the window wins the tie of z. Inference works
+the same way with the running statistics.
 
 Backward, with dp the gradient at the output: each window's gradient goes
 to its winner's z when z > 0 (ReLU) and nowhere else, so batch norm's sums
@@ -29,8 +31,9 @@ to its winner's z when z > 0 (ReLU) and nowhere else, so batch norm's sums
 
     dbias = sum of dp,   dweight = invstd * sum of dp * (winner - mean)
 
-and its input gradient dx = g * dz - shift - slope * (x - mean) is the
-affine map of x on the right, plus g * dp added at every winner.
+and its input gradient dx = g * dz - shift - slope * (x - mean) (g, shift
+and slope per channel, as in batchnorm.py) is the affine map of x on the
+right, plus g * dp added at every winner.
 
 Batch norm followed by a ReLU alone (`NormReLU`) is fused the same way: the
 ReLU runs in batch norm's pass over each chunk, and backward takes its mask
