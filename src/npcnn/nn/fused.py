@@ -17,9 +17,11 @@ and an affine map with s > 0 is increasing, so the window's maximum of z is
 z at the window's maximum of x. With s < 0 it is decreasing, and the
 maximum of z is at the minimum of x, the maximum of -x. So the pool runs
 over sign(s) * x, batch norm and ReLU are applied to each window's winner
-only, and the output is the one the layers give one by one, bit for bit:
-the winner goes through the same floating-point operations, and rounding
-is monotone, so its z is the largest rounded z of the window. Ties go to the
+only, and with the same statistics the output is the one the layers give
+one by one, bit for bit: the winner goes through the same floating-point
+operations, and rounding is monotone, so its z is the largest rounded z of
+the window. (When training, the statistics' sums are added in chunks of
+another size than batch norm's own, so they may differ in the last bits.) Ties go to the
 first position in row-major order, as in MaxPool2D. When training, channels
 with weight = 0 (s = 0, every z equal) are left to the layers one by one,
 where the first position of the window wins the tie of z. Inference works
