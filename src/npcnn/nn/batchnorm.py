@@ -178,16 +178,26 @@ class _BatchNorm(Layer):
         self.running_var[...] = (1 - mom) * self.running_var + mom * var * (m / (m - 1))
         return mean, var
 
+    def _statistics(
+        self, x2: np.ndarray, reps: int, input_shape: tuple[int, ...], training: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The mean and variance that normalise `x2`: the batch's when training (updating
+        the running statistics), else the running ones."""
+        if training:
+            return self._batch_statistics(x2, reps, input_shape)
+        return self._running_statistics()
+
+    def _running_statistics(self) -> tuple[np.ndarray, np.ndarray]:
+        """The running mean (in the layer's dtype) and variance (float64), for inference."""
+        return self.running_mean, self.running_var.astype(np.float64)
+
     def _inverse_std(self, var: np.ndarray) -> np.ndarray:
         return (1.0 / np.sqrt(var + self.eps)).astype(self.weight.data.dtype)
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         dtype = self.weight.data.dtype
         x2, reps = self._to_rows(x.astype(dtype, copy=False))
-        if training:
-            mean, var = self._batch_statistics(x2, reps, x.shape)
-        else:
-            mean, var = self.running_mean, self.running_var.astype(np.float64)
+        mean, var = self._statistics(x2, reps, x.shape, training)
         invstd = self._inverse_std(var)
         scale = self.weight.data * invstd
         scale_t = np.tile(scale, reps)

@@ -116,7 +116,7 @@ class NormReLUPool:
                 rough, sum(s[0] for s in sums), sum(s[1] for s in sums), n * h * w
             )
         else:
-            mean, var = norm.running_mean, norm.running_var.astype(np.float64)
+            mean, var = norm._running_statistics()
         invstd = norm._inverse_std(var)
         scale = norm.weight.data * invstd
         # Per-channel vectors tiled to a whole image: NumPy then runs along image rows.
@@ -206,10 +206,7 @@ class NormReLU:
         if not training and keeps_cache(training):  # a backward in inference mode
             return self.relu.forward(norm.forward(x, training), training)
         x2, reps = norm._to_rows(x.astype(norm.weight.data.dtype, copy=False))
-        if training:
-            mean, var = norm._batch_statistics(x2, reps, x.shape)
-        else:
-            mean, var = norm.running_mean, norm.running_var.astype(np.float64)
+        mean, var = norm._statistics(x2, reps, x.shape, training)
         invstd = norm._inverse_std(var)
         scale = norm.weight.data * invstd
         mean_t, scale_t = np.tile(mean, reps), np.tile(scale, reps)
