@@ -429,6 +429,23 @@ def _run_layers(layers: list[nn.Layer], x: np.ndarray, dy: np.ndarray, training:
     return out, dx, [p.grad.copy() for layer in layers for p in layer.parameters()]
 
 
+def _assert_fused_like_layers(model, layers, x, out, dx, dy, exact_output: bool) -> None:
+    """A fused model's training output, gradients and running statistics against the layers
+    run one by one (float64: other summation orders show only at 1e-10), and its inference
+    output bit for bit."""
+    expected, expected_dx, expected_grads = _run_layers(layers, x, dy)
+    if exact_output:
+        np.testing.assert_array_equal(out, expected)
+    else:
+        np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-10, atol=1e-12)
+    for p, q in zip(model.parameters(), expected_grads, strict=True):
+        np.testing.assert_allclose(p.grad, q, rtol=1e-10, atol=1e-12)
+    for name in ("running_mean", "running_var"):
+        np.testing.assert_allclose(getattr(model[0], name), getattr(layers[0], name), rtol=1e-12)
+    np.testing.assert_array_equal(model.forward(x), _run_layers(layers, x, dy, training=False)[0])
+
+
 @pytest.mark.parametrize(
     "pool, size",
     [
@@ -459,15 +476,7 @@ def test_sequential_fuses_batch_norm_relu_and_max_pool(pool, size, relu_first, r
     assert (out == 0).any() and (out > 0).any()
     dy = rng.standard_normal(out.shape)
     dx = model.backward(dy)
-    expected, expected_dx, expected_grads = _run_layers(layers, x, dy)
-    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(dx, expected_dx, rtol=1e-10, atol=1e-12)
-    for p, q in zip(model.parameters(), expected_grads, strict=True):
-        np.testing.assert_allclose(p.grad, q, rtol=1e-10, atol=1e-12)
-    for name in ("running_mean", "running_var"):
-        np.testing.assert_allclose(getattr(model[0], name), getattr(layers[0], name), rtol=1e-12)
-    # Inference runs the layers (batch norm with its running statistics).
-    np.testing.assert_array_equal(model.forward(x), _run_layers(layers, x, dy, training=False)[0])
+    _assert_fused_like_layers(model, layers, x, out, dx, dy, exact_output=False)
 
 
 @pytest.mark.parametrize(
@@ -490,14 +499,7 @@ def test_sequential_fuses_batch_norm_and_relu(norm_type, shape, rng) -> None:
     assert (out == 0).any() and (out > 0).any()
     dy = rng.standard_normal(out.shape)
     dx = model.backward(dy)
-    expected, expected_dx, expected_grads = _run_layers(layers, x, dy)
-    np.testing.assert_array_equal(out, expected)
-    np.testing.assert_allclose(dx, expected_dx, rtol=1e-10, atol=1e-12)
-    for p, q in zip(model.parameters(), expected_grads, strict=True):
-        np.testing.assert_allclose(p.grad, q, rtol=1e-10, atol=1e-12)
-    for name in ("running_mean", "running_var"):
-        np.testing.assert_allclose(getattr(model[0], name), getattr(layers[0], name), rtol=1e-12)
-    np.testing.assert_array_equal(model.forward(x), _run_layers(layers, x, dy, training=False)[0])
+    _assert_fused_like_layers(model, layers, x, out, dx, dy, exact_output=True)
 
 
 def test_fused_batch_norm_relu_pool_leaves_a_zero_weight_to_the_layers(rng) -> None:
