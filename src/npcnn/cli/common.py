@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from npcnn.cli.errors import CLIError
+from npcnn.cli.rundir import RUN_RECORD
 from npcnn.files import atomic_write_text
 
 if TYPE_CHECKING:
     from npcnn.data import Dataset
     from npcnn.nn import Layer
-
-#: Written into every run directory when training starts: how the run was made
-#: (arguments, preset, data set and its class names), so evaluate/predict and
-#: --resume can find them next to model.npz or checkpoint.npz.
-RUN_RECORD = "run.json"
 
 
 def set_threads(threads: int | None) -> None:
@@ -98,29 +93,6 @@ def class_names(model_path: str | os.PathLike[str], data: str | None, count: int
     if len(classes) != count:
         raise CLIError(f"the model has {count} outputs but the data set has {len(classes)} classes")
     return classes
-
-
-def fresh_directory(path: Path) -> Path:
-    """Create and return ``path``, or ``path-2``, ``path-3``, ... if it exists and is not empty.
-
-    An existing empty directory is used as is; nothing that is already on
-    disk is ever overwritten.
-    """
-    candidate, n = path, 1
-    while True:
-        try:
-            candidate.mkdir(parents=True)
-            return candidate
-        except FileExistsError:
-            if candidate.is_dir() and not any(candidate.iterdir()):
-                return candidate
-        n += 1
-        candidate = path.with_name(f"{path.name}-{n}")
-
-
-def default_run_directory(preset: str) -> Path:
-    """runs/<preset>-<YYYYmmdd-HHMMSS> under the current directory."""
-    return Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from npcnn.cli import evaluate, gradcheck, predict, summary, train
 from npcnn.cli.errors import (
@@ -23,6 +23,7 @@ from npcnn.cli.errors import (
     missing_dependency,
     print_error,
 )
+from npcnn.cli.streams import pipe_safe_output
 
 COMMANDS = (train, evaluate, predict, summary, gradcheck)
 
@@ -34,23 +35,39 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
+class SubParser(Parser):
+    """A command's parser: abbreviated options (``--epoch``) are not guessed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, allow_abbrev=False, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from npcnn import __version__
 
     parser = Parser(
         prog=PROG,
+        allow_abbrev=False,
         description="Train and use convolutional networks written from scratch in NumPy.",
         epilog="Run 'npcnn COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=SubParser)
     for command in COMMANDS:
         command.add_parser(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line ``argv`` (default: sys.argv[1:]) and return the exit code."""
+    """Run the command line ``argv`` (default: sys.argv[1:]) and return the exit code.
+
+    Output to a pipe whose reader has gone is dropped, and the command goes on.
+    """
+    with pipe_safe_output():
+        return _run(argv)
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     try:
         argv = list(sys.argv[1:] if argv is None else argv)

@@ -20,10 +20,13 @@ def positive_int(text: str) -> int:
     return value
 
 
-def batch_size(text: str) -> int | None:
-    """A positive integer, or "full" for full-batch gradient descent (None)."""
+def batch_size(text: str) -> int | str:
+    """A positive integer, or "full" for full-batch gradient descent.
+
+    "full" stays a string here: None means "not given" (take the preset's).
+    """
     if text.strip().lower() == "full":
-        return None
+        return "full"
     return positive_int(text)
 
 

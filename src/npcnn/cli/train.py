@@ -4,7 +4,10 @@ A run directory holds run.json (how the run was made, written first),
 checkpoint.npz (after every epoch), log.csv and log.json (one row per
 epoch), curves.png, and at the end model.npz, metrics.json, confusion.png
 and misclassified.png. A new run never writes into a directory that holds
-files already: it picks a fresh name.
+files already, nor into one another run has claimed: it picks a fresh name.
+
+``run`` resolves the settings (:mod:`npcnn.cli.train_config`), builds the
+model, data and trainer (:func:`build_trainer`), and executes.
 """
 
 from __future__ import annotations
@@ -15,31 +18,22 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from npcnn.cli import options
-from npcnn.cli.errors import EXIT_INTERRUPTED, EXIT_OK, PROG, CLIError, UsageError
+from npcnn.cli.errors import EXIT_OK, PROG, CLIError
+from npcnn.cli.train_config import FULL_BATCH
 from npcnn.models import AUGMENTATIONS, DEFAULT_PRESET, OPTIMIZERS, PRESETS, SCHEDULES
+
+if TYPE_CHECKING:
+    from npcnn.data import BatchIterator, Dataset
+    from npcnn.models import Preset
+    from npcnn.nn import Layer
+    from npcnn.training import Trainer, TrainingInterrupted
+    from npcnn.training.callbacks import Callback
 
 CHECKPOINT_FILE = "checkpoint.npz"
 MODEL_FILE = "model.npz"
-
-#: Options that override the preset's recipe (argparse default None = "not given").
-RECIPE_OPTIONS = (
-    "epochs",
-    "batch_size",
-    "optimizer",
-    "lr",
-    "momentum",
-    "weight_decay",
-    "schedule",
-    "limit_train",
-    "limit_test",
-    "recompute_bn",
-    "augment",
-)
-# Recipe fields that the command line calls limit_*.
-_RECIPE_FIELD = {"limit_train": "train_limit", "limit_test": "test_limit"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -54,10 +48,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             f"preset's recipe. Presets: {presets}."
         ),
         epilog=(
-            "Ctrl-C stops training after writing a checkpoint (exit code 130); continue "
-            "with --resume RUN_DIR/checkpoint.npz."
+            "Ctrl-C or SIGTERM stops training after writing a checkpoint (exit code 130 or "
+            "143); continue with --resume RUN_DIR/checkpoint.npz."
         ),
     )
+    _add_data_options(p)
+    _add_recipe_options(p.add_argument_group("recipe (default: the preset's)"))
+    _add_run_options(p)
+    p.set_defaults(run=run)
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         metavar="NAME|DIR",
@@ -65,18 +66,66 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "directory of MNIST-format IDX files",
     )
     p.add_argument("--preset", choices=list(PRESETS), help=f"network (default: {DEFAULT_PRESET})")
-    p.add_argument("--epochs", type=options.positive_int, metavar="N")
     p.add_argument(
+        "--limit-train",
+        type=options.positive_int,
+        metavar="N",
+        help="use only the first N training images (for quick trials)",
+    )
+    p.add_argument(
+        "--limit-test",
+        type=options.positive_int,
+        metavar="N",
+        help="use only the first N test images (for quick trials)",
+    )
+
+
+def _add_recipe_options(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--epochs",
+        type=options.positive_int,
+        metavar="N",
+        help="epochs to train, counting those of a resumed run (small 5, notebook 50, strong 20)",
+    )
+    g.add_argument(
         "--batch-size",
         type=options.batch_size,
         metavar="N|full",
-        help="'full' for full-batch gradient descent",
+        help=f"images per step; '{FULL_BATCH}' for full-batch gradient descent, one step "
+        "per epoch (small 64, notebook full, strong 128)",
     )
-    p.add_argument("--optimizer", choices=OPTIMIZERS)
-    p.add_argument("--lr", type=options.positive_float, metavar="RATE", help="learning rate")
-    p.add_argument("--momentum", type=options.momentum, help="SGD momentum, in [0, 1)")
-    p.add_argument("--weight-decay", type=options.non_negative_float, metavar="WD")
-    p.add_argument("--schedule", choices=SCHEDULES, help="learning-rate schedule")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help="small adam, notebook sgd, strong adamw")
+    g.add_argument("--lr", type=options.positive_float, metavar="RATE", help="learning rate")
+    g.add_argument("--momentum", type=options.momentum, help="SGD momentum, in [0, 1)")
+    g.add_argument("--weight-decay", type=options.non_negative_float, metavar="WD")
+    g.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        help="learning rate over the epochs: none keeps it; step multiplies it by --gamma "
+        "every --step-size epochs; cosine anneals it to 0 over the run (strong: cosine)",
+    )
+    g.add_argument(
+        "--step-size", type=options.positive_int, metavar="N", help="for step: (default: 5)"
+    )
+    g.add_argument(
+        "--gamma", type=options.positive_float, metavar="G", help="for step: (default: 0.1)"
+    )
+    g.add_argument(
+        "--recompute-bn",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="recompute batch-norm statistics on the training images before each test "
+        "(on for notebook)",
+    )
+    g.add_argument(
+        "--augment",
+        choices=AUGMENTATIONS,
+        help="random changes to the training images: flip mirrors half of them left to "
+        "right (right for clothes, wrong for digits) (flip for strong)",
+    )
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--seed", type=options.seed, help="seed of the weights and the shuffling (default: 0)"
     )
@@ -91,75 +140,160 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--resume",
         type=Path,
         metavar="CHECKPOINT",
-        help="continue the run that wrote CHECKPOINT (its settings are reused unless "
-        "given again); the continued run gets a fresh directory",
+        help="continue the run that wrote CHECKPOINT with its settings (recipe options may "
+        "be given again, e.g. --epochs); the continued run gets a fresh directory",
+    )
+    p.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="with --resume: continue training on other data (--data, --limit-*), e.g. "
+        "to fine-tune; the run records it",
     )
     p.add_argument("--threads", type=options.positive_int, help="threads inside the layers")
-    p.add_argument(
-        "--limit-train",
-        type=options.positive_int,
-        metavar="N",
-        help="use only the first N training images (for quick trials)",
-    )
-    p.add_argument(
-        "--limit-test",
-        type=options.positive_int,
-        metavar="N",
-        help="use only the first N test images (for quick trials)",
-    )
-    p.add_argument(
-        "--recompute-bn",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="recompute batch-norm statistics on the training images before each test "
-        "(default: the preset's; on for notebook)",
-    )
-    p.add_argument(
-        "--augment",
-        choices=AUGMENTATIONS,
-        help="random changes to the training images: flip mirrors half of them left to "
-        "right (right for clothes, wrong for digits) (default: the preset's; flip for strong)",
-    )
     p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
         help="show a progress bar (default: when stderr is a terminal)",
     )
-    p.set_defaults(run=run)
 
 
-def resolve_config(args: argparse.Namespace, previous: dict[str, Any] | None) -> dict[str, Any]:
-    """The run's settings: explicit options, else the resumed run's, else the preset's recipe."""
+def run(args: argparse.Namespace) -> int:
+    from npcnn.cli.common import set_threads
+    from npcnn.cli.rundir import discarded_if_unused
+    from npcnn.cli.train_config import check_something_to_train, previous_config, resolve_config
     from npcnn.models import get_preset
+    from npcnn.training import NonFiniteLossError, TrainingInterrupted
 
-    previous = previous or {}
-    preset = get_preset(args.preset or previous.get("preset") or DEFAULT_PRESET)
-    config: dict[str, Any] = {
-        "preset": preset.name,
-        "data": _data_argument(args.data) if args.data else previous.get("data", "sample"),
-        "seed": args.seed if args.seed is not None else previous.get("seed", 0),
-    }
-    for name in RECIPE_OPTIONS:
-        given = getattr(args, name)
-        if given is not None:
-            config[name] = given
-        elif name in previous:
-            config[name] = previous[name]
-        else:
-            config[name] = getattr(preset.recipe, _RECIPE_FIELD.get(name, name))
-    if config["momentum"] and config["optimizer"] != "sgd":
-        raise UsageError(f"--momentum applies to sgd only, not {config['optimizer']}")
-    return config
+    started = time.perf_counter()
+    checkpoint = None if args.resume is None else _load_checkpoint(args.resume)
+    previous = None if checkpoint is None else previous_config(checkpoint, args.resume)
+    config = resolve_config(args, previous)
+    if checkpoint is not None:
+        check_something_to_train(checkpoint, config["epochs"], args.resume)
+    set_threads(args.threads)
+    _check_plot_dependencies()
+    preset = get_preset(config["preset"])
+    data, notes = _training_data(config, preset)
+    model = _model(config, preset, data, checkpoint)
+    run_dir = _choose_run_directory(args, preset.name)
+    try:
+        with discarded_if_unused(run_dir):
+            record = _start(args, config, preset, (data, notes), run_dir)
+            trainer, batches = build_trainer(config, model, data, run_dir, _reports(args, config))
+            history = trainer.fit(
+                batches,
+                config["epochs"],
+                validation=(data.test_images, data.test_labels),
+                resume_from=args.resume,
+            )
+    except TrainingInterrupted as stop:
+        return _report_interrupt(stop)
+    except NonFiniteLossError as err:
+        raise CLIError(f"training diverged: {err}") from None
+    _finish(run_dir, model, data, record, history, started)
+    return EXIT_OK
 
 
-def _data_argument(name: str) -> str:
-    """A data set name as given; a directory as an absolute path, so run.json stays valid."""
-    from npcnn.data import DATASETS
+def build_trainer(
+    config: dict[str, Any],
+    model: Layer,
+    data: Dataset,
+    run_dir: Path,
+    reports: list[Callback],
+) -> tuple[Trainer, BatchIterator]:
+    """The Trainer and training batches that ``config`` describes, writing into ``run_dir``.
 
-    if name.strip().lower().replace("_", "-") in DATASETS or not Path(name).is_dir():
-        return name
-    return str(Path(name).resolve())
+    The shuffling gets its own stream spawned from the seed, independent of
+    the initial weights' (the preset draws those from default_rng(seed)).
+    """
+    import numpy as np
+
+    from npcnn import nn
+    from npcnn.data import BatchIterator
+    from npcnn.models import get_preset
+    from npcnn.training import Trainer, callbacks
+
+    recipe_fields = ("optimizer", "lr", "momentum", "weight_decay", "schedule", "augment")
+    recipe = dataclasses.replace(
+        get_preset(config["preset"]).recipe,
+        **{key: config[key] for key in (*recipe_fields, "step_size", "gamma")},
+    )
+    shuffle_seed = np.random.SeedSequence(config["seed"]).spawn(1)[0]
+    batches = BatchIterator(
+        data.train_images,
+        data.train_labels,
+        config["batch_size"] or len(data.train_labels),
+        rng=np.random.default_rng(shuffle_seed),
+        augment=recipe.make_augmentation(),
+    )
+    optimizer = recipe.make_optimizer(model.parameters())
+    trainer = Trainer(
+        model,
+        nn.CrossEntropyLoss(),
+        optimizer,
+        scheduler=recipe.make_scheduler(optimizer, config["epochs"]),
+        callbacks=[
+            *reports,
+            callbacks.CSVLogger(run_dir / "log.csv"),
+            callbacks.JSONLogger(run_dir / "log.json"),
+            callbacks.PlotCurves(
+                run_dir / "curves.png", title=f"{config['preset']} on {data.name}: train and test"
+            ),
+        ],
+        checkpoint_path=run_dir / CHECKPOINT_FILE,
+        bn_data=data.train_images if config["recompute_bn"] else None,
+        run_config=config,
+    )
+    return trainer, batches
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    from npcnn.training import load_checkpoint
+
+    try:
+        return load_checkpoint(path)
+    except FileNotFoundError:
+        raise CLIError(f"no such checkpoint: {path}") from None
+    except IsADirectoryError:
+        raise CLIError(f"{path} is a directory; pass its {CHECKPOINT_FILE}") from None
+    except ValueError as err:
+        raise CLIError(f"cannot resume from {path}: {err}") from None
+
+
+def _training_data(config: dict[str, Any], preset: Preset) -> tuple[Dataset, list[str]]:
+    """The data set ``config`` names, limited and checked against the preset's input;
+    and notes on the limits, for the console."""
+    from npcnn.cli.common import load_data
+
+    full = load_data(config["data"])
+    data = full.head(config["limit_train"], config["limit_test"])
+    if data.train_images.shape[1:] != preset.input_shape[1:]:
+        raise CLIError(
+            f"the presets take {preset.input_shape[1]}x{preset.input_shape[2]} images; "
+            f"{data.name!r} has {data.train_images.shape[1]}x{data.train_images.shape[2]}"
+        )
+    if len(data.train_labels) == 0 or len(data.test_labels) == 0:
+        raise CLIError(f"the {data.name!r} data set has an empty training or test split")
+    return data, _describe_limits(data, (len(full.train_labels), len(full.test_labels)), config)
+
+
+def _model(
+    config: dict[str, Any], preset: Preset, data: Dataset, checkpoint: dict[str, Any] | None
+) -> Layer:
+    """A fresh model of the preset, or the checkpoint's (checked against the data's classes)."""
+    import numpy as np
+
+    if checkpoint is None:
+        return preset.model(seed=config["seed"], num_classes=len(data.classes))
+    model = checkpoint["model"]
+    outputs = model.forward(np.zeros((1, *preset.input_shape), np.float32)).shape[1]
+    if outputs != len(data.classes):
+        raise CLIError(
+            f"the checkpoint's model has {outputs} outputs, the {data.name!r} data set "
+            f"{len(data.classes)} classes"
+        )
+    return model
 
 
 def _describe_limits(data: Any, full: tuple[int, int], config: dict[str, Any]) -> list[str]:
@@ -181,77 +315,19 @@ def _describe_limits(data: Any, full: tuple[int, int], config: dict[str, Any]) -
     return notes
 
 
-def _checkpoint_record(path: Path) -> dict[str, Any]:
-    from npcnn.training import load_checkpoint
-
-    try:
-        return load_checkpoint(path)
-    except FileNotFoundError:
-        raise CLIError(f"no such checkpoint: {path}") from None
-    except IsADirectoryError:
-        raise CLIError(f"{path} is a directory; pass its {CHECKPOINT_FILE}") from None
-    except ValueError as err:
-        raise CLIError(f"cannot resume from {path}: {err}") from None
-
-
-def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
+def _start(
+    args: argparse.Namespace,
+    config: dict[str, Any],
+    preset: Preset,
+    data_and_notes: tuple[Dataset, list[str]],
+    run_dir: Path,
+) -> dict[str, Any]:
+    """Write run.json and print the run's first lines; returns the record."""
     import npcnn
-    from npcnn import nn
-    from npcnn.cli.common import (
-        RUN_RECORD,
-        limit_splits,
-        load_data,
-        read_run_record,
-        set_threads,
-        write_json,
-    )
-    from npcnn.cli.console import EpochLine
-    from npcnn.cli.report import write_report
-    from npcnn.data import BatchIterator
-    from npcnn.models import get_preset
-    from npcnn.training import (
-        NonFiniteLossError,
-        Trainer,
-        TrainingInterrupted,
-        callbacks,
-    )
+    from npcnn.cli.common import write_json
+    from npcnn.cli.rundir import RUN_RECORD
 
-    started = time.perf_counter()
-    checkpoint = None
-    previous = None
-    if args.resume is not None:
-        checkpoint = _checkpoint_record(args.resume)
-        previous = (read_run_record(args.resume) or {}).get("config")
-    config = resolve_config(args, previous)
-    preset = get_preset(config["preset"])
-    set_threads(args.threads)
-    _check_plot_dependencies()
-
-    data = load_data(config["data"])
-    sizes = (len(data.train_labels), len(data.test_labels))
-    data = limit_splits(data, config["limit_train"], config["limit_test"])
-    if data.train_images.shape[1:] != preset.input_shape[1:]:
-        raise CLIError(
-            f"the presets take {preset.input_shape[1]}x{preset.input_shape[2]} images; "
-            f"{data.name!r} has {data.train_images.shape[1]}x{data.train_images.shape[2]}"
-        )
-    if len(data.train_labels) == 0 or len(data.test_labels) == 0:
-        raise CLIError(f"the {data.name!r} data set has an empty training or test split")
-
-    if checkpoint is not None:
-        model = checkpoint["model"]
-        if model.forward(np.zeros((1, *preset.input_shape), np.float32)).shape[1] != len(
-            data.classes
-        ):
-            raise CLIError(f"the checkpoint's model does not have {len(data.classes)} outputs")
-    else:
-        model = preset.model(seed=config["seed"], num_classes=len(data.classes))
-    batch = config["batch_size"] or len(data.train_labels)
-
-    run_dir = _choose_run_directory(args, preset.name)
-
+    data, notes = data_and_notes
     arguments = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     arguments.pop("run", None)
     arguments.pop("argv", None)
@@ -272,92 +348,68 @@ def run(args: argparse.Namespace) -> int:
         "resumed_from": None if args.resume is None else str(args.resume),
     }
     write_json(run_dir / RUN_RECORD, record)
-
-    print(_banner(npcnn.__version__, preset.name, data, config, resumed=checkpoint is not None))
-    for note in _describe_limits(data, sizes, config):
+    print(_banner(npcnn.__version__, data, config, resumed=args.resume is not None))
+    for note in notes:
         print(note)
+    if "data_changed_from" in config and args.resume is not None:
+        was = ", ".join(f"{k} {v}" for k, v in config["data_changed_from"].items())
+        print(f"note: the checkpoint was trained with {was}; continuing on other data")
     print(f"run directory: {run_dir}")
+    return record
 
-    # The shuffling gets its own stream spawned from the seed, independent of the
-    # initial weights' (the preset draws those from default_rng(seed)).
-    recipe = dataclasses.replace(
-        preset.recipe,
-        **{
-            key: config[key]
-            for key in ("optimizer", "lr", "momentum", "weight_decay", "schedule", "augment")
-        },
-    )
-    shuffle_seed = np.random.SeedSequence(config["seed"]).spawn(1)[0]
-    train_batches = BatchIterator(
-        data.train_images,
-        data.train_labels,
-        batch,
-        rng=np.random.default_rng(shuffle_seed),
-        augment=recipe.make_augmentation(),
-    )
-    optimizer = recipe.make_optimizer(model.parameters())
-    scheduler = recipe.make_scheduler(optimizer, config["epochs"])
-    reports = [
-        callbacks.ProgressBar(force=bool(args.progress)) if args.progress is not False else None,
-        EpochLine("iteration" if config["batch_size"] is None else "epoch"),
-        callbacks.CSVLogger(run_dir / "log.csv"),
-        callbacks.JSONLogger(run_dir / "log.json"),
-        callbacks.PlotCurves(
-            run_dir / "curves.png", title=f"{preset.name} on {data.name}: train and test"
-        ),
-    ]
-    trainer = Trainer(
-        model,
-        nn.CrossEntropyLoss(),
-        optimizer,
-        scheduler=scheduler,
-        callbacks=[r for r in reports if r is not None],
-        checkpoint_path=run_dir / CHECKPOINT_FILE,
-        bn_data=data.train_images if config["recompute_bn"] else None,
-    )
-    try:
-        history = trainer.fit(
-            train_batches,
-            config["epochs"],
-            validation=(data.test_images, data.test_labels),
-            resume_from=args.resume,
+
+def _reports(args: argparse.Namespace, config: dict[str, Any]) -> list[Callback]:
+    """What the run shows on the console: a progress bar (if wanted) and a line per epoch."""
+    from npcnn.cli.console import EpochLine
+    from npcnn.training import callbacks
+
+    line = EpochLine("iteration" if config["batch_size"] is None else "epoch")
+    if args.progress is False:
+        return [line]
+    return [callbacks.ProgressBar(force=bool(args.progress)), line]
+
+
+def _report_interrupt(stop: TrainingInterrupted) -> int:
+    """Say how the run stopped and how to continue it; the exit code is 128 + the signal."""
+    how = "interrupted" if stop.signal.name == "SIGINT" else f"stopped by {stop.signal.name}"
+    if stop.checkpoint_path is None:
+        print(f"{PROG}: {how} before the first checkpoint; nothing to resume", file=sys.stderr)
+    else:
+        print(
+            f"{PROG}: {how} after {stop.epoch} epoch(s); checkpoint saved; resume with: "
+            f"{PROG} train --resume {shlex.quote(str(stop.checkpoint_path))}",
+            file=sys.stderr,
         )
-    except TrainingInterrupted as stop:
-        if stop.checkpoint_path is None:
-            print(
-                f"{PROG}: interrupted before the first checkpoint; nothing to resume",
-                file=sys.stderr,
-            )
-        else:
-            print(
-                f"{PROG}: interrupted after {stop.epoch} epoch(s); checkpoint saved; resume with: "
-                f"{PROG} train --resume {shlex.quote(str(stop.checkpoint_path))}",
-                file=sys.stderr,
-            )
-        return EXIT_INTERRUPTED
-    except NonFiniteLossError as err:
-        raise CLIError(f"training diverged: {err}") from None
+    return 128 + int(stop.signal)
+
+
+def _finish(
+    run_dir: Path,
+    model: Layer,
+    data: Dataset,
+    record: dict[str, Any],
+    history: Any,
+    started: float,
+) -> None:
+    """Save the model, write the test report and print the final lines."""
+    import npcnn
+    from npcnn.cli.report import write_report
 
     npcnn.save(model, run_dir / MODEL_FILE)
     epochs = history.epochs
-    train_seconds = float(sum(e["seconds"] for e in epochs))
-    metrics = write_report(
-        run_dir,
-        model,
-        data,
-        {
-            **record,
-            "epochs_completed": len(epochs),
-            "final_epoch": epochs[-1] if epochs else None,
-            "timings": {
-                "total_seconds": time.perf_counter() - started,
-                "train_seconds": train_seconds,
-                "seconds_per_epoch": [e["seconds"] for e in epochs],
-                "images_per_second": [e["images_per_second"] for e in epochs],
-            },
-        },
-    )
-    test = metrics["test"]
+    timings = {
+        "total_seconds": time.perf_counter() - started,
+        "train_seconds": float(sum(e["seconds"] for e in epochs)),
+        "seconds_per_epoch": [e["seconds"] for e in epochs],
+        "images_per_second": [e["images_per_second"] for e in epochs],
+    }
+    extra = {
+        **record,
+        "epochs_completed": len(epochs),
+        "final_epoch": epochs[-1] if epochs else None,
+        "timings": timings,
+    }
+    test = write_report(run_dir, model, data, extra)["test"]
     print(
         f"test loss {test['loss']:.4f}, test accuracy {100 * test['accuracy']:.2f}% "
         f"({test['correct']}/{test['count']})"
@@ -366,18 +418,17 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {run_dir}: {MODEL_FILE}, metrics.json, log.csv, log.json, curves.png, "
         "confusion.png, misclassified.png, checkpoint.npz, run.json"
     )
-    return EXIT_OK
 
 
 def _choose_run_directory(args: argparse.Namespace, preset: str) -> Path:
     """--out, else <checkpoint's run>-resumed when resuming, else runs/<preset>-<time>;
-    made fresh (a numbered sibling) when it already holds files."""
-    from npcnn.cli.common import default_run_directory, fresh_directory
+    made fresh (a numbered sibling) when it already holds files or another run has it."""
+    from npcnn.cli.rundir import default_run_directory, fresh_directory
 
     if args.out is not None:
         run_dir = fresh_directory(args.out)
         if run_dir != args.out:
-            print(f"note: {args.out} already holds files; writing to {run_dir} instead")
+            print(f"note: {args.out} is taken; writing to {run_dir} instead")
         return run_dir
     if args.resume is not None:
         parent = args.resume.resolve().parent
@@ -385,17 +436,20 @@ def _choose_run_directory(args: argparse.Namespace, preset: str) -> Path:
     return fresh_directory(default_run_directory(preset))
 
 
-def _banner(version: str, preset: str, data: Any, config: dict[str, Any], resumed: bool) -> str:
+def _banner(version: str, data: Any, config: dict[str, Any], resumed: bool) -> str:
     """The first line of a run: what is trained on what, and how."""
     epochs = config["epochs"]
     size = config["batch_size"]
     batch = f"full ({len(data.train_labels)})" if size is None else str(size)
     augment = f"augment {config['augment']}, " if config["augment"] != "none" else ""
+    schedule = config["schedule"]
+    if schedule == "step":
+        schedule += f" (x{config['gamma']:g} every {config['step_size']} epochs)"
     return (
-        f"{PROG} {version}: {'resuming ' if resumed else ''}training preset {preset!r} on "
-        f"{data.name!r} ({len(data.train_labels):,} train / {len(data.test_labels):,} test "
-        f"images), {epochs} epoch{'s' if epochs != 1 else ''}, batch {batch}, "
-        f"{config['optimizer']} lr {config['lr']:g}, schedule {config['schedule']}, "
+        f"{PROG} {version}: {'resuming ' if resumed else ''}training preset "
+        f"{config['preset']!r} on {data.name!r} ({len(data.train_labels):,} train / "
+        f"{len(data.test_labels):,} test images), {epochs} epoch{'s' if epochs != 1 else ''}, "
+        f"batch {batch}, {config['optimizer']} lr {config['lr']:g}, schedule {schedule}, "
         f"{augment}seed {config['seed']}"
     )
 

@@ -51,32 +51,66 @@ def _walk(layer: Layer, prefix: str = "") -> Iterator[tuple[str, Layer]]:
         yield from _walk(child, f"{prefix}{name}.")
 
 
+def _generators(model: Layer) -> Iterator[tuple[str, Layer, str, np.random.Generator]]:
+    """(dotted path, layer, attribute, generator) for every Generator attribute of every layer."""
+    for prefix, layer in _walk(model):
+        for attr, value in vars(layer).items():
+            if isinstance(value, np.random.Generator):
+                yield prefix + attr, layer, attr, value
+
+
 def generator_states(model: Layer) -> dict[str, dict[str, Any]]:
     """The bit-generator state of every ``numpy.random.Generator`` attribute of every layer.
 
     Keys are dotted paths such as ``"3.rng"`` (layer "3", attribute ``rng``).
+    A generator that several layers share (a preset hands one ``rng`` to
+    both of its dropout layers) is recorded once, under its first path; the
+    other paths hold ``{"shared_with": first_path}``, so that a restored
+    model shares it again and draws the same masks in the same order.
     """
-    states = {}
-    for prefix, layer in _walk(model):
-        for attr, value in vars(layer).items():
-            if isinstance(value, np.random.Generator):
-                states[prefix + attr] = _jsonable(value.bit_generator.state)
+    states: dict[str, dict[str, Any]] = {}
+    first_path: dict[int, str] = {}
+    for path, _, _, generator in _generators(model):
+        if id(generator) in first_path:
+            states[path] = {"shared_with": first_path[id(generator)]}
+        else:
+            first_path[id(generator)] = path
+            states[path] = _jsonable(generator.bit_generator.state)
     return states
 
 
 def set_generator_states(model: Layer, states: Mapping[str, Mapping[str, Any]]) -> None:
-    """Restore :func:`generator_states` output; ValueError if the generators do not match."""
-    found = {}
-    for prefix, layer in _walk(model):
-        for attr, value in vars(layer).items():
-            if isinstance(value, np.random.Generator):
-                found[prefix + attr] = value
+    """Restore :func:`generator_states` output, sharing generators as they were shared.
+
+    Raises ValueError if the model's generator attributes are not the checkpoint's.
+    """
+    found = {path: (layer, attr) for path, layer, attr, _ in _generators(model)}
     if set(found) != set(states):
         raise ValueError(
             f"the checkpoint has random generators {sorted(states)}, the model has {sorted(found)}"
         )
-    for key, generator in found.items():
-        generator.bit_generator.state = dict(states[key])
+    restored: dict[str, np.random.Generator] = {}
+    for path, (layer, attr) in found.items():
+        state = states[path]
+        shared_with = state.get("shared_with")
+        if shared_with is not None:
+            if shared_with not in restored:
+                raise ValueError(f"generator {path!r} is shared with unknown {shared_with!r}")
+            generator = restored[shared_with]
+        else:
+            generator = _generator_from_state(state)
+        setattr(layer, attr, generator)
+        restored[path] = generator
+
+
+def _generator_from_state(state: Mapping[str, Any]) -> np.random.Generator:
+    """A new Generator whose bit generator (named in ``state``) is set to ``state``."""
+    kind = getattr(np.random, str(state.get("bit_generator")), None)
+    if not (isinstance(kind, type) and issubclass(kind, np.random.BitGenerator)):
+        raise ValueError(f"unknown bit generator {state.get('bit_generator')!r}")
+    bit_generator = kind()
+    bit_generator.state = dict(state)
+    return np.random.Generator(bit_generator)
 
 
 def _jsonable(value: Any) -> Any:
@@ -154,7 +188,9 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     * ``data_state``/``validation_data_state``: batch-iterator RNG states
       (or None); ``generator_states``: layer RNG states by dotted path;
     * ``totals``: partial sums of the unfinished epoch; ``data``: the
-      training data's steps per epoch, examples and batch size.
+      training data's steps per epoch, examples and batch size;
+    * ``run``: the run's settings as the Trainer's ``run_config`` gave them
+      (data set, seed, recipe), or None.
 
     Raises FileNotFoundError for a missing file and ValueError for anything
     that is not an npcnn training checkpoint (including a plain model file).
@@ -201,6 +237,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
             "generator_states": dict(record.get("generators", {})),
             "totals": dict(record["totals"]),
             "data": dict(record.get("data", {})),
+            "run": record.get("run"),
         }
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{source}: incomplete checkpoint record ({err!r})") from err

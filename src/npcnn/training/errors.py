@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 from npcnn.training.history import History
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """Training stopped by Ctrl-C (KeyboardInterrupt) after a checkpoint was written.
+    """Training stopped by Ctrl-C or SIGTERM after a checkpoint was written.
 
     A subclass of KeyboardInterrupt, so code that knows nothing about it
     still treats it as an interrupt. Attributes:
@@ -18,10 +19,19 @@ class TrainingInterrupted(KeyboardInterrupt):
       ``checkpoint_path`` or the interrupt hit the middle of a step before any
       checkpoint was written;
     * ``history``: the History so far (``history.interrupted`` is True);
-    * ``epoch``/``step``: completed epochs and completed steps of the next one.
+    * ``epoch``/``step``: completed epochs and completed steps of the next one;
+    * ``signal``: the signal that stopped training (``signal.SIGINT`` for
+      Ctrl-C, ``signal.SIGTERM`` for ``kill`` or a scheduler's time limit).
     """
 
-    def __init__(self, checkpoint_path: Path | None, history: History, epoch: int, step: int):
+    def __init__(
+        self,
+        checkpoint_path: Path | None,
+        history: History,
+        epoch: int,
+        step: int,
+        signum: int = signal.SIGINT,
+    ) -> None:
         where = f"after {epoch} epoch(s)" + (f" and {step} step(s)" if step else "")
         saved = f"checkpoint: {checkpoint_path}" if checkpoint_path else "no checkpoint written"
         super().__init__(f"training interrupted {where}; {saved}")
@@ -29,6 +39,7 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.history = history
         self.epoch = epoch
         self.step = step
+        self.signal = signal.Signals(signum)
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -67,6 +67,7 @@ def evaluate(
     labels: np.ndarray | None = None,
     loss_fn: LossFn | None = None,
     batch_size: int = 500,
+    on_batch: Callable[[int], None] | None = None,
 ) -> EvalResult:
     """Run ``model`` in inference mode over ``images`` in batches of ``batch_size``.
 
@@ -78,6 +79,8 @@ def evaluate(
     Inference mode means batch norm uses its running statistics and dropout
     is the identity, so the result does not depend on ``batch_size`` (up to
     floating-point rounding) and the model's state is not changed.
+    ``on_batch(n)``, if given, is called after each batch of n images (for
+    a progress bar).
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
         raise ValueError(f"batch_size must be an int, got {batch_size!r}")
@@ -105,6 +108,8 @@ def evaluate(
         probabilities.append(softmax(logits))
         if y is not None:
             totals.add(len(y), batch_loss(loss_fn, logits, y), count_correct(logits, y))
+        if on_batch is not None:
+            on_batch(len(x))
     probs = np.concatenate(probabilities) if probabilities else np.zeros((0, 0))
     return EvalResult(
         loss=totals.mean_loss if labels is not None else None,
@@ -118,16 +123,19 @@ def evaluate_batches(
     model: Layer,
     batches: Iterable[tuple[np.ndarray, np.ndarray]],
     loss_fn: LossFn | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[float, float]:
     """(mean loss, accuracy) of ``model`` in inference mode over ``(x, y)`` batches.
 
     Each ``x`` goes through :func:`as_model_input`; the means are over
-    examples, not batches.
+    examples, not batches. ``on_batch(n)`` as in :func:`evaluate`.
     """
     totals = _Totals()
     for x, y in batches:
         logits = model.forward(as_model_input(x), training=False)
         totals.add(len(y), batch_loss(loss_fn, logits, y), count_correct(logits, y))
+        if on_batch is not None:
+            on_batch(len(y))
     if totals.count == 0:
         raise ValueError("the validation data is empty")
     return totals.mean_loss, totals.accuracy

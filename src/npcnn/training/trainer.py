@@ -6,8 +6,8 @@ One epoch (e, 1-based) is
                             L = loss(logits, y); backward; optimizer.step()
     validation in inference mode; scheduler.step(); History record; checkpoint
 
-and everything it reports goes through callbacks. Ctrl-C is deferred to the
-end of the current step, so the checkpoint it writes is a state the
+and everything it reports goes through callbacks. Ctrl-C and SIGTERM are
+deferred to the end of the current step, so the checkpoint it writes is a state the
 uninterrupted run also passed through, and resuming from it ends with the
 same weights bit for bit.
 """
@@ -20,7 +20,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,32 +68,37 @@ _EMPTY_TOTALS = {"loss_sum": 0.0, "correct": 0, "count": 0, "seconds": 0.0, "tra
 
 
 class _DeferredInterrupt:
-    """While active, the first Ctrl-C only sets ``requested`` (the loop stops at the
-    next safe point); a second one raises KeyboardInterrupt at once.
+    """While active, the first Ctrl-C (SIGINT) or SIGTERM only records the signal in
+    ``requested`` (the loop stops at the next safe point); a second one raises
+    KeyboardInterrupt at once.
 
-    Installed only in the main thread and only over Python's default handler.
+    Installed only in the main thread and only over the default handlers
+    (Python's for SIGINT, the system's for SIGTERM): a handler the program
+    set itself, or an ignored signal, is left alone.
     """
 
+    _DEFAULTS = ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL))
+
     def __init__(self) -> None:
-        self.requested = False
-        self._previous: Any = None
+        self.requested: int | None = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _DeferredInterrupt:
-        if (
-            threading.current_thread() is threading.main_thread()
-            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-        ):
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+        if threading.current_thread() is threading.main_thread():
+            for signum, default in self._DEFAULTS:
+                if signal.getsignal(signum) is default:
+                    self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
-        if self.requested:
+        if self.requested is not None:
             raise KeyboardInterrupt
-        self.requested = True
+        self.requested = signum
 
     def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()
 
 
 def _is_array_pair(data: Any) -> bool:
@@ -131,6 +136,9 @@ class Trainer:
             (:func:`npcnn.nn.update_bn`) after each epoch's training, before
             validation. For short or full-batch runs, where the running
             average lags far behind weights that change fast.
+        run_config: JSON-ready settings of the run (data set, seed, recipe...),
+            stored in every checkpoint under ``"run"`` so that the checkpoint
+            alone says how to continue it (:func:`load_checkpoint` returns it).
 
     Attributes during and after :meth:`fit`: ``history``, ``epochs`` (the
     target), ``stop_training`` (a callback sets it to stop after the epoch).
@@ -147,6 +155,7 @@ class Trainer:
         checkpoint_path: str | os.PathLike[str] | None = None,
         eval_batch_size: int = 500,
         bn_data: Any = None,
+        run_config: Mapping[str, Any] | None = None,
     ) -> None:
         if scheduler is not None and scheduler.optimizer is not optimizer:
             raise ValueError("the scheduler was built for a different optimiser")
@@ -158,6 +167,7 @@ class Trainer:
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.eval_batch_size = eval_batch_size
         self.bn_data = bn_data
+        self.run_config = None if run_config is None else dict(run_config)
         self.history = History()
         self.epochs = 0
         self.stop_training = False
@@ -197,9 +207,9 @@ class Trainer:
             ``resume_from`` starts a new one.
 
         Raises:
-            TrainingInterrupted: on Ctrl-C, after writing a checkpoint of the
-                last completed step to ``checkpoint_path`` (if set). The first
-                Ctrl-C lets the current step finish; a second one stops at
+            TrainingInterrupted: on Ctrl-C or SIGTERM, after writing a checkpoint
+                of the last completed step to ``checkpoint_path`` (if set). The
+                first signal lets the current step finish; a second one stops at
                 once and writes nothing (the last epoch's checkpoint stays).
                 A KeyboardInterrupt subclass: let it propagate or turn it into
                 exit code 130.
@@ -239,7 +249,10 @@ class Trainer:
             self.history.interrupted = True
             path = self._checkpoint_on_interrupt()
             p = self._progress
-            raise TrainingInterrupted(path, self.history, p.epoch, p.step) from None
+            signum = self._interrupt.requested if self._interrupt is not None else None
+            raise TrainingInterrupted(
+                path, self.history, p.epoch, p.step, signum or signal.SIGINT
+            ) from None
         finally:
             self._interrupt = None
             self.callbacks.on_train_end(
@@ -359,16 +372,28 @@ class Trainer:
         data = self._validation
         if data is None:
             return None, None
+        examples = len(data[0]) if _is_array_pair(data) else getattr(data, "num_examples", None)
+        epoch = self._progress.epoch + 1
+        self.callbacks.on_test_begin(self, {"epoch": epoch, "examples": examples})
+
+        def on_batch(n: int) -> None:
+            self.callbacks.on_test_batch_end(self, {"size": n})
+
         if _is_array_pair(data):
             images, labels = data
-            result = evaluate(self.model, images, labels, self.loss_fn, self.eval_batch_size)
-            return result.loss, result.accuracy
-        if self._progress.validation_data_state is not None and hasattr(data, "set_state"):
-            data.set_state(self._progress.validation_data_state)  # a no-op unless resuming
-        return evaluate_batches(self.model, data, self.loss_fn)
+            result = evaluate(
+                self.model, images, labels, self.loss_fn, self.eval_batch_size, on_batch
+            )
+            loss, accuracy = result.loss, result.accuracy
+        else:
+            if self._progress.validation_data_state is not None and hasattr(data, "set_state"):
+                data.set_state(self._progress.validation_data_state)  # a no-op unless resuming
+            loss, accuracy = evaluate_batches(self.model, data, self.loss_fn, on_batch)
+        self.callbacks.on_test_end(self, {"loss": loss, "accuracy": accuracy})
+        return loss, accuracy
 
     def _check_interrupt(self) -> None:
-        if self._interrupt is not None and self._interrupt.requested:
+        if self._interrupt is not None and self._interrupt.requested is not None:
             raise KeyboardInterrupt
 
     # --- checkpoints ----------------------------------------------------------
@@ -390,6 +415,7 @@ class Trainer:
             "data_state": p.data_state,
             "validation_data_state": p.validation_data_state,
             "generators": generator_states(self.model),
+            "run": self.run_config,
             "totals": dict(p.totals),
             "data": {
                 "steps_per_epoch": None if train is None else len(train),

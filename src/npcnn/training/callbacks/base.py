@@ -27,6 +27,10 @@ class Callback:
       ``global_step``, ``size`` (batch size), ``loss``/``accuracy`` (this
       batch, training mode), ``mean_loss``/``mean_accuracy`` (the epoch so
       far, weighted by batch size), ``lr``;
+    * ``on_test_begin``: ``epoch`` and ``examples`` (the test images, None
+      if unknown), before the end-of-epoch evaluation; ``on_test_batch_end``:
+      ``size`` (images in the batch just evaluated); ``on_test_end``:
+      ``loss`` and ``accuracy`` (Keras' names for the same events);
     * ``on_epoch_end``: the epoch's History record (``epoch``, ``loss``,
       ``accuracy``, ``val_loss``, ``val_accuracy``, ``lr``, ``seconds``,
       ``images_per_second``) and ``epochs``;
@@ -42,6 +46,15 @@ class Callback:
         pass
 
     def on_step_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        pass
+
+    def on_test_begin(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        pass
+
+    def on_test_batch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        pass
+
+    def on_test_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         pass
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
@@ -71,6 +84,18 @@ class CallbackList(Callback):
     def on_step_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         for cb in self.callbacks:
             cb.on_step_end(trainer, logs)
+
+    def on_test_begin(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_test_begin(trainer, logs)
+
+    def on_test_batch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_test_batch_end(trainer, logs)
+
+    def on_test_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
+        for cb in self.callbacks:
+            cb.on_test_end(trainer, logs)
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         for cb in self.callbacks:

@@ -21,6 +21,7 @@ def _import_tqdm() -> Any | None:
 class ProgressBar(Callback):
     """One tqdm bar per epoch counting training images, so its rate is images per second;
     the postfix shows the epoch's running (batch-size weighted) loss and accuracy.
+    The evaluation on the test images after each epoch gets a bar of its own.
 
     Shown only when ``file`` (default: sys.stderr at the time of training) is a
     terminal, unless ``force``; without tqdm installed it warns once and shows
@@ -72,6 +73,27 @@ class ProgressBar(Callback):
             refresh=False,
         )
         self._bar.update(logs["size"])
+
+    def on_test_begin(self, trainer: Any, logs: dict[str, Any]) -> None:
+        if not self._enabled:
+            return
+        self._close()
+        self._bar = self._tqdm(
+            total=logs.get("examples"),
+            desc=f"test {logs['epoch']}/{trainer.epochs}",
+            unit="img",
+            leave=False,
+            file=self.file if self.file is not None else sys.stderr,
+            dynamic_ncols=True,
+            mininterval=0.2,
+        )
+
+    def on_test_batch_end(self, trainer: Any, logs: dict[str, Any]) -> None:
+        if self._bar is not None:
+            self._bar.update(logs["size"])
+
+    def on_test_end(self, trainer: Any, logs: dict[str, Any]) -> None:
+        self._close()
 
     def on_epoch_end(self, trainer: Any, logs: dict[str, Any]) -> None:
         self._close()

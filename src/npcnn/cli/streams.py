@@ -1,0 +1,71 @@
+"""Console output that outlives its reader: ``npcnn train | head -1`` keeps training.
+
+Python ignores SIGPIPE, so once the reader of a pipe exits, every write
+raises BrokenPipeError. For a long run that would end training at its next
+``print``; instead, the first broken write silences the stream and the
+command carries on, writing its files as usual.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from typing import Any, TextIO
+
+
+class PipeSafeStream:
+    """A text stream that drops its output, instead of raising, once its reader is gone.
+
+    Everything but ``write`` and ``flush`` is the wrapped stream's
+    (``isatty``, ``encoding``, ``fileno`` ...). ``reader_gone`` tells whether
+    output is being dropped.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.reader_gone = False
+
+    def write(self, text: str) -> int:
+        if not self.reader_gone:
+            try:
+                return self.stream.write(text)
+            except BrokenPipeError:
+                self._silence()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._silence()
+
+    def _silence(self) -> None:
+        self.reader_gone = True
+        # The stream's buffer still holds what could not be written; pointing its
+        # file descriptor at the null device lets the interpreter's last flush
+        # succeed instead of printing "Exception ignored ... BrokenPipeError".
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            fd = self.stream.fileno()
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def pipe_safe_output() -> Iterator[None]:
+    """Within the block, sys.stdout and sys.stderr are :class:`PipeSafeStream` wrappers."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = PipeSafeStream(sys.stdout), PipeSafeStream(sys.stderr)
+    try:
+        yield
+    finally:
+        for wrapper in (sys.stdout, sys.stderr):
+            if isinstance(wrapper, PipeSafeStream):
+                wrapper.flush()
+        sys.stdout, sys.stderr = saved

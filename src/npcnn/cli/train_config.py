@@ -1,0 +1,142 @@
+"""The settings of a training run: the command line, else the resumed run's, else the preset's.
+
+A run's settings (``config``) are the preset, the data set and its limits,
+the seed and every recipe field. They are written to run.json and into
+every checkpoint, so that a checkpoint alone says how to continue its run.
+A resume keeps its preset, seed and data: asking for another one is
+refused, except other data with ``--allow-data-change`` (fine-tuning),
+which the run records under ``data_changed_from``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from npcnn.cli.errors import CLIError, UsageError
+from npcnn.models import DEFAULT_PRESET
+
+FULL_BATCH = "full"
+
+#: Options that override the preset's recipe (argparse default None = "not given").
+RECIPE_OPTIONS = (
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "step_size",
+    "gamma",
+    "limit_train",
+    "limit_test",
+    "recompute_bn",
+    "augment",
+)
+#: Recipe fields that the command line calls limit_*.
+RECIPE_FIELD = {"limit_train": "train_limit", "limit_test": "test_limit"}
+#: The settings that say which data a run trains on.
+DATA_SETTINGS = ("data", "limit_train", "limit_test")
+
+
+def previous_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The settings of the run that wrote ``checkpoint``: recorded in the checkpoint
+    itself, else (checkpoints of older versions) in the run.json beside it."""
+    from npcnn.cli.common import read_run_record
+
+    recorded = checkpoint.get("run")
+    if isinstance(recorded, dict) and "preset" in recorded:
+        return recorded
+    config = (read_run_record(path) or {}).get("config")
+    if isinstance(config, dict) and "preset" in config:
+        return config
+    raise CLIError(
+        f"{path} does not record its run's settings (an older npcnn wrote it) and has no "
+        "run.json beside it: move it back next to its run.json"
+    )
+
+
+def resolve_config(args: argparse.Namespace, previous: dict[str, Any] | None) -> dict[str, Any]:
+    """The run's settings: explicit options, else the resumed run's, else the preset's recipe.
+
+    Raises UsageError for a resume that would change its preset, seed or
+    (without ``--allow-data-change``) its data, and for bad combinations.
+    """
+    from npcnn.models import get_preset
+
+    if getattr(args, "allow_data_change", False) and previous is None:
+        raise UsageError("--allow-data-change applies only with --resume")
+    previous = previous or {}
+    if previous:
+        _check_resume_keeps(args, previous)
+    preset = get_preset(args.preset or previous.get("preset") or DEFAULT_PRESET)
+    config: dict[str, Any] = {
+        "preset": preset.name,
+        "data": data_argument(args.data) if args.data else previous.get("data", "sample"),
+        "seed": args.seed if args.seed is not None else previous.get("seed", 0),
+    }
+    for name in RECIPE_OPTIONS:
+        given = getattr(args, name)
+        if given is not None:
+            config[name] = None if given == FULL_BATCH else given
+        elif name in previous:
+            config[name] = previous[name]
+        else:
+            config[name] = getattr(preset.recipe, RECIPE_FIELD.get(name, name))
+    changed = {k: previous[k] for k in DATA_SETTINGS if k in previous and previous[k] != config[k]}
+    if changed:
+        config["data_changed_from"] = changed
+    elif "data_changed_from" in previous:
+        config["data_changed_from"] = previous["data_changed_from"]
+    if config["momentum"] and config["optimizer"] != "sgd":
+        raise UsageError(f"--momentum applies to sgd only, not {config['optimizer']}")
+    return config
+
+
+def _check_resume_keeps(args: argparse.Namespace, previous: dict[str, Any]) -> None:
+    """Refuse options that would silently turn a resumed run into another run."""
+    if args.preset is not None and args.preset != previous["preset"]:
+        raise UsageError(
+            f"--preset {args.preset} differs from the checkpoint's preset "
+            f"{previous['preset']!r}; a resumed run keeps its network (start a new run instead)"
+        )
+    if args.seed is not None and args.seed != previous.get("seed"):
+        raise UsageError(
+            f"--seed {args.seed} differs from the checkpoint's seed {previous.get('seed')}; "
+            "a resumed run continues its random states (start a new run instead)"
+        )
+    given = {
+        "data": data_argument(args.data) if args.data else None,
+        "limit_train": args.limit_train,
+        "limit_test": args.limit_test,
+    }
+    differs = [k for k, v in given.items() if v is not None and v != previous.get(k)]
+    if differs and not getattr(args, "allow_data_change", False):
+        was = ", ".join(f"{k.replace('_', '-')} {previous.get(k)}" for k in differs)
+        raise UsageError(
+            f"--{differs[0].replace('_', '-')} differs from the checkpoint's ({was}); "
+            "add --allow-data-change to continue training on other data"
+        )
+
+
+def data_argument(name: str) -> str:
+    """A data set's name (lower case); a directory as an absolute path, so the record
+    stays valid from anywhere; anything else as given (loading it reports the error)."""
+    from npcnn.data import DATASETS
+
+    key = name.strip().lower().replace("_", "-")
+    if key in DATASETS:
+        return key
+    return str(Path(name).resolve()) if Path(name).is_dir() else name
+
+
+def check_something_to_train(checkpoint: dict[str, Any], epochs: int, path: Path) -> None:
+    """Refuse to resume a run that has already completed ``epochs`` epochs."""
+    done = checkpoint["epoch"]
+    if done >= epochs:
+        raise CLIError(
+            f"nothing to train: {path} has completed {done} of {epochs} epochs; "
+            f"pass --epochs N with N > {done} to train further"
+        )
