@@ -95,7 +95,7 @@ def test_shared_generators_come_back_shared(tmp_path, data) -> None:
     dropouts = [layer for layer in model if type(layer).__name__ == "Dropout"]
     assert dropouts[0].rng is dropouts[1].rng
     states = generator_states(model)
-    assert list(states.values())[1] == {"shared_with": list(states)[0]}
+    assert list(states.values())[1] == {"shared_with": next(iter(states))}
 
     fresh = load_checkpoint(_checkpoint_of(model, tmp_path))["model"]
     set_generator_states(fresh, states)

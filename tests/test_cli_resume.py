@@ -1,0 +1,207 @@
+"""``npcnn train``'s run settings, resume rules, signals, run directories and pipes."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import npcnn
+from npcnn.cli.main import main
+from npcnn.cli.rundir import fresh_directory
+from npcnn.training import load_checkpoint
+
+pytest.importorskip("matplotlib")
+
+QUICK = ["--limit-train", "96", "--limit-test", "32", "--no-progress"]
+
+
+def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def directories(root: Path) -> set[str]:
+    return {p.name for p in root.iterdir() if p.is_dir()}
+
+
+@pytest.fixture(scope="module")
+def first_epoch(tmp_path_factory) -> Path:
+    """A 1-epoch run with settings far from the defaults; returns its checkpoint."""
+    out = tmp_path_factory.mktemp("first") / "a"
+    argv = ["train", "--epochs", "1", "--out", out, *QUICK, "--batch-size", "32"]
+    argv += ["--augment", "flip", "--lr", "0.003", "--seed", "5"]
+    assert main([str(a) for a in argv]) == 0
+    return out / "checkpoint.npz"
+
+
+@pytest.mark.parametrize("preset", ["small", "strong"])
+def test_batch_size_full_means_full_batch_for_every_preset(tmp_path, capsys, preset) -> None:
+    code, out, _ = run_cli(
+        capsys, "train", "--preset", preset, "--batch-size", "full", "--epochs", "1",
+        "--out", tmp_path / "r", "--limit-train", "48", "--limit-test", "16", "--no-progress",
+    )  # fmt: skip
+    assert code == 0, out
+    assert "batch full (48)" in out and re.search(r"^iteration 1/1 ", out, re.M)
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["config"]["batch_size"] is None
+    assert len(load_checkpoint(tmp_path / "r" / "checkpoint.npz")["history"].steps) == 1
+
+
+def test_a_moved_checkpoint_resumes_with_its_own_settings(tmp_path, capsys, first_epoch) -> None:
+    moved = tmp_path / "elsewhere" / "checkpoint.npz"
+    moved.parent.mkdir()
+    shutil.copy(first_epoch, moved)  # no run.json beside it
+    code, out, _ = run_cli(capsys, "train", "--resume", moved, "--epochs", "2")
+    assert code == 0, out
+    banner = out.splitlines()[0]
+    for part in ("resuming", "'small'", "96 train / 32 test", "batch 32", "lr 0.003", "flip"):
+        assert part in banner, banner
+    assert banner.endswith("seed 5")
+
+    straight = tmp_path / "straight"
+    argv = ["--epochs", "2", "--out", straight, *QUICK, "--batch-size", "32", "--augment", "flip"]
+    assert run_cli(capsys, "train", *argv, "--lr", "0.003", "--seed", "5")[0] == 0
+    a = npcnn.load(tmp_path / "elsewhere-resumed" / "model.npz").state_dict()
+    b = npcnn.load(straight / "model.npz").state_dict()
+    for name in b:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--preset", "notebook"], "--preset notebook differs from the checkpoint's preset"),
+        (["--data", "mnist"], "add --allow-data-change"),
+        (["--limit-train", "64"], "--limit-train differs from the checkpoint's"),
+        (["--seed", "6"], "--seed 6 differs from the checkpoint's seed 5"),
+    ],
+)
+def test_resume_refuses_to_change_preset_data_or_seed(
+    tmp_path, capsys, first_epoch, argv, fragment
+) -> None:
+    before = directories(first_epoch.parent.parent)
+    code, out, err = run_cli(capsys, "train", "--resume", first_epoch, "--epochs", "2", *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("npcnn: error: ") and fragment in err, err
+    assert directories(first_epoch.parent.parent) == before
+
+
+def test_allow_data_change_continues_on_other_data_and_records_it(
+    tmp_path, capsys, first_epoch
+) -> None:
+    out_dir = tmp_path / "tuned"
+    code, out, _ = run_cli(
+        capsys, "train", "--resume", first_epoch, "--epochs", "2", "--limit-train", "64",
+        "--allow-data-change", "--out", out_dir,
+    )  # fmt: skip
+    assert code == 0, out
+    assert "64 train / 32 test" in out and "trained with limit_train 96" in out
+    config = json.loads((out_dir / "run.json").read_text())["config"]
+    assert config["data_changed_from"] == {"limit_train": 96}
+    assert load_checkpoint(out_dir / "checkpoint.npz")["run"]["data_changed_from"] == {
+        "limit_train": 96
+    }
+
+
+def test_a_failed_resume_leaves_no_directory(tmp_path, capsys, first_epoch) -> None:
+    out_dir = tmp_path / "never"
+    # The checkpoint holds Adam's state: the trainer refuses it for SGD, after the
+    # run directory was chosen and its run.json written.
+    code, _, err = run_cli(
+        capsys, "train", "--resume", first_epoch, "--epochs", "2", "--optimizer", "sgd",
+        "--out", out_dir,
+    )  # fmt: skip
+    assert code == 1 and "written with Adam, not SGD" in err and err.count("\n") == 1
+    assert not out_dir.exists()
+
+
+def test_resuming_a_finished_run_says_there_is_nothing_to_train(
+    tmp_path, capsys, first_epoch
+) -> None:
+    before = directories(first_epoch.parent.parent)
+    code, _, err = run_cli(capsys, "train", "--resume", first_epoch)
+    assert code == 1
+    assert "nothing to train" in err and "completed 1 of 1 epochs" in err and "--epochs" in err
+    assert directories(first_epoch.parent.parent) == before
+
+
+def test_allow_data_change_needs_resume(capsys) -> None:
+    code, _, err = run_cli(capsys, "train", "--allow-data-change")
+    assert code == 2 and "--allow-data-change applies only with --resume" in err
+
+
+def test_abbreviated_options_are_refused(capsys) -> None:
+    code, _, err = run_cli(capsys, "train", "--epoch", "1")
+    assert code == 2 and "unrecognized arguments: --epoch" in err
+
+
+def test_two_claims_of_one_directory_get_two_directories(tmp_path) -> None:
+    # Nothing is written between the two claims, as when two runs start at once.
+    first = fresh_directory(tmp_path / "out")
+    second = fresh_directory(tmp_path / "out")
+    assert first == tmp_path / "out" and second == tmp_path / "out-2"
+
+
+def _train_process(out: Path, *extra: str, **kwargs) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "npcnn", "train", "--out", str(out), *QUICK, *extra]
+    return subprocess.Popen(argv, text=True, **kwargs)
+
+
+def test_two_runs_started_at_once_write_two_directories(tmp_path) -> None:
+    procs = [
+        _train_process(tmp_path / "same", "--epochs", "1", stdout=subprocess.PIPE) for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    used = sorted(re.search(r"^run directory: (.+)$", o, re.M).group(1) for o in outputs)
+    assert used == [str(tmp_path / "same"), str(tmp_path / "same-2")]
+    for directory in used:
+        assert (Path(directory) / "model.npz").is_file()
+
+
+def test_sigterm_saves_a_checkpoint_and_stops_like_ctrl_c(tmp_path) -> None:
+    out_dir = tmp_path / "run"
+    proc = _train_process(out_dir, "--epochs", "50", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for line in proc.stdout:
+            if re.match(r"epoch +1/50 ", line):
+                proc.send_signal(signal.SIGTERM)
+                break
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    message = err.strip().splitlines()[-1]
+    assert message.startswith("npcnn: stopped by SIGTERM after"), err
+    checkpoint = Path(message.rsplit(" ", 1)[1])
+    assert load_checkpoint(checkpoint)["epoch"] >= 1 and not (out_dir / "model.npz").exists()
+
+
+@pytest.mark.parametrize("merge_stderr", [False, True])
+def test_output_piped_into_a_reader_that_exits_early(tmp_path, merge_stderr) -> None:
+    """``npcnn train | head -1`` (and ``2>&1 | head -1``): training goes on, files written."""
+    stderr = subprocess.STDOUT if merge_stderr else subprocess.PIPE
+    proc = _train_process(tmp_path / "r", "--epochs", "3", stdout=subprocess.PIPE, stderr=stderr)
+    assert proc.stdout.readline().startswith("npcnn ")
+    proc.stdout.close()  # the reader goes away, as head does
+    err = "" if merge_stderr else proc.stderr.read()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Broken pipe" not in err and "Traceback" not in err
+    assert (tmp_path / "r" / "model.npz").is_file() and (tmp_path / "r" / "metrics.json").is_file()
+
+
+def test_every_command_survives_a_closed_pipe(tmp_path) -> None:
+    argv = [sys.executable, "-m", "npcnn", "summary", "--preset", "strong"]
+    # A pipe that is closed before the command writes anything at all.
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0 and err == ""
