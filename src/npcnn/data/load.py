@@ -19,7 +19,7 @@ from npcnn.data.checksums import FileSpec, check_digests
 from npcnn.data.datasets import DATASETS, DIGITS, IDX_FILE_NAMES, Dataset, DatasetSpec
 from npcnn.data.download import fetch, mirror_url
 from npcnn.data.errors import ChecksumError, DataError, DownloadError
-from npcnn.data.idx import gunzip_if_needed, parse_idx, read_raw
+from npcnn.data.idx import decompress_idx, parse_idx, read_raw
 from npcnn.data.sample import read_packaged
 
 ENV_VAR = "NPCNN_DATA"
@@ -54,7 +54,7 @@ def find_file(directory: str | os.PathLike[str], file: FileSpec) -> Path | None:
 def _read_checked(path: Path, file: FileSpec | None, hint: str = "") -> np.ndarray:
     """Read an IDX file, checking its checksum first when ``file`` gives one."""
     raw = read_raw(path)
-    data = gunzip_if_needed(raw, str(path))
+    data = decompress_idx(raw, str(path))
     if file is not None:
         try:
             check_digests(raw, data, file, str(path))
