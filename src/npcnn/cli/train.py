@@ -64,6 +64,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="sample (ships with npcnn, default), mnist, fashion-mnist, kmnist, or a "
         "directory of MNIST-format IDX files",
     )
+    p.add_argument(
+        "--num-classes",
+        type=options.class_count,
+        metavar="N",
+        help="classes of a --data directory (default: its classes.txt, else 10); labels "
+        "outside 0..N-1 are refused",
+    )
     p.add_argument("--preset", choices=list(PRESETS), help=f"network (default: {DEFAULT_PRESET})")
     p.add_argument("--epochs", type=options.positive_int, metavar="N")
     p.add_argument(
@@ -138,6 +145,7 @@ def resolve_config(args: argparse.Namespace, previous: dict[str, Any] | None) ->
     config: dict[str, Any] = {
         "preset": preset.name,
         "data": _data_argument(args.data) if args.data else previous.get("data", "sample"),
+        "num_classes": args.num_classes or previous.get("num_classes"),
         "seed": args.seed if args.seed is not None else previous.get("seed", 0),
     }
     for name in RECIPE_OPTIONS:
@@ -229,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     _check_plot_dependencies()
 
-    data = load_data(config["data"])
+    data = load_data(config["data"], config["num_classes"])
     sizes = (len(data.train_labels), len(data.test_labels))
     data = limit_splits(data, config["limit_train"], config["limit_test"])
     if data.train_images.shape[1:] != preset.input_shape[1:]:
