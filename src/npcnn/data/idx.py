@@ -201,8 +201,8 @@ def inflate_idx(raw: bytes, source: str = "<bytes>") -> bytes:
     body = reader.read(header.nbytes)
     if len(body) == header.nbytes and reader.read(1):
         raise DataError(
-            f"{source}: decompresses to more than its IDX header declares "
-            f"({header.describe()}); the rest was not decompressed"
+            f"{source}: decompresses to more than the {header.describe()} its IDX "
+            "header declares; the rest was not decompressed"
         )
     return head + body
 
