@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from npcnn.data import DataError, Dataset, default_cache_dir, load_dataset, write_idx
+from npcnn.data import (
+    DataError,
+    Dataset,
+    LabelError,
+    default_cache_dir,
+    load_dataset,
+    write_idx,
+)
 from npcnn.data.datasets import IDX_FILE_NAMES
 from npcnn.data.idx import encode_idx
 from npcnn.data.sample import balanced_split, read_packaged, save_sample
@@ -116,9 +123,12 @@ def test_directory_path(tmp_path):
         np.testing.assert_array_equal(ds.test_labels, arrays[3])
 
 
-def test_directory_with_more_classes(tmp_path):
+def test_directory_with_more_classes_says_so(tmp_path):
+    # The labels never decide the number of classes: it is 10 unless told.
     _write_dir(tmp_path / "many", labels_max=11)
-    assert load_dataset(tmp_path / "many").classes == [str(i) for i in range(12)]
+    with pytest.raises(LabelError, match=r"outside 0\.\.9"):
+        load_dataset(tmp_path / "many")
+    assert load_dataset(tmp_path / "many", num_classes=12).classes == [str(i) for i in range(12)]
 
 
 def test_directory_missing_a_file(tmp_path):

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from npcnn.cli.errors import CLIError
+from npcnn.cli.errors import CLIError, UsageError
 from npcnn.cli.rundir import RUN_RECORD
 from npcnn.files import atomic_write_text
 
@@ -39,12 +39,25 @@ def load_model(path: str | os.PathLike[str]) -> Layer:
         raise CLIError(f"{path} is not an npcnn model: {err}") from None
 
 
-def load_data(name: str) -> Dataset:
-    """load_dataset(name) with its failures turned into CLIErrors."""
-    from npcnn.data import DataError, load_dataset
+def load_data(name: str, num_classes: int | None = None) -> Dataset:
+    """load_dataset(name, num_classes=...) with its failures turned into CLIErrors.
 
+    ``num_classes`` (the --num-classes option) is for a directory of files;
+    a named data set with another count of classes is a UsageError.
+    """
+    from npcnn.data import DataError, LabelError, dataset_spec, load_dataset
+
+    spec = dataset_spec(name)
+    if spec is not None and num_classes not in (None, len(spec.classes)):
+        raise UsageError(
+            f"--num-classes {num_classes}: the {spec.name!r} data set has "
+            f"{len(spec.classes)} classes (the option is for a directory of IDX files)"
+        )
     try:
-        data = load_dataset(name)
+        data = load_dataset(name, num_classes=num_classes)
+    except LabelError as err:
+        hint = "; pass --num-classes N if the data set has more classes" if spec is None else ""
+        raise CLIError(err.summary + hint) from None
     except DataError as err:
         raise CLIError(err.summary) from None
     except OSError as err:
@@ -70,17 +83,22 @@ def read_run_record(model_path: str | os.PathLike[str]) -> dict[str, Any] | None
 def class_names(model_path: str | os.PathLike[str], data: str | None, count: int) -> list[str]:
     """Names of the model's ``count`` classes.
 
-    From ``data`` (a data set name; its spec knows the classes without
-    loading it) if given, else from the run record next to the model, else
-    the class indices "0", "1", ...
+    From ``data`` (a data set name or a directory: their classes are known
+    without loading the images) if given, else from the run record next to
+    the model, else the class indices "0", "1", ...
     """
     classes: list[str] | None = None
     if data is not None:
-        from npcnn.data import DATASETS
+        from npcnn.data import DataError, dataset_spec, directory_classes
 
-        spec = DATASETS.get(data.strip().lower().replace("_", "-"))
+        spec = dataset_spec(data)
         if spec is not None:
             classes = list(spec.classes)
+        elif Path(data).expanduser().is_dir():
+            try:
+                classes = directory_classes(Path(data).expanduser(), num_classes=count)
+            except DataError as err:
+                raise CLIError(f"the model has {count} outputs but {err.summary}") from None
         else:
             classes = list(load_data(data).classes)
     else:

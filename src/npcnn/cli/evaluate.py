@@ -25,6 +25,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "from run.json next to MODEL, else 'sample')",
     )
     p.add_argument(
+        "--num-classes",
+        type=options.class_count,
+        metavar="N",
+        help="classes of a --data directory (default: the run's, from run.json, else its "
+        "classes.txt, else 10)",
+    )
+    p.add_argument(
         "--limit-test",
         type=options.positive_int,
         metavar="N",
@@ -39,16 +46,18 @@ def run(args: argparse.Namespace) -> int:
     from npcnn import nn
     from npcnn.cli.common import limit_splits, load_data, load_model, read_run_record, set_threads
     from npcnn.cli.errors import CLIError
+    from npcnn.data import dataset_spec
     from npcnn.metrics import classification_report
     from npcnn.training import evaluate
 
     set_threads(args.threads)
     model = load_model(args.model)
-    name = args.data
-    if name is None:
-        record = read_run_record(args.model) or {}
-        name = (record.get("config") or {}).get("data", "sample")
-    data = limit_splits(load_data(name), None, args.limit_test)
+    config = (read_run_record(args.model) or {}).get("config") or {}
+    name = args.data or config.get("data", "sample")
+    num_classes = args.num_classes
+    if num_classes is None and dataset_spec(name) is None:
+        num_classes = config.get("num_classes")  # what the run's directory was trained with
+    data = limit_splits(load_data(name, num_classes), None, args.limit_test)
     try:
         result = evaluate(
             model, data.test_images, data.test_labels, nn.CrossEntropyLoss(), args.batch_size

@@ -20,6 +20,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def class_count(text: str) -> int:
+    """A number of classes: an integer of at least 2."""
+    value = _int(text, "a number of classes")
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"a classifier needs at least 2 classes, got {value}")
+    return value
+
+
 def batch_size(text: str) -> int | str:
     """A positive integer, or "full" for full-batch gradient descent.
 

@@ -65,6 +65,13 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
         help="sample (ships with npcnn, default), mnist, fashion-mnist, kmnist, or a "
         "directory of MNIST-format IDX files",
     )
+    p.add_argument(
+        "--num-classes",
+        type=options.class_count,
+        metavar="N",
+        help="classes of a --data directory (default: its classes.txt, else 10); labels "
+        "outside 0..N-1 are refused",
+    )
     p.add_argument("--preset", choices=list(PRESETS), help=f"network (default: {DEFAULT_PRESET})")
     p.add_argument(
         "--limit-train",
@@ -266,7 +273,7 @@ def _training_data(config: dict[str, Any], preset: Preset) -> tuple[Dataset, lis
     and notes on the limits, for the console."""
     from npcnn.cli.common import load_data
 
-    full = load_data(config["data"])
+    full = load_data(config["data"], config["num_classes"])
     data = full.head(config["limit_train"], config["limit_test"])
     if data.train_images.shape[1:] != preset.input_shape[1:]:
         raise CLIError(

@@ -38,7 +38,7 @@ RECIPE_OPTIONS = (
 #: Recipe fields that the command line calls limit_*.
 RECIPE_FIELD = {"limit_train": "train_limit", "limit_test": "test_limit"}
 #: The settings that say which data a run trains on.
-DATA_SETTINGS = ("data", "limit_train", "limit_test")
+DATA_SETTINGS = ("data", "num_classes", "limit_train", "limit_test")
 
 
 def previous_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -75,6 +75,7 @@ def resolve_config(args: argparse.Namespace, previous: dict[str, Any] | None) ->
     config: dict[str, Any] = {
         "preset": preset.name,
         "data": data_argument(args.data) if args.data else previous.get("data", "sample"),
+        "num_classes": args.num_classes or previous.get("num_classes"),
         "seed": args.seed if args.seed is not None else previous.get("seed", 0),
     }
     for name in RECIPE_OPTIONS:
@@ -109,6 +110,7 @@ def _check_resume_keeps(args: argparse.Namespace, previous: dict[str, Any]) -> N
         )
     given = {
         "data": data_argument(args.data) if args.data else None,
+        "num_classes": args.num_classes,
         "limit_train": args.limit_train,
         "limit_test": args.limit_test,
     }

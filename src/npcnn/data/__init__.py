@@ -9,10 +9,10 @@
 from npcnn.data.augment import random_flip
 from npcnn.data.batches import BatchIterator
 from npcnn.data.checksums import FileSpec
-from npcnn.data.datasets import DATASETS, Dataset, DatasetSpec
-from npcnn.data.errors import ChecksumError, DataError, DownloadError
+from npcnn.data.datasets import DATASETS, Dataset, DatasetSpec, dataset_spec
+from npcnn.data.errors import ChecksumError, DataError, DownloadError, LabelError
 from npcnn.data.idx import read_idx, write_idx
-from npcnn.data.load import default_cache_dir, load_dataset, load_directory
+from npcnn.data.load import default_cache_dir, directory_classes, load_dataset, load_directory
 
 __all__ = [
     "DATASETS",
@@ -23,7 +23,10 @@ __all__ = [
     "DatasetSpec",
     "DownloadError",
     "FileSpec",
+    "LabelError",
+    "dataset_spec",
     "default_cache_dir",
+    "directory_classes",
     "load_dataset",
     "load_directory",
     "random_flip",

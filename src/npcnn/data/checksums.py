@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass
 
 from npcnn.data.errors import ChecksumError, DataError
-from npcnn.data.idx import GZIP_MAGIC, gunzip_if_needed, read_raw
+from npcnn.data.idx import GZIP_MAGIC, decompress_idx, read_raw
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def verify_file(
     label = str(path) if label is None else label
     raw = read_raw(path)
     try:
-        data = gunzip_if_needed(raw, label) if spec.sha256 is not None else raw
+        data = decompress_idx(raw, label) if spec.sha256 is not None else raw
     except DataError as exc:
         raise ChecksumError(str(exc)) from exc
     return check_digests(raw, data, spec, label, allow_decompressed=allow_decompressed)

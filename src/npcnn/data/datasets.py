@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from npcnn.data.checksums import FileSpec
-from npcnn.data.errors import DataError
+from npcnn.data.errors import DataError, LabelError
 
 # The four files of every MNIST-format data set, in the order
 # train images, train labels, test images, test labels.
@@ -41,6 +41,28 @@ FASHION_CLASSES = (
 )
 # One hiragana per row of the syllabary, in romaji (o, ki, su, ...).
 KMNIST_CLASSES = ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")
+
+
+def check_labels(labels: np.ndarray, num_classes: int, source: str, hint: str = "") -> np.ndarray:
+    """``labels`` as int64, after checking that each is an integer in ``[0, num_classes)``.
+
+    Raises :class:`DataError` for non-integer labels and :class:`LabelError`
+    for labels out of range, e.g. ``<source>: 1 of 60,000 labels are outside
+    0..9 (values: 255)``: how many, and the first few distinct values. A
+    ``hint`` (what to do about it) goes on a second line of the message.
+    """
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(f"{source}: labels must be integers, got {labels.dtype}")
+    bad = labels[(labels < 0) | (labels >= num_classes)]
+    if bad.size:
+        values = np.unique(bad).tolist()
+        shown = ", ".join(map(str, values[:5])) + (", ..." if len(values) > 5 else "")
+        raise LabelError(
+            f"{source}: {bad.size:,} of {labels.size:,} labels are outside "
+            f"0..{num_classes - 1} (values: {shown})" + (f"\n{hint}" if hint else "")
+        )
+    return labels.astype(np.int64, copy=False)
 
 
 @dataclass(frozen=True)
@@ -109,14 +131,8 @@ class Dataset:
                     f"{self.name}: {split} labels have shape {labels.shape}, "
                     f"expected ({images.shape[0]},) to match the images"
                 )
-            if not np.issubdtype(labels.dtype, np.integer):
-                raise DataError(f"{self.name}: {split} labels must be integers, got {labels.dtype}")
-            if labels.size and (labels.min() < 0 or labels.max() >= len(self.classes)):
-                raise DataError(
-                    f"{self.name}: {split} labels span [{labels.min()}, {labels.max()}], "
-                    f"outside [0, {len(self.classes)}) for {len(self.classes)} classes"
-                )
-            setattr(self, f"{split}_labels", labels.astype(np.int64, copy=False))
+            labels = check_labels(labels, len(self.classes), f"{self.name}: {split} labels")
+            setattr(self, f"{split}_labels", labels)
 
     @property
     def num_classes(self) -> int:
@@ -215,3 +231,9 @@ KMNIST = DatasetSpec(
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec for spec in (SAMPLE, MNIST, FASHION_MNIST, KMNIST)
 }
+
+
+def dataset_spec(name: str) -> DatasetSpec | None:
+    """The spec registered in :data:`DATASETS` under ``name`` (case-insensitive,
+    ``_`` for ``-``), or None when ``name`` is not a data set's name."""
+    return DATASETS.get(name.strip().lower().replace("_", "-"))

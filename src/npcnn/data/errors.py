@@ -17,6 +17,10 @@ class DataError(ValueError):
         self.summary = summary or message.strip().splitlines()[0]
 
 
+class LabelError(DataError):
+    """Labels lie outside ``[0, number of classes)`` of the data set."""
+
+
 class DownloadError(DataError):
     """No mirror could deliver a file (offline, refused, truncated, ...)."""
 

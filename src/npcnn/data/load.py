@@ -16,13 +16,24 @@ from pathlib import Path
 import numpy as np
 
 from npcnn.data.checksums import FileSpec, check_digests
-from npcnn.data.datasets import DATASETS, DIGITS, IDX_FILE_NAMES, Dataset, DatasetSpec
+from npcnn.data.datasets import (
+    DATASETS,
+    IDX_FILE_NAMES,
+    Dataset,
+    DatasetSpec,
+    check_labels,
+    dataset_spec,
+)
 from npcnn.data.download import fetch, mirror_url
 from npcnn.data.errors import ChecksumError, DataError, DownloadError
-from npcnn.data.idx import gunzip_if_needed, parse_idx, read_raw
+from npcnn.data.idx import decompress_idx, parse_idx, read_raw
 from npcnn.data.sample import read_packaged
 
 ENV_VAR = "NPCNN_DATA"
+#: A directory of IDX files may name its classes in this file, one per line.
+CLASSES_FILE = "classes.txt"
+#: Classes of a directory that does not say: MNIST-format drop-ins have ten.
+DEFAULT_NUM_CLASSES = 10
 
 
 def default_cache_dir() -> Path:
@@ -54,7 +65,7 @@ def find_file(directory: str | os.PathLike[str], file: FileSpec) -> Path | None:
 def _read_checked(path: Path, file: FileSpec | None, hint: str = "") -> np.ndarray:
     """Read an IDX file, checking its checksum first when ``file`` gives one."""
     raw = read_raw(path)
-    data = gunzip_if_needed(raw, str(path))
+    data = decompress_idx(raw, str(path))
     if file is not None:
         try:
             check_digests(raw, data, file, str(path))
@@ -141,30 +152,85 @@ def _load_spec(
         _read_checked(path, file, hint)
         for (path, hint), file in zip(located, spec.files, strict=True)
     ]
+    for i in (1, 3):
+        check_labels(arrays[i], len(spec.classes), str(located[i][0]))
     return Dataset(spec.name, *arrays, classes=list(spec.classes), source=str(located[0][0].parent))
 
 
-def load_directory(path: str | os.PathLike[str], classes: Sequence[str] | None = None) -> Dataset:
+def _read_class_names(path: Path) -> list[str] | None:
+    """The non-blank lines of ``path`` (stripped), or None if there is no such file."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read the class names ({exc})") from exc
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def directory_classes(
+    path: str | os.PathLike[str],
+    classes: Sequence[str] | None = None,
+    num_classes: int | None = None,
+) -> list[str]:
+    """The class names of a directory of IDX files, without reading the files.
+
+    In order: ``classes`` if given; else the lines of ``path/classes.txt``;
+    else ``"0"``, ..., ``str(num_classes - 1)``; else the ten digits (a
+    directory is taken for an MNIST-format drop-in). ``num_classes``, when
+    given with names, must match their count. Raises :class:`DataError` for
+    fewer than two classes, repeated names or a count that does not match.
+    """
+    if classes is not None:
+        names, where = list(classes), "the classes argument"
+    else:
+        where = str(Path(path) / CLASSES_FILE)
+        names = _read_class_names(Path(path) / CLASSES_FILE)
+    if num_classes is not None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer):
+            raise DataError(f"num_classes must be an integer, got {num_classes!r}")
+        if names is not None and len(names) != num_classes:
+            raise DataError(f"{where} lists {len(names)} classes, not {num_classes}")
+    if names is None:
+        count = DEFAULT_NUM_CLASSES if num_classes is None else int(num_classes)
+        names, where = [str(i) for i in range(count)], "num_classes"
+    if len(names) < 2:
+        raise DataError(f"{where}: a classifier needs at least 2 classes, got {len(names)}")
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise DataError(f"{where}: class names repeated: {', '.join(repeated)}")
+    return names
+
+
+def load_directory(
+    path: str | os.PathLike[str],
+    classes: Sequence[str] | None = None,
+    *,
+    num_classes: int | None = None,
+) -> Dataset:
     """Load the four MNIST-named IDX files (raw or gzip) from ``path``, unchecked.
 
-    Class names default to the digits for labels 0-9, else "0", "1", ... up
-    to the largest label.
+    The classes come from :func:`directory_classes`: ``classes``, else
+    ``path/classes.txt``, else ``num_classes`` numbered ones, else the ten
+    digits. They are never guessed from the labels: a label outside them
+    raises :class:`LabelError` naming the file, how many labels are out of
+    range and which values.
     """
     path = Path(path)
+    names = directory_classes(path, classes, num_classes)
     files = [FileSpec(name) for name in IDX_FILE_NAMES]
     paths = [find_file(path, f) for f in files]
     missing = [f.stem + "[.gz]" for f, p in zip(files, paths, strict=True) if p is None]
     if missing:
         raise DataError(f"{path}: missing IDX file(s) {', '.join(missing)}")
     arrays = [_read_checked(p, None) for p in paths]  # type: ignore[arg-type]
-    if classes is None:
-        top = max((int(a.max()) for a in (arrays[1], arrays[3]) if a.size), default=0)
-        classes = DIGITS if top < 10 else [str(i) for i in range(top + 1)]
-    return Dataset(path.name or str(path), *arrays, classes=list(classes), source=str(path))
-
-
-def _normalise(name: str) -> str:
-    return name.strip().lower().replace("_", "-")
+    hint = (
+        "If the data set has more classes, pass load_dataset(..., num_classes=N) "
+        f"or name them, one per line, in {path / CLASSES_FILE}."
+    )
+    for i in (1, 3):
+        check_labels(arrays[i], len(names), str(paths[i]), hint)
+    return Dataset(path.name or str(path), *arrays, classes=names, source=str(path))
 
 
 def load_dataset(
@@ -174,6 +240,7 @@ def load_dataset(
     download: bool = True,
     spec: DatasetSpec | None = None,
     progress: bool | None = None,
+    num_classes: int | None = None,
 ) -> Dataset:
     """Load a data set by name (``sample``, ``mnist``, ``fashion-mnist``,
     ``kmnist``, or any name in :data:`DATASETS`) or from a directory.
@@ -184,18 +251,29 @@ def load_dataset(
     :class:`DatasetSpec` instead of looking the name up. ``progress``: show a
     download progress bar (default: when stderr is a terminal).
 
+    The classes of a named data set are those of its spec; ``num_classes``,
+    if given, must equal their count. A directory's are ``classes.txt`` in
+    it, else ``num_classes`` numbered ones, else the ten digits (see
+    :func:`load_directory`). Labels outside the classes are refused.
+
     Raises :class:`DataError` (a ValueError) for an unknown name, a malformed
-    file or a checksum mismatch, and :class:`DownloadError` with instructions
-    for placing the files by hand when they cannot be downloaded.
+    file or a checksum mismatch, :class:`LabelError` (a DataError) for labels
+    outside the classes, and :class:`DownloadError` with instructions for
+    placing the files by hand when they cannot be downloaded.
     """
     cache = None if cache_dir is None else Path(cache_dir).expanduser()
+    if spec is None and isinstance(name_or_path, str):
+        spec = dataset_spec(name_or_path)
     if spec is not None:
+        if num_classes is not None and num_classes != len(spec.classes):
+            raise DataError(
+                f"the {spec.name!r} data set has {len(spec.classes)} classes, not "
+                f"{num_classes}; num_classes is for a directory of files"
+            )
         return _load_spec(spec, cache, download, progress)
-    if isinstance(name_or_path, str) and _normalise(name_or_path) in DATASETS:
-        return _load_spec(DATASETS[_normalise(name_or_path)], cache, download, progress)
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        return load_directory(path)
+        return load_directory(path, num_classes=num_classes)
     raise DataError(
         f"unknown data set {str(name_or_path)!r}: use one of {', '.join(DATASETS)} or a "
         f"directory holding {', '.join(IDX_FILE_NAMES)} (gzipped or not)"
