@@ -107,6 +107,13 @@ def model_from_arrays(arrays: Mapping[str, np.ndarray], source: str = "the array
         raise ValueError(f"{source}: {err}") from None
     if record.get("dtype", "float32") == "float64":
         model.astype(np.float64)
+    own = [name for name, _ in model.named_parameters()]
+    own += [name for name, _ in model.named_buffers()]
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing:
+        raise ValueError(f"{source}: arrays {names_list(missing)} are missing from the file")
+    if unexpected:
+        raise ValueError(f"{source}: arrays {names_list(unexpected)} are not in the architecture")
     try:
         model.load_state_dict(state, strict=True)
     except ValueError as err:
@@ -163,8 +170,8 @@ def _check_state(state: Mapping[str, np.ndarray], source: str) -> None:
         more = f", and {len(bad) - 1} more arrays" if len(bad) > 1 else ""
         count = int(value.size - np.count_nonzero(np.isfinite(value)))
         raise ValueError(
-            f"{source}: the model's weights contain NaN or infinity "
-            f"({count:,} values in {clip(name, 60)!r}{more})"
+            f"{source}: the model's weights contain NaN or infinity ({count:,} "
+            f"value{'s' if count > 1 else ''} in {clip(name, 60)!r}{more})"
         )
 
 
