@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -627,3 +628,194 @@ def test_max_pool_with_256_offsets_and_a_folded_relu(rng) -> None:
     dy = rng.standard_normal(out.shape)
     np.testing.assert_array_equal(model.backward(dy), layers[0].backward(layers[1].backward(dy)))
     assert not model.backward(dy)[0, 0].any()
+
+
+# --- the contracts for a layer of one's own ---------------------------------------------
+
+
+def _readme_example(heading: str) -> str:
+    """The first Python block after `heading` in README.md."""
+    text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index(f"\n{heading}\n") :]
+    return section.split("```python\n", 1)[1].split("\n```", 1)[0]
+
+
+def test_the_readme_example_of_a_layer_of_ones_own_runs(tmp_path, monkeypatch, capsys) -> None:
+    code = _readme_example("## Writing your own layer")
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    try:
+        exec(compile(code, "README.md", "exec"), namespace)  # its asserts must hold
+    finally:
+        for name in ("Scale", "Residual"):
+            nn.LAYERS.pop(name, None)
+    printed = capsys.readouterr().out.strip()
+    promised = [line[2:] for line in code.splitlines() if line.startswith("# [")]
+    assert [printed] == promised
+    assert (tmp_path / "custom.npz").is_file()
+    model = namespace["model"]
+    assert [name for name, _ in model.named_buffers()] == ["1.block.1.shift"]
+
+
+class _Affine(nn.Layer):
+    """y = x * scale + offset, for the registration tests."""
+
+    def __init__(self, n: int = 2) -> None:
+        super().__init__()
+        self.n = n
+        self.scale = nn.Parameter(np.full(n, 2.0, dtype=np.float32))
+        self.register_buffer("offset", np.arange(n, dtype=np.float32))
+        self.inner = nn.Dense(n, n, rng=0)
+        self.cache = None
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        return self.inner.forward(x * self.scale.data + self.offset, training)
+
+    def config(self) -> dict:
+        return {"n": self.n}
+
+
+def test_assignment_and_register_calls_register_in_order() -> None:
+    layer = _Affine()
+    assert [n for n, _ in layer.named_parameters()] == ["scale", "inner.weight", "inner.bias"]
+    assert [n for n, _ in layer.named_parameters(recurse=False)] == ["scale"]
+    assert [n for n, _ in layer.named_buffers()] == ["offset"]
+    assert list(layer.named_children()) == [("inner", layer.inner)]
+    assert list(layer.children()) == [layer.inner]
+    model = nn.Sequential(nn.ReLU(), layer)
+    assert [(name, type(m).__name__) for name, m in model.named_layers()] == [
+        ("", "Sequential"),
+        ("0", "ReLU"),
+        ("1", "_Affine"),
+        ("1.inner", "Dense"),
+    ]
+    assert set(model.state_dict()) == {"1.scale", "1.offset", "1.inner.weight", "1.inner.bias"}
+    model.astype(np.float64)
+    assert layer.offset.dtype == np.float64 and layer.inner.weight.dtype == np.float64
+    # A buffer replaced by assignment stays the buffer; None removes a parameter or child.
+    layer.offset = np.ones(2)
+    np.testing.assert_array_equal(model.state_dict()["1.offset"], np.ones(2))
+    layer.scale = None
+    layer.inner = None
+    assert [n for n, _ in model.named_parameters()] == []
+    layer.extra = nn.Parameter(np.zeros(1))
+    layer.add_layer("tail", nn.Dense(1, 1, rng=0))
+    assert [n for n, _ in layer.named_parameters()] == ["extra", "tail.weight", "tail.bias"]
+    del layer.extra
+    assert [n for n, _ in layer.named_parameters()] == ["tail.weight", "tail.bias"]
+
+
+def test_registration_mistakes_are_explained() -> None:
+    layer = _Affine()
+    with pytest.raises(TypeError, match=r"parameter 'scale'.*Parameter"):
+        layer.scale = np.zeros(2)
+    with pytest.raises(TypeError, match="buffer 'offset'"):
+        layer.offset = [1, 2]
+    with pytest.raises(TypeError, match="layer 'inner'"):
+        layer.inner = "dense"
+    with pytest.raises(TypeError, match="numpy array"):
+        layer.register_buffer("b", [1.0])
+    with pytest.raises(ValueError, match=r"without '\.'"):
+        layer.register_parameter("a.b", nn.Parameter(np.zeros(1)))
+    with pytest.raises(ValueError, match="'forward'"):
+        layer.add_layer("forward", nn.ReLU())
+
+    class Forgetful(nn.Layer):
+        def __init__(self) -> None:
+            self.w = nn.Parameter(np.zeros(1))
+
+    with pytest.raises(AttributeError, match=r"super\(\).__init__\(\)"):
+        Forgetful()
+
+
+def test_a_registered_layer_of_ones_own_saves_and_loads(tmp_path) -> None:
+    model = nn.Sequential(nn.Dense(3, 2, rng=1), _Affine())
+    model[1].offset[...] = [5.0, -1.0]
+    path = tmp_path / "own.npz"
+    npcnn.save(model, path)
+    with pytest.raises(ValueError, match=r"unknown layer type '_Affine' \(layer '1'\): register"):
+        npcnn.load(path)
+    nn.register_layer(_Affine)
+    try:
+        loaded = npcnn.load(path)
+    finally:
+        del nn.LAYERS["_Affine"]
+    assert type(loaded[1]) is _Affine
+    x = np.ones((2, 3), dtype=np.float32)
+    np.testing.assert_array_equal(loaded.forward(x), model.forward(x))
+    np.testing.assert_array_equal(loaded[1].offset, [5.0, -1.0])
+
+
+def test_register_layer_under_a_name_and_refuses_a_taken_one(tmp_path) -> None:
+    class Dense(nn.Layer):  # a user's class with a built-in's name
+        pass
+
+    with pytest.raises(ValueError, match="already registered"):
+        nn.register_layer(Dense)
+    nn.register_layer(name="mine.Dense")(Dense)
+    try:
+        assert npcnn.serialization.layer_spec(Dense())["type"] == "mine.Dense"
+        npcnn.save(nn.Sequential(Dense()), tmp_path / "m.npz")
+        assert type(npcnn.load(tmp_path / "m.npz")[0]) is Dense
+    finally:
+        del nn.LAYERS["mine.Dense"]
+    with pytest.raises(TypeError):
+        nn.register_layer(int)
+
+
+class _Twice(nn.Layer):
+    """A container of one's own, given its child: y = layer(layer(x)); its config holds
+    the child's description, so it overrides from_config."""
+
+    def __init__(self, layer: nn.Layer) -> None:
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        return self.layer.forward(self.layer.forward(x, training), training)
+
+    def config(self) -> dict:
+        return {"layer": npcnn.serialization.layer_spec(self.layer)}
+
+    @classmethod
+    def from_config(cls, config) -> _Twice:
+        return cls(npcnn.serialization.build_layer(config["layer"], "layer"))
+
+
+def test_a_container_of_ones_own_rebuilds_its_children(tmp_path) -> None:
+    nn.register_layer(_Twice)
+    try:
+        model = _Twice(nn.Dense(2, 2, rng=3))
+        npcnn.save(model, tmp_path / "twice.npz")
+        loaded = npcnn.load(tmp_path / "twice.npz")
+    finally:
+        del nn.LAYERS["_Twice"]
+    x = np.ones((1, 2), dtype=np.float32)
+    np.testing.assert_array_equal(loaded.forward(x), model.forward(x))
+    assert [n for n, _ in loaded.named_parameters()] == ["layer.weight", "layer.bias"]
+
+
+_BUILT_IN = sorted(n for n, c in nn.LAYERS.items() if c.__module__.startswith("npcnn.nn."))
+
+
+@pytest.mark.parametrize("name", [name for name in _BUILT_IN if name != "Sequential"])
+def test_stated_shapes_are_those_of_the_built_layer(name: str) -> None:
+    """Every built-in layer's `state_shapes` (what npcnn.load checks before
+    building) must be the shapes of its own arrays once built."""
+    examples = {
+        "Conv2D": {"in_channels": 2, "out_channels": 3, "kernel_size": [2, 3], "bias": False},
+        "Dense": {"in_features": 4, "out_features": 5},
+        "BatchNorm1D": {"num_features": 3},
+        "BatchNorm2D": {"num_features": 6},
+        "AvgPool2D": {"kernel_size": 2},
+        "MaxPool2D": {"kernel_size": 3},
+    }
+    cls = nn.LAYERS[name]
+    config = examples.get(name, {})
+    layer = cls.from_config(config)
+    own = dict(layer.named_parameters(recurse=False)) | dict(layer.named_buffers(recurse=False))
+    stated = cls.state_shapes(config)
+    if stated is None:
+        assert not own
+    else:
+        assert stated == {key: value.shape for key, value in own.items()}

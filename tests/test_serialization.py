@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
+import struct
+import time
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +15,7 @@ import pytest
 
 import npcnn
 from npcnn import nn
-from npcnn.serialization import ARCHITECTURE_KEY, model_from_arrays, model_to_arrays
+from npcnn.serialization import ARCHITECTURE_KEY, layer_spec, model_from_arrays, model_to_arrays
 
 
 def _trained(model: nn.Sequential, rng: np.random.Generator, shape) -> nn.Sequential:
@@ -273,3 +278,251 @@ def test_summary_of_notebook(notebook_model, capsys) -> None:
 def test_summary_rejects_an_input_that_does_not_fit(notebook_model) -> None:
     with pytest.raises(ValueError):
         notebook_model().summary(input_shape=(3, 28, 28))
+
+
+# --- damaged and crafted files: refused quickly, in one short line -------------------
+
+
+def _cli_error(capsys, *argv) -> str:
+    """Run the command line, expecting one short `npcnn: error:` line; return it."""
+    from npcnn.cli.main import main
+
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0].startswith("npcnn: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+def _short_value_error(path: Path, *fragments: str, limit: int = 200) -> str:
+    """npcnn.load(path) must raise a ValueError of at most `limit` characters that
+    starts with the file's name and says each fragment."""
+    with pytest.raises(ValueError) as info:
+        npcnn.load(path)
+    message = str(info.value)
+    assert message.startswith(str(path)), message
+    assert len(message) - len(str(path)) <= limit, message
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def _with_model(arrays: dict[str, np.ndarray], model: dict | str) -> dict[str, np.ndarray]:
+    """`arrays` with another model in the architecture record (a dict, or its JSON text)."""
+    record = json.loads(str(arrays[ARCHITECTURE_KEY]))
+    text = json.dumps({**record, "model": "MODEL"})
+    text = text.replace('"MODEL"', model if isinstance(model, str) else json.dumps(model))
+    return {**arrays, ARCHITECTURE_KEY: np.array(text)}
+
+
+def test_a_huge_layer_with_tiny_arrays_is_refused_before_allocating(tmp_path, capsys) -> None:
+    arrays = model_to_arrays(nn.Sequential(nn.Dense(2, 2, rng=0)))
+    huge = {"type": "Dense", "config": {"in_features": 10**6, "out_features": 10**6}}
+    path = tmp_path / "huge.npz"
+    np.savez(path, **_with_model(arrays, {"type": "Sequential", "config": {"layers": [huge]}}))
+    _short_value_error(path, "'0.weight'", "(2, 2)", "(1000000, 1000000)")
+    # A huge layer whose arrays are not in the file at all.
+    layers = [{"type": "Dense", "config": {"in_features": 2, "out_features": 2}}, huge]
+    np.savez(path, **_with_model(arrays, {"type": "Sequential", "config": {"layers": layers}}))
+    _short_value_error(path, "'1.weight'", "missing")
+    assert "'1.weight'" in _cli_error(capsys, "summary", path)
+
+
+def _nested(depth: int) -> str:
+    """The JSON text of a Dense(2, 2) inside `depth` Sequentials (json.dumps could
+    not write it: it recurses as deep as the nesting)."""
+    dense = '{"type": "Dense", "config": {"in_features": 2, "out_features": 2}}'
+    return '{"type": "Sequential", "config": {"layers": [' * depth + dense + "]}}" * depth
+
+
+@pytest.mark.parametrize("depth", [100, 10_000])
+def test_deeply_nested_layers_are_refused(depth: int, tmp_path, capsys) -> None:
+    # 100 levels parse as JSON but nest deeper than any sane model; 10,000 exceed
+    # what json (and Python's recursion) can take at all.
+    inner = nn.Dense(2, 2, rng=0)
+    state = {"0." * depth + name: value for name, value in inner.state_dict().items()}
+    arrays = {**model_to_arrays(inner), **state}
+    for name in inner.state_dict():
+        del arrays[name]
+    path = tmp_path / "deep.npz"
+    np.savez(path, **_with_model(arrays, _nested(depth)))
+    message = _short_value_error(path, "deep")
+    assert "nest" in message
+    assert "nest" in _cli_error(capsys, "summary", path)
+
+
+def test_a_user_layer_claiming_more_than_the_file_holds_is_refused(tmp_path) -> None:
+    # A class that does not state its shapes is built, then counted against the file.
+    model = nn.Sequential(_Table(3))
+    arrays = model_to_arrays(model)
+    path = tmp_path / "table.npz"
+    table = layer_spec(_Table(10**4))
+    np.savez(path, **_with_model(arrays, {"type": "Sequential", "config": {"layers": [table]}}))
+    _short_value_error(path, "needs more than the 3 parameter and buffer values")
+
+
+@nn.register_layer
+class _Table(nn.Layer):
+    """A lookup table with no `state_shapes`: y = x + values (values (n,))."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.values = nn.Parameter(np.zeros(n, dtype=np.float32))
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        return x + self.values.data
+
+    def config(self) -> dict:
+        return {"n": self.n}
+
+
+def _npy_header(shape: tuple[int, ...], dtype: str) -> bytes:
+    buffer = io.BytesIO()
+    header = {"descr": dtype, "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)  # the magic string, then the header
+    return buffer.getvalue()
+
+
+def test_an_array_claiming_more_than_it_holds_is_refused_unread(tmp_path, capsys) -> None:
+    arrays = model_to_arrays(nn.Sequential(nn.Dense(2, 2, rng=0)))
+    path = tmp_path / "liar.npz"
+    np.savez(path, **arrays)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("big.npy", _npy_header((10**12,), "<f8") + bytes(16))
+    _short_value_error(path, "'big'", "claims shape (1000000000000,)", "holds 16 bytes")
+    assert "claims shape" in _cli_error(capsys, "evaluate", path)
+
+
+def _zip_bomb(path: Path, name: str, header: bytes, zeros: int) -> None:
+    """Write a zip whose member `name` is `header` then `zeros` zero bytes, deflated.
+
+    Compressing gigabytes would take seconds, so the deflate stream is made of one
+    compressed chunk repeated: after a full flush the compressor starts afresh, so
+    each chunk compresses to the same bytes. The CRC is left 0 (never checked:
+    the file must be refused before its data is read).
+    """
+    chunk = 2**20
+    assert zeros % chunk == 0
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+    head = compressor.compress(header) + compressor.flush(zlib.Z_FULL_FLUSH)
+    block = compressor.compress(bytes(chunk)) + compressor.flush(zlib.Z_FULL_FLUSH)
+    data = head + block * (zeros // chunk) + compressor.flush()
+    size, encoded = len(header) + zeros, name.encode()
+    local = struct.pack(
+        "<4s5H3L2H", b"PK\x03\x04", 20, 0, 8, 0, 0, 0, len(data), size, len(encoded), 0
+    )
+    central = struct.pack(
+        "<4s6H3L5H2L", b"PK\x01\x02", 20, 20, 0, 8, 0, 0, 0, len(data), size,
+        len(encoded), 0, 0, 0, 0, 0, 0,
+    )  # fmt: skip
+    offset = len(local) + len(encoded) + len(data)
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(central) + len(encoded), offset, 0)
+    path.write_bytes(local + encoded + data + central + encoded + end)
+
+
+def test_a_zip_bomb_is_refused_before_decompressing(tmp_path, capsys) -> None:
+    path = tmp_path / "bomb.npz"
+    zeros = 2**31 - 2**24  # about 2 GB (below 2**31, where zip64 records begin)
+    header = _npy_header((zeros // 8,), "<f8")
+    _zip_bomb(path, "0.weight.npy", header, zeros)
+    assert path.stat().st_size < 4 * 2**20
+    with zipfile.ZipFile(path) as archive:  # a well-formed archive, as far as zip goes
+        assert archive.getinfo("0.weight.npy").file_size > 2 * 10**9
+    start = time.perf_counter()
+    _short_value_error(path, f"decompress to {len(header) + zeros:,} bytes", "zip bomb")
+    assert time.perf_counter() - start < 2.0
+    assert "zip bomb" in _cli_error(capsys, "predict", path, "digit.png")
+
+
+def test_unknown_layer_type_is_said_first_in_a_short_line(tmp_path, capsys) -> None:
+    arrays = model_to_arrays(nn.Sequential(nn.ReLU()))
+    layers = [{"type": "ReLU", "config": {}}] * 300 + [{"type": "Foo", "config": {"x": "y" * 999}}]
+    path = tmp_path / "foo.npz"
+    np.savez(path, **_with_model(arrays, {"type": "Sequential", "config": {"layers": layers}}))
+    message = _short_value_error(path, "unknown layer type 'Foo'", "(layer '300')")
+    assert message.index("unknown layer type") < len(str(path)) + 5
+    line = _cli_error(capsys, "summary", path)
+    assert line.startswith(f"npcnn: error: {path}: unknown layer type 'Foo'")
+    assert len(line) - len(str(path)) < 200
+
+
+def test_damaged_files_never_raise_anything_but_value_error(tmp_path, rng) -> None:
+    """Random damage to a small model file (bytes changed, cut short): npcnn.load
+    either loads a model or raises ValueError, never another exception."""
+    path = tmp_path / "model.npz"
+    npcnn.save(nn.Sequential(nn.Conv2D(1, 2, 3, rng=0), nn.BatchNorm2D(2)), path)
+    original = path.read_bytes()
+    damaged = tmp_path / "damaged.npz"
+    for trial in range(300):
+        data = bytearray(original)
+        for position in rng.integers(0, len(data), size=1 + trial % 4):
+            data[position] = rng.integers(0, 256)
+        if trial % 5 == 0:
+            data = data[: rng.integers(1, len(data))]
+        damaged.write_bytes(bytes(data))
+        try:
+            npcnn.load(damaged)
+        except ValueError:
+            pass
+
+
+# --- training checkpoints and non-finite weights -----------------------------------
+
+
+@pytest.fixture
+def checkpoint(tmp_path: Path, notebook_model) -> Path:
+    """A training checkpoint of the notebook network after one epoch on 20 digits."""
+    from npcnn import optim
+    from npcnn.data import BatchIterator, load_dataset
+    from npcnn.training import Trainer
+
+    data = load_dataset("sample").head(20, 20)
+    model = notebook_model(rng=0)
+    path = tmp_path / "run" / "checkpoint.npz"
+    trainer = Trainer(
+        model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.01), checkpoint_path=path
+    )
+    trainer.fit(BatchIterator(data.train_images, data.train_labels, 10, rng=0), 1)
+    assert path.is_file()
+    return path
+
+
+def test_npcnn_load_refuses_a_checkpoint_saying_what_it_is(checkpoint: Path) -> None:
+    _short_value_error(checkpoint, "training checkpoint", "load_checkpoint")
+
+
+def test_the_commands_take_a_checkpoint_for_a_model(checkpoint: Path, capsys) -> None:
+    from npcnn.cli.main import main
+    from npcnn.training import load_checkpoint
+
+    assert main(["evaluate", str(checkpoint), "--limit-test", "30"]) == 0
+    out, err = capsys.readouterr()
+    assert err == f"note: {checkpoint} is a training checkpoint; using its model\n"
+    assert "test accuracy" in out
+    image = checkpoint.parent / "digit.png"
+    pixels = np.zeros((28, 28), np.uint8)
+    pixels[6:22, 12:16] = 255  # a "1"
+    pytest.importorskip("PIL.Image").fromarray(pixels).save(image)
+    assert main(["predict", str(checkpoint), str(image)]) == 0
+    out, err = capsys.readouterr()
+    assert "training checkpoint" in err and out.startswith(f"{image}: ")
+    # The same predictions as from the checkpoint's model itself.
+    model = load_checkpoint(checkpoint)["model"]
+    npcnn.save(model, checkpoint.parent / "model.npz")
+    assert main(["predict", str(checkpoint.parent / "model.npz"), str(image)]) == 0
+    assert capsys.readouterr().out == out
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_weights_are_refused(bad: float, tmp_path: Path, capsys) -> None:
+    model = nn.Sequential(nn.Dense(3, 4, rng=0), nn.BatchNorm1D(4))
+    model[0].weight.data[1, :2] = bad
+    model[1].running_var[3] = bad
+    path = tmp_path / "bad.npz"
+    npcnn.save(model, path)
+    _short_value_error(
+        path, "the model's weights contain NaN or infinity (2 values in '0.weight', and 1 more"
+    )
+    assert "NaN or infinity" in _cli_error(capsys, "summary", path)

@@ -3,22 +3,84 @@
 Everything npcnn writes (models, checkpoints, logs, plots, downloads) goes
 to a temporary file in the destination's directory and is renamed over the
 destination only once complete; a previous file stays intact until then.
+
+A temporary file is named `.NAME.tmp-HOST-PID-RANDOM` (`.part` for downloads):
+hidden, and saying which process wrote it. A process killed before the rename
+leaves it behind; the next atomic write of the same NAME removes those whose
+writer is gone (same host, no such process) or that nobody has touched for
+`STALE_AFTER` seconds (another host's, or a process id used again since).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
+import socket
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
+#: An untouched temporary file older than this is stale whatever its process id says.
+STALE_AFTER = 24 * 3600
 
-def _default_mode() -> int:
-    """The permissions a plain open() would give a new file (0o666 minus the umask)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+
+def temporary_name(target: Path, suffix: str = ".tmp") -> Path:
+    """A fresh temporary path beside `target`: `.NAME{suffix}-HOST-PID-RANDOM`."""
+    return target.with_name(
+        f"{_temporary_prefix(target, suffix)}{_host()}-{os.getpid()}-{secrets.token_hex(4)}"
+    )
+
+
+def _temporary_prefix(target: Path, suffix: str) -> str:
+    return f".{target.name}{suffix}-"
+
+
+def _host() -> str:
+    # The name goes between dashes in the file name: dashes and dots would be ambiguous.
+    return "".join(c for c in socket.gethostname() if c.isalnum()) or "host"
+
+
+def remove_stale_temporaries(target: Path, suffix: str = ".tmp") -> list[Path]:
+    """Remove the temporary files of earlier writes of `target` that were killed
+    before renaming them (see the module docstring); returns what was removed."""
+    prefix = _temporary_prefix(target, suffix)
+    removed = []
+    try:
+        entries = list(os.scandir(target.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        if entry.name.startswith(prefix) and _is_stale(entry, entry.name[len(prefix) :]):
+            with suppress(FileNotFoundError, PermissionError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+    return removed
+
+
+def _is_stale(entry: os.DirEntry, tail: str) -> bool:
+    """Whether the temporary file `entry`, named ...-HOST-PID-RANDOM, was abandoned."""
+    try:
+        age = time.time() - entry.stat(follow_symlinks=False).st_mtime
+    except OSError:
+        return False
+    if age > STALE_AFTER:
+        return True
+    host, _, rest = tail.partition("-")
+    pid = rest.partition("-")[0]
+    if host != _host() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    return not _process_exists(int(pid))
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only checks that the process exists
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):
+        return True  # another user's process (PermissionError), or an odd id: keep the file
+    return True
 
 
 @contextmanager
@@ -26,16 +88,17 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
     """Yield a temporary path beside `path`; rename it to `path` if the block succeeds.
 
     If the block raises, the temporary file is removed and `path` is untouched.
-    The result gets ordinary permissions (mkstemp's would be owner-only).
+    The temporary file is created empty, with the permissions a plain open()
+    would give it; stale temporaries of earlier, killed writes of `path` are
+    removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
+    remove_stale_temporaries(path, suffix)
+    tmp = temporary_name(path, suffix)
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:
         yield tmp
-        os.chmod(tmp, _default_mode())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

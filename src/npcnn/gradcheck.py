@@ -40,12 +40,11 @@ class GradcheckResult:
         return "\n".join(lines)
 
 
-def _generators(layer: Layer) -> Iterator[np.random.Generator]:
-    for value in vars(layer).values():
-        if isinstance(value, np.random.Generator):
-            yield value
-    for child in layer._children.values():
-        yield from _generators(child)
+def _generators(model: Layer) -> Iterator[np.random.Generator]:
+    for _, layer in model.named_layers():
+        for value in vars(layer).values():
+            if isinstance(value, np.random.Generator):
+                yield value
 
 
 def relative_error(a: np.ndarray, b: np.ndarray) -> float:

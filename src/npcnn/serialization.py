@@ -4,51 +4,60 @@ A model file is one .npz: the architecture as JSON (under a reserved key)
 and every parameter and buffer under its dotted state-dict name. Loading
 uses `allow_pickle=False`, so a file can never run code, and every way a
 file can be wrong (not an .npz, not ours, an unknown layer, a missing or
-misshapen array) is a `ValueError` that says which.
+misshapen array, NaN weights, a training checkpoint) is a `ValueError` of
+one short line that starts with the file's name and says which.
+
+A damaged or crafted file cannot make loading allocate what it claims:
+the zip directory and each array's header are checked against the file's
+size before anything is decompressed (`load_arrays`), and the architecture
+against the arrays before any layer is built (`model_from_arrays`).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
 from npcnn.files import atomic_path
-from npcnn.nn import LAYERS, Layer, Sequential
+from npcnn.nn import Layer
+from npcnn.nn.registry import build_layer, build_limits, layer_spec
+from npcnn.text import clip, names_list, short_repr
+
+__all__ = [
+    "ARCHITECTURE_KEY",
+    "RESERVED_PREFIX",
+    "build_layer",
+    "layer_spec",
+    "load",
+    "load_arrays",
+    "model_from_arrays",
+    "model_to_arrays",
+    "save",
+    "save_arrays",
+    "split_records",
+]
 
 ARCHITECTURE_KEY = "__npcnn_architecture__"
+#: Array names beginning with it are records beside a model (a training
+#: checkpoint's), never a layer's parameter or buffer.
+RESERVED_PREFIX = "__"
 FORMAT_NAME = "npcnn-model"
 FORMAT_VERSION = 1
 
-
-def layer_spec(layer: Layer) -> dict[str, Any]:
-    """The JSON-ready description {"type", "config"} that rebuilds `layer` (recursive)."""
-    return {"type": type(layer).__name__, "config": layer.config()}
-
-
-def build_layer(spec: Mapping[str, Any]) -> Layer:
-    """Rebuild a layer from `layer_spec` output; ValueError for an unknown type or bad config."""
-    if not isinstance(spec, Mapping) or "type" not in spec:
-        raise ValueError(f"malformed layer description: {spec!r}")
-    name = spec["type"]
-    cls = LAYERS.get(name)
-    if cls is None:
-        raise ValueError(f"unknown layer type {name!r} (known: {', '.join(sorted(LAYERS))})")
-    config = spec.get("config", {})
-    if not isinstance(config, Mapping):
-        raise ValueError(f"malformed configuration for {name}: {config!r}")
-    config = dict(config)
-    try:
-        if cls is Sequential:
-            return Sequential([build_layer(s) for s in config.get("layers", [])])
-        return cls(**config)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"cannot build {name} from {config}: {err}") from err
+#: An .npz whose arrays would decompress to more than this many times the
+#: file's size, plus the allowance, is refused unread: npcnn writes arrays
+#: uncompressed, and float weights do not compress a hundredfold; zeros do
+#: (a "zip bomb": gigabytes from a few megabytes).
+MAX_COMPRESSION_RATIO = 100
+UNCOMPRESSED_ALLOWANCE = 64 * 2**20
 
 
 def model_to_arrays(model: Layer) -> dict[str, np.ndarray]:
@@ -65,19 +74,68 @@ def model_to_arrays(model: Layer) -> dict[str, np.ndarray]:
     return arrays
 
 
+def split_records(
+    arrays: Mapping[str, np.ndarray],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(the model's arrays with its architecture record, the other records): a
+    training checkpoint's optimiser state and history have RESERVED_PREFIX names."""
+    model, records = {}, {}
+    for name, value in arrays.items():
+        reserved = name.startswith(RESERVED_PREFIX) and name != ARCHITECTURE_KEY
+        (records if reserved else model)[name] = value
+    return model, records
+
+
 def model_from_arrays(arrays: Mapping[str, np.ndarray], source: str = "the arrays") -> Layer:
     """Rebuild a model from `model_to_arrays` output or a loaded .npz.
 
+    The architecture may claim no more parameter and buffer values than the
+    arrays hold (checked before a layer allocates them, see `npcnn.nn.registry`).
+
     Raises:
-        ValueError: naming what is wrong when the arrays are not an npcnn model
-            or do not fit its architecture.
+        ValueError: naming what is wrong when the arrays are not an npcnn model,
+            do not fit its architecture, or hold NaN or infinite weights.
     """
+    record = _architecture(arrays, source)
+    state = {k: np.asarray(v) for k, v in arrays.items() if k != ARCHITECTURE_KEY}
+    _check_state(state, source)
+    try:
+        total = sum(value.size for value in state.values())
+        with build_limits(total, {name: value.shape for name, value in state.items()}):
+            model = build_layer(record.get("model", {}))
+    except ValueError as err:
+        raise ValueError(f"{source}: {err}") from None
+    if record.get("dtype", "float32") == "float64":
+        model.astype(np.float64)
+    own = [name for name, _ in model.named_parameters()]
+    own += [name for name, _ in model.named_buffers()]
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing:
+        raise ValueError(f"{source}: arrays {names_list(missing)} are missing from the file")
+    if unexpected:
+        raise ValueError(f"{source}: arrays {names_list(unexpected)} are not in the architecture")
+    try:
+        model.load_state_dict(state, strict=True)
+    except ValueError as err:
+        raise ValueError(f"{source}: the arrays do not fit the architecture: {err}") from None
+    return model
+
+
+def _architecture(arrays: Mapping[str, np.ndarray], source: str) -> dict[str, Any]:
+    """The architecture record, checked to be ours and of a version we read."""
     if ARCHITECTURE_KEY not in arrays:
         raise ValueError(f"{source} is not an npcnn model: it has no architecture record")
+    text = np.asarray(arrays[ARCHITECTURE_KEY])
+    if text.dtype.kind != "U" or text.ndim != 0:
+        raise ValueError(f"{source} is not an npcnn model: the architecture record is not text")
     try:
-        record = json.loads(str(np.asarray(arrays[ARCHITECTURE_KEY])))
-    except (json.JSONDecodeError, ValueError) as err:
-        raise ValueError(f"{source}: the architecture record is not valid JSON ({err})") from err
+        record = json.loads(str(text))
+    except RecursionError:
+        raise ValueError(f"{source}: the architecture record nests too deeply") from None
+    except ValueError as err:
+        raise ValueError(
+            f"{source}: the architecture record is not valid JSON ({clip(err)})"
+        ) from None
     if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:
         raise ValueError(f"{source} is not an npcnn model: unexpected architecture record")
     version = record.get("version")
@@ -87,19 +145,38 @@ def model_from_arrays(arrays: Mapping[str, np.ndarray], source: str = "the array
         raise ValueError(f"{source} was written by a newer npcnn (format {version}); upgrade npcnn")
     dtype_name = record.get("dtype", "float32")
     if dtype_name not in ("float32", "float64"):
-        raise ValueError(f"{source}: unsupported dtype {dtype_name!r} (float32 or float64)")
-    model = build_layer(record.get("model", {}))
-    if dtype_name == "float64":
-        model.astype(np.float64)
-    state = {k: np.asarray(v) for k, v in arrays.items() if k != ARCHITECTURE_KEY}
+        raise ValueError(
+            f"{source}: unsupported dtype {short_repr(dtype_name, 40)} (float32 or float64)"
+        )
+    return record
+
+
+def _check_state(state: Mapping[str, np.ndarray], source: str) -> None:
+    """Refuse what no model's state holds: a checkpoint's records, text, NaN or infinity."""
+    records = split_records(state)[1]
+    if records:
+        raise ValueError(
+            f"{source} is a training checkpoint or holds other records "
+            f"({names_list(sorted(records), 2)}): use npcnn.training.load_checkpoint"
+        )
     for name, value in state.items():
         if value.dtype.kind not in "biuf":
-            raise ValueError(f"{source}: array {name!r} has non-numeric dtype {value.dtype}")
-    try:
-        model.load_state_dict(state, strict=True)
-    except ValueError as err:
-        raise ValueError(f"{source}: the arrays do not fit the architecture: {err}") from err
-    return model
+            raise ValueError(
+                f"{source}: array {clip(name, 60)!r} has non-numeric dtype {value.dtype}"
+            )
+    bad = [(name, value) for name, value in state.items() if not _all_finite(value)]
+    if bad:
+        name, value = bad[0]
+        more = f", and {len(bad) - 1} more arrays" if len(bad) > 1 else ""
+        count = int(value.size - np.count_nonzero(np.isfinite(value)))
+        raise ValueError(
+            f"{source}: the model's weights contain NaN or infinity ({count:,} "
+            f"value{'s' if count > 1 else ''} in {clip(name, 60)!r}{more})"
+        )
+
+
+def _all_finite(value: np.ndarray) -> bool:
+    return value.dtype.kind != "f" or bool(np.isfinite(value).all())
 
 
 def save_arrays(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) -> Path:
@@ -110,26 +187,88 @@ def save_arrays(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray]) 
 
 
 def load_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """Read every array of an .npz without unpickling; ValueError if it is not a plain .npz."""
+    """Read every array of an .npz, checking before it allocates anything that the
+    archive is sane: its total size against the file's (see MAX_COMPRESSION_RATIO),
+    and each array's header against the bytes it holds. Never unpickles.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: the file is not a plain, intact .npz, or is refused (says why).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     with open(path, "rb") as f:
-        # Every .npz is a zip archive; anything else (a .npy, a text file) is not ours,
-        # and np.load would otherwise try it as a pickle.
+        # Every .npz is a zip archive; anything else (a .npy, a text file) is not ours.
         if f.read(4) != b"PK\x03\x04":
-            raise ValueError(f"{path} is not an .npz archive")
+            raise ValueError(f"{path} is not an npcnn model or checkpoint (not an .npz archive)")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            return {name: data[name] for name in data.files}
-    except ValueError as err:
-        if "pickle" in str(err):
+        with zipfile.ZipFile(path) as archive:
+            _check_sizes(archive, path)
+            return {
+                _array_name(i.filename): _read_member(archive, i, path) for i in archive.infolist()
+            }
+    except (
+        OSError,
+        EOFError,
+        RuntimeError,
+        NotImplementedError,
+        zipfile.BadZipFile,
+        zlib.error,
+    ) as err:
+        raise ValueError(f"{path} is not a readable .npz file ({clip(err)})") from None
+
+
+def _check_sizes(archive: zipfile.ZipFile, path: Path) -> None:
+    """Refuse an archive whose members would decompress far beyond the file's size."""
+    size = path.stat().st_size
+    total = sum(info.file_size for info in archive.infolist())
+    if total > MAX_COMPRESSION_RATIO * size + UNCOMPRESSED_ALLOWANCE:
+        raise ValueError(
+            f"{path}: refused, its arrays would decompress to {total:,} bytes from a "
+            f"{size:,}-byte file (a zip bomb?)"
+        )
+
+
+def _array_name(member: str) -> str:
+    return member[: -len(".npy")] if member.endswith(".npy") else member
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, path: Path) -> np.ndarray:
+    """One .npy member, once its header is checked against the bytes it holds."""
+    name = clip(_array_name(info.filename), 60)
+    with archive.open(info) as member:
+        try:
+            shape, dtype = _read_header(member)
+        except ValueError as err:
             raise ValueError(
-                f"{path} holds pickled objects; npcnn never unpickles (it could run code)"
+                f"{path}: member {name!r} is not a NumPy array ({clip(err)})"
             ) from None
-        raise ValueError(f"{path} is not a readable .npz file: {err}") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
-        raise ValueError(f"{path} is not a readable .npz file ({err})") from None
+        if dtype.hasobject:
+            raise ValueError(
+                f"{path} holds pickled objects ({name!r}); npcnn never unpickles: it could run code"
+            )
+        held = info.file_size - member.tell()
+        claimed = math.prod(shape) * dtype.itemsize
+        if held != claimed:
+            raise ValueError(
+                f"{path}: array {name!r} claims shape {short_repr(shape, 40)} "
+                f"({claimed:,} bytes) but holds {held:,} bytes"
+            )
+        member.seek(0)
+        return np.lib.format.read_array(member, allow_pickle=False)
+
+
+def _read_header(member: IO[bytes]) -> tuple[tuple[int, ...], np.dtype]:
+    """The shape and dtype in an .npy header (format 1.0 or 2.0), reading no data."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+    else:
+        raise ValueError(f".npy format {version} is not supported")
+    return shape, dtype
 
 
 def save(model: Layer, path: str | os.PathLike[str]) -> Path:

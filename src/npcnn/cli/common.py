@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,19 +25,27 @@ def set_threads(threads: int | None) -> None:
 
 
 def load_model(path: str | os.PathLike[str]) -> Layer:
-    """npcnn.load with the two failures a user can cause turned into CLIErrors."""
-    import npcnn
+    """The model in a model file, or in a training checkpoint (said on stderr), with
+    every failure a user can cause turned into a one-line CLIError."""
+    from npcnn.serialization import load_arrays, model_from_arrays, split_records
+    from npcnn.training.checkpoint import CHECKPOINT_KEY
 
     if Path(path).is_dir():
         raise CLIError(f"{path} is a directory, not a model file")
     try:
-        return npcnn.load(path)
+        arrays = load_arrays(path)
+        model_arrays, records = split_records(arrays)
+        if CHECKPOINT_KEY in records:
+            # A checkpoint holds the whole model; its other records are the run's.
+            print(f"note: {path} is a training checkpoint; using its model", file=sys.stderr)
+            arrays = model_arrays
+        return model_from_arrays(arrays, source=str(path))
     except FileNotFoundError:
         raise CLIError(f"no such model file: {path}") from None
     except PermissionError:
         raise CLIError(f"cannot read the model file {path}: permission denied") from None
     except ValueError as err:
-        raise CLIError(f"{path} is not an npcnn model: {err}") from None
+        raise CLIError(str(err)) from None
 
 
 def load_data(name: str, num_classes: int | None = None) -> Dataset:

@@ -10,26 +10,25 @@ from npcnn.nn.linear import Dense, Flatten
 from npcnn.nn.loss import CrossEntropyLoss, log_softmax, softmax
 from npcnn.nn.module import Layer, NoForwardError, Parameter, inference_backward
 from npcnn.nn.pooling import AvgPool2D, MaxPool2D
+from npcnn.nn.registry import LAYERS, register_layer
 
-#: Every layer type by name, for rebuilding a model from its saved architecture.
-LAYERS: dict[str, type[Layer]] = {
-    cls.__name__: cls
-    for cls in (
-        AvgPool2D,
-        BatchNorm1D,
-        BatchNorm2D,
-        Conv2D,
-        Dense,
-        Dropout,
-        Flatten,
-        LeakyReLU,
-        MaxPool2D,
-        ReLU,
-        Sequential,
-        Sigmoid,
-        Tanh,
-    )
-}
+for _cls in (
+    AvgPool2D,
+    BatchNorm1D,
+    BatchNorm2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    LeakyReLU,
+    MaxPool2D,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+):
+    register_layer(_cls)
+del _cls
 
 __all__ = [
     "LAYERS",
@@ -53,6 +52,7 @@ __all__ = [
     "inference_backward",
     "init",
     "log_softmax",
+    "register_layer",
     "softmax",
     "update_bn",
 ]

@@ -26,7 +26,7 @@ instead of C values at a time.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -101,9 +101,6 @@ def chunk_moment_sums(
 
 
 class _BatchNorm(Layer):
-    _param_names = ("weight", "bias")
-    _buffer_names = ("running_mean", "running_var", "num_batches_tracked")
-
     def __init__(
         self,
         num_features: int,
@@ -120,9 +117,9 @@ class _BatchNorm(Layer):
         self.momentum = None if momentum is None else float(momentum)
         self.weight = Parameter(np.ones(num_features, dtype=dtype))
         self.bias = Parameter(np.zeros(num_features, dtype=dtype))
-        self.running_mean = np.zeros(num_features, dtype=dtype)
-        self.running_var = np.ones(num_features, dtype=dtype)
-        self.num_batches_tracked = np.array(0, dtype=np.int64)
+        self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
+        self.register_buffer("running_var", np.ones(num_features, dtype=dtype))
+        self.register_buffer("num_batches_tracked", np.array(0, dtype=np.int64))
         self._cache: tuple | None = None
 
     def reset_parameters(self, rng: np.random.Generator | int | None = None) -> None:
@@ -272,6 +269,12 @@ class _BatchNorm(Layer):
     def config(self) -> dict[str, Any]:
         return {"num_features": self.num_features, "eps": self.eps, "momentum": self.momentum}
 
+    @classmethod
+    def state_shapes(cls, config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        c = (int(config["num_features"]),)
+        names = ("weight", "bias", "running_mean", "running_var")
+        return {**dict.fromkeys(names, c), "num_batches_tracked": ()}
+
 
 class BatchNorm1D(_BatchNorm):
     """Batch norm over the batch axis of (N, C) input; see the module docstring."""
@@ -307,7 +310,7 @@ def update_bn(model: Layer, batches: Iterable[np.ndarray]) -> None:
     fit the weights, where the exponential running average would still lag
     behind a fast-changing network (a short or full-batch run).
     """
-    norms = [layer for layer in _walk(model) if isinstance(layer, _BatchNorm)]
+    norms = [layer for _, layer in model.named_layers() if isinstance(layer, _BatchNorm)]
     if not norms:
         return
     momenta = [bn.momentum for bn in norms]
@@ -324,9 +327,3 @@ def update_bn(model: Layer, batches: Iterable[np.ndarray]) -> None:
         for bn, momentum in zip(norms, momenta, strict=True):
             bn.momentum = momentum
             bn._cache = None
-
-
-def _walk(layer: Layer) -> Iterator[Layer]:
-    yield layer
-    for child in layer._children.values():
-        yield from _walk(child)

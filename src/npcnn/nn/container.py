@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,8 @@ from npcnn.nn.layout import is_channels_last
 from npcnn.nn.linear import Dense, Flatten
 from npcnn.nn.module import Layer
 from npcnn.nn.pooling import MaxPool2D
+from npcnn.nn.registry import build_layer, layer_spec
+from npcnn.text import short_repr
 
 
 class Sequential(Layer):
@@ -32,7 +34,7 @@ class Sequential(Layer):
         for i, layer in enumerate(items):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential item {i} is a {type(layer).__name__}, not a Layer")
-            self._children[str(i)] = layer
+            self.add_layer(str(i), layer)
         self._plan: tuple[tuple[int, ...], list] | None = None  # see _passes
 
     @property
@@ -130,9 +132,22 @@ class Sequential(Layer):
         return dx if need_input_grad else None
 
     def config(self) -> dict[str, Any]:
-        return {
-            "layers": [{"type": type(layer).__name__, "config": layer.config()} for layer in self]
-        }
+        return {"layers": [layer_spec(layer) for layer in self]}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Sequential:
+        """The Sequential of the layers `config["layers"]` describes (`layer_spec` output)."""
+        extra = sorted(set(config) - {"layers"})
+        if extra:
+            raise TypeError(f"unexpected configuration {short_repr(extra, 60)}")
+        specs = config.get("layers", [])
+        if not isinstance(specs, list):
+            raise ValueError(f"'layers' must be a list, not a {type(specs).__name__}")
+        return cls([build_layer(spec, str(i)) for i, spec in enumerate(specs)])
+
+    @classmethod
+    def state_shapes(cls, config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        return {}  # a Sequential's arrays are its children's
 
     def __repr__(self) -> str:
         inner = "\n".join(f"  ({name}): {layer!r}" for name, layer in self._children.items())

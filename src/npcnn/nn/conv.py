@@ -32,6 +32,7 @@ channels-last inside (see `layout.py`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -126,8 +127,6 @@ class Conv2D(Layer):
         rng: seed or Generator for the He-normal initial weights.
         dtype: float32 (default) or float64.
     """
-
-    _param_names = ("weight", "bias")
 
     def __init__(
         self,
@@ -294,3 +293,12 @@ class Conv2D(Layer):
             "padding": list(self.padding),
             "bias": self.bias is not None,
         }
+
+    @classmethod
+    def state_shapes(cls, config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        out_channels, in_channels = int(config["out_channels"]), int(config["in_channels"])
+        kh, kw = as_pair(config["kernel_size"], "kernel_size")
+        shapes = {"weight": (out_channels, in_channels, kh, kw)}
+        if config.get("bias", True):
+            shapes["bias"] = (out_channels,)
+        return shapes

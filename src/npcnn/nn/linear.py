@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -33,8 +34,6 @@ class Dense(Layer):
         rng: seed or Generator for the He-normal initial weights.
         dtype: float32 (default) or float64.
     """
-
-    _param_names = ("weight", "bias")
 
     def __init__(
         self,
@@ -161,6 +160,14 @@ class Dense(Layer):
             "out_features": self.out_features,
             "bias": self.bias is not None,
         }
+
+    @classmethod
+    def state_shapes(cls, config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+        out_features, in_features = int(config["out_features"]), int(config["in_features"])
+        shapes = {"weight": (out_features, in_features)}
+        if config.get("bias", True):
+            shapes["bias"] = (out_features,)
+        return shapes
 
 
 class Flatten(Layer):

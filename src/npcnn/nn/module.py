@@ -10,9 +10,12 @@ parameter gradients into each `Parameter.grad`, as PyTorch does.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, ClassVar
+from types import MappingProxyType
+from typing import Any
 
 import numpy as np
+
+from npcnn.text import names_list
 
 DEFAULT_DTYPE = np.float32
 
@@ -48,18 +51,145 @@ class Parameter:
 
 
 class Layer:
-    """Base class of every layer and of `Sequential`.
+    """Base class of every layer and of `Sequential`, with PyTorch's contracts.
 
-    Subclasses store parameters as `Parameter` attributes and list their names
-    in `_param_names`; buffers (saved, not trained) are plain arrays listed in
-    `_buffer_names`. Containers list child layers in `_children`.
+    What a layer owns is registered under an attribute name, in order:
+    - parameters (trainable `Parameter`s): by assignment, `self.weight =
+      Parameter(...)`, or `register_parameter(name, param)`;
+    - buffers (arrays saved in the state dict but not trained, such as
+      batch-norm running statistics): `register_buffer(name, array)`; a later
+      `self.name = new_array` replaces the buffer;
+    - child layers: by assignment, `self.block = Dense(...)`, or
+      `add_layer(name, layer)` (names need not be identifiers: Sequential's
+      are "0", "1", ...).
+    A registered name may later be set to None (an absent bias); assigning it
+    a value of another kind raises TypeError. Everything else assigned to a
+    layer (caches, settings) is a plain attribute.
+
+    `named_parameters`, `named_buffers` and `state_dict` name arrays by dotted
+    path ("0.weight"); `children`/`named_children` walk one level,
+    `named_layers` every layer below. `config()` and `from_config(config)`
+    rebuild a layer from its constructor arguments (what `npcnn.save` stores).
     """
 
-    _param_names: ClassVar[tuple[str, ...]] = ()
-    _buffer_names: ClassVar[tuple[str, ...]] = ()
+    # Empty until Layer.__init__ gives each instance its own (see __setattr__).
+    _params: Mapping[str, None] = MappingProxyType({})
+    _buffers: Mapping[str, None] = MappingProxyType({})
+    _children: Mapping[str, Layer] = MappingProxyType({})
 
     def __init__(self) -> None:
-        self._children: dict[str, Layer] = {}
+        object.__setattr__(self, "_params", {})  # ordered sets of names: the values are
+        object.__setattr__(self, "_buffers", {})  # ordinary attributes, read at full speed
+        object.__setattr__(self, "_children", {})
+
+    # --- registration ------------------------------------------------------
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Runs for every assignment, forward's caches included: a plain value under
+        # an unregistered name costs two isinstance checks and three dict lookups.
+        if isinstance(value, Parameter):
+            self.register_parameter(name, value)
+        elif isinstance(value, Layer):
+            self.add_layer(name, value)
+        else:
+            if name in self._params or name in self._buffers or name in self._children:
+                self._check_reassignment(name, value)
+            object.__setattr__(self, name, value)
+
+    def __delattr__(self, name: str) -> None:
+        object.__delattr__(self, name)
+        for registry in (self._params, self._buffers, self._children):
+            if name in registry:
+                del registry[name]  # type: ignore[attr-defined]
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        """Register `param` (a Parameter, or None for an absent one) as attribute `name`.
+
+        Raises:
+            TypeError: `param` is not a Parameter or None.
+            ValueError: `name` is not a valid name (empty, dotted, a method's name).
+            AttributeError: called before `Layer.__init__`.
+        """
+        if param is not None and not isinstance(param, Parameter):
+            raise TypeError(
+                f"cannot register a {type(param).__name__} as parameter {name!r}: "
+                "wrap the array in nn.Parameter"
+            )
+        self._register(name, "parameter")
+        self._params[name] = None  # type: ignore[index]
+        object.__setattr__(self, name, param)
+
+    def register_buffer(self, name: str, array: np.ndarray | None) -> None:
+        """Register `array` as buffer `name`: saved in the state dict, converted by
+        `astype`, never trained (running statistics, counters). None: no buffer yet.
+
+        Raises:
+            TypeError: `array` is not a numpy array or None.
+            ValueError, AttributeError: as `register_parameter`.
+        """
+        if array is not None and not isinstance(array, np.ndarray):
+            raise TypeError(
+                f"cannot register a {type(array).__name__} as buffer {name!r}: "
+                "buffers are numpy arrays"
+            )
+        self._register(name, "buffer")
+        self._buffers[name] = None  # type: ignore[index]
+        object.__setattr__(self, name, array)
+
+    def add_layer(self, name: str, layer: Layer) -> None:
+        """Register `layer` as the child `name` (also an attribute); its parameters and
+        buffers are then this layer's, named `name.<theirs>`.
+
+        Raises:
+            TypeError: `layer` is not a Layer.
+            ValueError, AttributeError: as `register_parameter`.
+        """
+        if not isinstance(layer, Layer):
+            raise TypeError(f"cannot add a {type(layer).__name__} as layer {name!r}: not a Layer")
+        self._register(name, "layer")
+        self._children[name] = layer  # type: ignore[index]
+        object.__setattr__(self, name, layer)
+
+    def _register(self, name: str, kind: str) -> None:
+        """Check that `name` can hold a `kind` ("parameter", "buffer" or "layer"), and
+        forget it in the other registries (a name keeps its place in its own, so the
+        state dict's order stays put when a parameter is replaced)."""
+        if "_children" not in self.__dict__:
+            raise AttributeError(
+                f"cannot register {kind} {name!r} before Layer.__init__(): "
+                f"call super().__init__() first in {type(self).__name__}.__init__"
+            )
+        if not isinstance(name, str) or not name or "." in name:
+            raise ValueError(f"a {kind} name must be a non-empty string without '.', got {name!r}")
+        if hasattr(type(self), name):
+            raise ValueError(
+                f"cannot register {kind} {name!r}: {type(self).__name__} has a method "
+                "or class attribute of that name"
+            )
+        registries = {"parameter": self._params, "buffer": self._buffers, "layer": self._children}
+        for other_kind, registry in registries.items():
+            if other_kind != kind:
+                registry.pop(name, None)  # type: ignore[attr-defined]
+
+    def _check_reassignment(self, name: str, value: Any) -> None:
+        """A registered name takes None or a value of its kind (Parameters and Layers
+        never get here: __setattr__ re-registers them)."""
+        if name in self._children:
+            if value is not None:
+                raise TypeError(
+                    f"cannot assign a {type(value).__name__} to layer {name!r}: "
+                    "expected a Layer or None"
+                )
+            del self._children[name]  # type: ignore[attr-defined]
+        elif name in self._params and value is not None:
+            raise TypeError(
+                f"cannot assign a {type(value).__name__} to parameter {name!r}: "
+                "expected a Parameter or None"
+            )
+        elif name in self._buffers and value is not None and not isinstance(value, np.ndarray):
+            raise TypeError(
+                f"cannot assign a {type(value).__name__} to buffer {name!r}: "
+                "expected a numpy array or None"
+            )
 
     # --- the two passes ---------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
@@ -71,26 +201,52 @@ class Layer:
     def __call__(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         return self.forward(x, training=training)
 
+    # --- walking the layers ------------------------------------------------
+    def children(self) -> Iterator[Layer]:
+        """The direct child layers, in registration order."""
+        return iter(list(self._children.values()))
+
+    def named_children(self) -> Iterator[tuple[str, Layer]]:
+        """`(name, layer)` for each direct child, in registration order."""
+        return iter(list(self._children.items()))
+
+    def named_layers(self, prefix: str = "") -> Iterator[tuple[str, Layer]]:
+        """`(dotted_name, layer)` for this layer (named `prefix`) and every layer below
+        it, depth first, as PyTorch's named_modules: ("", model), ("0", ...), ("3.1", ...)."""
+        yield prefix, self
+        for name, child in self._children.items():
+            yield from child.named_layers(f"{prefix}.{name}" if prefix else name)
+
     # --- parameters, buffers and state -----------------------------------
-    def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
-        """Yield `(dotted_name, parameter)` pairs, such as `("0.weight", p)`."""
-        for name in self._param_names:
+    def named_parameters(
+        self, prefix: str = "", recurse: bool = True
+    ) -> Iterator[tuple[str, Parameter]]:
+        """Yield `(prefix + dotted_name, parameter)` pairs, such as `("0.weight", p)`;
+        with `recurse=False`, only this layer's own parameters."""
+        for name in self._params:
             param = getattr(self, name)
             if param is not None:
                 yield prefix + name, param
-        for child_name, child in self._children.items():
-            yield from child.named_parameters(f"{prefix}{child_name}.")
+        if recurse:
+            for child_name, child in self._children.items():
+                yield from child.named_parameters(f"{prefix}{child_name}.")
 
     def parameters(self) -> list[Parameter]:
         """Every trainable parameter, in a fixed order (the optimiser's order)."""
         return [p for _, p in self.named_parameters()]
 
-    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
-        """Yield `(dotted_name, array)` for non-trainable state (running statistics)."""
-        for name in self._buffer_names:
-            yield prefix + name, getattr(self, name)
-        for child_name, child in self._children.items():
-            yield from child.named_buffers(f"{prefix}{child_name}.")
+    def named_buffers(
+        self, prefix: str = "", recurse: bool = True
+    ) -> Iterator[tuple[str, np.ndarray]]:
+        """Yield `(prefix + dotted_name, array)` for non-trainable state (running
+        statistics); with `recurse=False`, only this layer's own buffers."""
+        for name in self._buffers:
+            buffer = getattr(self, name)
+            if buffer is not None:
+                yield prefix + name, buffer
+        if recurse:
+            for child_name, child in self._children.items():
+                yield from child.named_buffers(f"{prefix}{child_name}.")
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of every parameter and buffer, keyed by dotted name."""
@@ -99,39 +255,36 @@ class Layer:
         return state
 
     def load_state_dict(self, state: Mapping[str, np.ndarray], strict: bool = True) -> None:
-        """Copy arrays from `state` into this layer's parameters and buffers.
+        """Copy arrays from `state` into this layer's parameters and buffers, in place.
 
         Raises:
-            ValueError: with `strict`, if a name is missing or unexpected; always,
-                if an array's shape does not match.
+            ValueError: with `strict`, if a name is missing or unexpected (the
+                first few of each are named); always, if an array's shape does
+                not match.
         """
-        own = self._state_slots()
+        own = {name: p.data for name, p in self.named_parameters()}
+        own.update(self.named_buffers())
         if strict:
-            missing = sorted(set(own) - set(state))
-            unexpected = sorted(set(state) - set(own))
+            missing = [name for name in own if name not in state]
+            unexpected = [name for name in state if name not in own]
             if missing or unexpected:
                 raise ValueError(
-                    f"state dict does not match the model: missing {missing}, "
-                    f"unexpected {unexpected}"
+                    "state dict does not match the model: "
+                    + "; ".join(
+                        f"{what} {names_list(names)}"
+                        for what, names in (("missing", missing), ("unexpected", unexpected))
+                        if names
+                    )
                 )
-        for name, (owner, attr) in own.items():
+        for name, target in own.items():
             if name not in state:
                 continue
             value = np.asarray(state[name])
-            current = getattr(owner, attr)
-            target = current.data if isinstance(current, Parameter) else current
             if value.shape != target.shape:
                 raise ValueError(
                     f"{name}: shape {value.shape} in the state dict, {target.shape} in the model"
                 )
             target[...] = value
-
-    def _state_slots(self, prefix: str = "") -> dict[str, tuple[Layer, str]]:
-        slots = {prefix + n: (self, n) for n in self._param_names if getattr(self, n) is not None}
-        slots.update({prefix + n: (self, n) for n in self._buffer_names})
-        for child_name, child in self._children.items():
-            slots.update(child._state_slots(f"{prefix}{child_name}."))
-        return slots
 
     def zero_grad(self) -> None:
         """Reset every parameter's gradient to zero."""
@@ -140,23 +293,19 @@ class Layer:
 
     def astype(self, dtype: np.typing.DTypeLike) -> Layer:
         """Convert parameters, gradients and float buffers to `dtype` in place; returns self."""
-        for name in self._param_names:
-            p = getattr(self, name)
-            if p is not None:
+        for _, layer in self.named_layers():
+            for _, p in layer.named_parameters(recurse=False):
                 p.data = p.data.astype(dtype)
                 p.grad = p.grad.astype(dtype)
-        for name in self._buffer_names:
-            b = getattr(self, name)
-            if np.issubdtype(b.dtype, np.floating):
-                setattr(self, name, b.astype(dtype))
-        for child in self._children.values():
-            child.astype(dtype)
+            for name, b in layer.named_buffers(recurse=False):
+                if np.issubdtype(b.dtype, np.floating):
+                    setattr(layer, name, b.astype(dtype))
         return self
 
     def reset_parameters(self, rng: np.random.Generator | int | None = None) -> None:
         """Re-initialise parameters (and reset buffers) from `rng`; containers recurse."""
         rng = np.random.default_rng(rng)
-        for child in self._children.values():
+        for child in self.children():
             child.reset_parameters(rng)
 
     # --- description, for summary() and save() -----------------------------
@@ -179,6 +328,27 @@ class Layer:
     def config(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this layer (JSON-serialisable)."""
         return {}
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Layer:
+        """The layer `config()` describes: `cls(**config)`. Containers whose
+        configuration holds their children's descriptions override it (Sequential).
+
+        Raises:
+            TypeError, ValueError: the configuration does not fit the constructor.
+        """
+        return cls(**config)
+
+    @classmethod
+    def state_shapes(cls, config: Mapping[str, Any]) -> dict[str, tuple[int, ...]] | None:
+        """The shapes of the layer's own parameters and buffers (not its children's)
+        that `from_config(config)` would allocate, computed without allocating them.
+
+        `npcnn.load` compares them with the file's arrays before building the
+        layer, so that a crafted architecture cannot claim gigabytes. None (the
+        default) means "not stated": the layer is built, then checked.
+        """
+        return None
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
