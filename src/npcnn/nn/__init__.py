@@ -1,6 +1,6 @@
 """Layers, containers, losses and initialisers: `from npcnn import nn`."""
 
-from npcnn.nn import init
+from npcnn.nn import functional, init
 from npcnn.nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
 from npcnn.nn.batchnorm import BatchNorm1D, BatchNorm2D, update_bn
 from npcnn.nn.container import Sequential
@@ -49,6 +49,7 @@ __all__ = [
     "Sequential",
     "Sigmoid",
     "Tanh",
+    "functional",
     "inference_backward",
     "init",
     "log_softmax",
