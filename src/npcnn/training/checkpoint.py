@@ -45,18 +45,12 @@ FORMAT_NAME = "npcnn-checkpoint"
 FORMAT_VERSION = 1
 
 
-def _walk(layer: Layer, prefix: str = "") -> Iterator[tuple[str, Layer]]:
-    yield prefix, layer
-    for name, child in getattr(layer, "_children", {}).items():
-        yield from _walk(child, f"{prefix}{name}.")
-
-
 def _generators(model: Layer) -> Iterator[tuple[str, Layer, str, np.random.Generator]]:
     """(dotted path, layer, attribute, generator) for every Generator attribute of every layer."""
-    for prefix, layer in _walk(model):
+    for name, layer in model.named_layers():
         for attr, value in vars(layer).items():
             if isinstance(value, np.random.Generator):
-                yield prefix + attr, layer, attr, value
+                yield f"{name}.{attr}" if name else attr, layer, attr, value
 
 
 def generator_states(model: Layer) -> dict[str, dict[str, Any]]:
