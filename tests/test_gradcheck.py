@@ -218,3 +218,94 @@ def test_inference_mode_gradcheck_does_not_leak_its_mode(rng: np.random.Generato
     layer.forward(np.ones((2, 3), dtype=np.float32), training=False)
     with pytest.raises(RuntimeError):
         layer.backward(np.ones((2, 2), dtype=np.float32))
+
+
+def _blank_background_digits(rng: np.random.Generator, n: int) -> np.ndarray:
+    """(n, 1, 28, 28) images in [0, 1]: a blank (exactly 0) background around a few
+    random strokes, as in MNIST. The blank regions make max-pool windows tie."""
+    x = np.zeros((n, 1, 28, 28))
+    for image in x[:, 0]:
+        for _ in range(6):
+            r, c = rng.integers(4, 18, size=2)
+            image[r : r + rng.integers(2, 10), c : c + rng.integers(2, 10)] = rng.uniform(0.3, 1)
+    return x
+
+
+def test_a_gradient_that_is_zero_on_both_sides_passes(rng: np.random.Generator) -> None:
+    # Batch norm removes a per-channel constant, so the conv bias before it has a zero
+    # gradient; both differences are rounding noise and must not count as an error.
+    model = nn.Sequential(
+        nn.Conv2D(1, 3, 3, padding=1, bias=True, rng=rng), nn.BatchNorm2D(3), nn.Flatten()
+    )
+    model.astype(np.float64)
+    result = npcnn.gradcheck(model, rng.standard_normal((2, 1, 5, 5)))
+    assert result.checked["0.bias"] == 3
+    assert result.errors["0.bias"] <= TOLERANCE
+    assert result.passed()
+
+
+def test_notebook_network_with_biases_on_blank_background_images(notebook_model) -> None:
+    rng = np.random.default_rng(5)
+    model = notebook_model(rng=2, dtype=np.float64)
+    model[0].bias = nn.Parameter(np.zeros(16))  # a conv bias before batch norm
+    x = _blank_background_digits(rng, 3)
+    result = npcnn.gradcheck(
+        model, x, np.array([1, 7, 3]), loss_fn=nn.CrossEntropyLoss(), eps=1e-6, max_elements=40
+    )
+    assert result.passed(1e-6), str(result)
+    # Pixels of the blank background lie on max-pool ties: excluded, not failed.
+    assert result.excluded["input"] > 0 and result.checked["input"] > 0
+    assert result.checked["input"] + result.excluded["input"] == 40
+    assert all(result.excluded[name] == 0 for name in result.errors if name != "input")
+    assert result.num_checked > 280
+
+
+class _ScaledBackward(nn.Layer):
+    """The identity, whose backward is 1 % too large."""
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        return x
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        return 1.01 * dy
+
+
+def test_a_backward_wrong_by_one_percent_fails(notebook_model) -> None:
+    rng = np.random.default_rng(5)
+    model = notebook_model(rng=2, dtype=np.float64)
+    model = nn.Sequential([*model.layers[:4], _ScaledBackward(), *model.layers[4:]])
+    x = _blank_background_digits(rng, 3)
+    result = npcnn.gradcheck(
+        model, x, np.array([1, 7, 3]), loss_fn=nn.CrossEntropyLoss(), max_elements=20
+    )
+    assert not result.passed()
+    assert result.errors["0.weight"] == pytest.approx(0.01 / 1.01, rel=0.05)
+    assert result.errors["12.weight"] <= TOLERANCE  # after the wrong layer: right
+
+
+def test_entries_on_a_kink_are_excluded_and_near_ones_are_measured_closer() -> None:
+    # ReLU at 0 has no derivative; at +-5e-7 it has one, but a step of 1e-6 crosses 0.
+    x = np.array([[0.0, 5e-7, -5e-7, 0.5, -0.5]])
+    result = npcnn.gradcheck(nn.ReLU(), x, max_elements=None)
+    assert result.excluded["input"] == 1
+    assert result.checked["input"] == 4
+    assert result.errors["input"] <= TOLERANCE
+
+
+def test_gradcheck_result_reads_as_a_table(rng: np.random.Generator) -> None:
+    result = npcnn.gradcheck(nn.ReLU(), np.array([[0.0, 1.0, -1.0]]), max_elements=None)
+    lines = str(result).splitlines()
+    assert lines[0].split() == ["tensor", "checked", "excluded", "rel.", "error"]
+    assert lines[1].split()[:3] == ["input", "2", "1"]
+    assert result.num_checked == 2 and result.num_excluded == 1
+
+
+def test_cli_gradcheck_says_what_it_compared(capsys) -> None:
+    from npcnn.cli.main import main
+
+    assert main(["gradcheck", "--preset", "notebook", "--elements", "8"]) == 0
+    out = capsys.readouterr().out
+    header, *_, last = out.strip().splitlines()[1:]
+    assert header.split() == ["tensor", "checked", "excluded", "rel.", "error"]
+    assert "entries compared" in last and "tolerance 1e-06 relative" in last
+    assert last.endswith(": OK")

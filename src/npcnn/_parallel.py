@@ -22,7 +22,7 @@ import numpy as np
 
 T = TypeVar("T")
 
-try:  # optional: pip install "npcnn[fast]"
+try:  # a dependency; should it be missing all the same, npcnn still runs, more slowly
     from threadpoolctl import ThreadpoolController
 
     _blas = ThreadpoolController()

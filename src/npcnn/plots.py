@@ -6,6 +6,7 @@ importing npcnn never needs it and no window ever opens.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,6 +30,46 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
+def plot_text(text: str) -> str:
+    """``text`` as matplotlib can draw it: characters that no font of matplotlib's font
+    family has become "?", and "$" is escaped.
+
+    A data set or class name may be any directory name ("数字", an emoji);
+    matplotlib would warn "Glyph ... missing from font(s) DejaVu Sans" and draw
+    boxes for characters its fonts lack, and read text between two "$" as
+    mathematics (or fail to parse it).
+    """
+    from matplotlib import rcParams
+
+    fonts = _fonts(tuple(rcParams["font.family"]))
+    drawable = (
+        c if c.isspace() or any(f.get_char_index(ord(c)) for f in fonts) else "?" for c in text
+    )
+    return "".join(drawable).replace("$", r"\$")
+
+
+@functools.cache
+def _fonts(families: tuple[str, ...]) -> tuple[Any, ...]:
+    """The installed fonts matplotlib falls back through for ``families`` (rcParams'
+    font.family; a generic name such as "sans-serif" stands for its rcParams list)."""
+    from matplotlib import font_manager, rcParams
+    from matplotlib.ft2font import FT2Font
+
+    paths: list[str] = []
+    for family in families:
+        for name in rcParams.get(f"font.{family}", [family]):
+            try:
+                props = font_manager.FontProperties(family=name)
+                path = font_manager.findfont(props, fallback_to_default=False)
+            except ValueError:  # not installed
+                continue
+            if path not in paths:
+                paths.append(path)
+    if not paths:  # none of them: matplotlib draws with its default font
+        paths.append(font_manager.findfont(font_manager.FontProperties()))
+    return tuple(FT2Font(path) for path in paths)
+
+
 def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     """Write the figure to a temporary file and rename, so a crash leaves no half PNG."""
     with atomic_path(path) as tmp:
@@ -46,8 +87,10 @@ def plot_confusion_matrix(
 
     Cells are coloured by the row-normalised rate (recall per true class) and
     labelled with the counts, so rare classes are as readable as common ones.
+    Class names and title go through :func:`plot_text`.
     """
     confusion = np.asarray(confusion)
+    classes = [plot_text(str(c)) for c in classes]
     k = confusion.shape[0]
     rows = confusion.sum(axis=1, keepdims=True)
     rate = np.divide(confusion, rows, out=np.zeros(confusion.shape), where=rows > 0)
@@ -56,11 +99,11 @@ def plot_confusion_matrix(
     ax = fig.subplots()
     im = ax.imshow(rate, cmap="Blues", vmin=0.0, vmax=1.0)
     fig.colorbar(im, ax=ax, shrink=0.8, label="fraction of the true class")
-    ax.set_xticks(range(k), labels=list(classes), rotation=45, ha="right")
-    ax.set_yticks(range(k), labels=list(classes))
+    ax.set_xticks(range(k), labels=classes, rotation=45, ha="right")
+    ax.set_yticks(range(k), labels=classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(title)
+    ax.set_title(plot_text(title))
     for t in range(k):
         for p in range(k):
             colour = "white" if rate[t, p] > 0.5 else "black"
@@ -82,8 +125,9 @@ def plot_misclassified(
     ``images``: (N, H, W) or (N, 1, H, W); ``labels``/``predictions``: (N,);
     ``probabilities``: optional (N, K) softmax outputs, to show the
     confidence of each wrong answer. Writes a note instead when there is no
-    mistake.
+    mistake. Class names go through :func:`plot_text`.
     """
+    classes = [plot_text(str(c)) for c in classes]
     images = np.asarray(images)
     if images.ndim == 4:
         images = images[:, 0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,10 +19,30 @@ if TYPE_CHECKING:
 
 
 def set_threads(threads: int | None) -> None:
-    if threads is not None:
-        import npcnn
+    """Use ``--threads`` threads inside the layers (None: leave the default, all cores).
 
-        npcnn.set_num_threads(threads)
+    More threads than cores still runs, with a warning: the extra threads
+    only take turns on the cores, and every parallel loop waits for its last.
+    """
+    if threads is None:
+        return
+    import npcnn
+
+    cores = available_cores()
+    if threads > cores:
+        warnings.warn(
+            f"--threads {threads} is more than the {cores} cores available; "
+            "the extra threads only take turns on them, which slows every step",
+            stacklevel=2,
+        )
+    npcnn.set_num_threads(threads)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, where the system has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def load_model(path: str | os.PathLike[str]) -> Layer:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
-from typing import Any, NoReturn
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn, TextIO
 
 from npcnn.cli import evaluate, gradcheck, predict, summary, train
 from npcnn.cli.errors import (
@@ -21,6 +23,7 @@ from npcnn.cli.errors import (
     CLIError,
     UsageError,
     missing_dependency,
+    one_line,
     print_error,
 )
 from npcnn.cli.streams import pipe_safe_output
@@ -61,13 +64,50 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default: sys.argv[1:]) and return the exit code.
 
+    Warnings (NumPy's overflows, Pillow's, matplotlib's) print as one line
+    each, ``npcnn: warning: ...``, so that they never bury a one-line error.
     Output to a pipe whose reader has gone is dropped, and the command goes on.
     """
-    with pipe_safe_output():
-        return _run(argv)
+    with pipe_safe_output(), one_line_warnings():
+        return run_command_line(argv)
 
 
-def _run(argv: Sequence[str] | None) -> int:
+class OneLineWarnings:
+    """`warnings.showwarning` for the command line: ``npcnn: warning: <first line>``, no
+    source line. Of NumPy's floating-point warnings ("overflow encountered in exp",
+    "invalid value encountered in matmul", ...) only the first is shown: the others
+    follow from it, as NaN spreads through a network."""
+
+    def __init__(self) -> None:
+        self.floating_point_shown = False
+
+    def __call__(
+        self,
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        if issubclass(category, RuntimeWarning) and " encountered in " in str(message):
+            if self.floating_point_shown:
+                return
+            self.floating_point_shown = True
+        print(f"{PROG}: warning: {one_line(message)}", file=sys.stderr if file is None else file)
+
+
+@contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Show warnings with `OneLineWarnings` inside the block; the filters (which warning
+    shows, how often) stay as they are and everything is restored after it."""
+    with warnings.catch_warnings():
+        warnings.showwarning = OneLineWarnings()
+        yield
+
+
+def run_command_line(argv: Sequence[str] | None = None) -> int:
+    """`main` without its warning format: parse ``argv``, run the command, report errors."""
     parser = build_parser()
     try:
         argv = list(sys.argv[1:] if argv is None else argv)

@@ -27,7 +27,15 @@ class BatchIterator:
     * ``y``: int64 (B,).
 
     The last batch holds the remaining ``N mod batch_size`` examples unless
-    ``drop_last``. ``len()`` is the number of batches per epoch.
+    ``drop_last``. With ``drop_last=None`` (the default) a shuffled iterator,
+    the training one, drops it only when it would hold a single example
+    behind at least one full batch (``N mod batch_size == 1``,
+    ``N > batch_size``): batch norm cannot learn from one example (PyTorch's
+    BatchNorm1d refuses it too), and a run would fail at the end of its first
+    epoch. The example left out is another one every epoch. An unshuffled
+    iterator, which may serve evaluation where every example counts, keeps
+    it. The attribute ``drop_last`` holds the choice made. ``len()`` is the
+    number of batches per epoch.
 
     ``augment``, a function ``(x, rng) -> x`` (see :mod:`npcnn.data.augment`),
     changes every batch at random with this iterator's ``rng``.
@@ -45,7 +53,7 @@ class BatchIterator:
         batch_size: int,
         shuffle: bool = True,
         rng: np.random.Generator | int | None = None,
-        drop_last: bool = False,
+        drop_last: bool | None = None,
         augment: Augmentation | None = None,
     ) -> None:
         images = np.asarray(images)
@@ -68,7 +76,10 @@ class BatchIterator:
         self.labels = labels
         self.batch_size = int(batch_size)
         self.shuffle = shuffle
-        self.drop_last = drop_last
+        if drop_last is None:
+            n = len(images)
+            drop_last = shuffle and n % self.batch_size == 1 and n > self.batch_size
+        self.drop_last = bool(drop_last)
         self.augment = augment
         self.rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
 

@@ -41,6 +41,7 @@ from npcnn.nn.module import (
     Parameter,
     check_input,
     keeps_cache,
+    parameter_dtype,
 )
 
 
@@ -62,8 +63,9 @@ def _moment_sums(
         sl = slice(rows.start, rows.stop)
         return chunk_moment_sums(x[sl], channels, centre, None if weights is None else weights[sl])
 
-    parts = parallel_map(run, chunk_ranges(x.shape[0], x[0].nbytes * 2, 2 << 20))
-    return sum(p[0] for p in parts), sum(p[1] for p in parts)
+    parts = parallel_map(run, chunk_ranges(x.shape[0], x[:1].nbytes * 2, 2 << 20))
+    zeros = np.zeros(channels)  # the sums over no rows at all (an empty batch)
+    return sum((p[0] for p in parts), zeros), sum((p[1] for p in parts), zeros)
 
 
 def chunk_moment_sums(
@@ -115,6 +117,7 @@ class _BatchNorm(Layer):
             raise ValueError(f"{type(self).__name__} needs num_features >= 1, got {num_features}")
         self.eps = float(eps)
         self.momentum = None if momentum is None else float(momentum)
+        dtype = parameter_dtype(dtype)
         self.weight = Parameter(np.ones(num_features, dtype=dtype))
         self.bias = Parameter(np.zeros(num_features, dtype=dtype))
         self.register_buffer("running_mean", np.zeros(num_features, dtype=dtype))
@@ -142,6 +145,8 @@ class _BatchNorm(Layer):
         """The batch's per-channel mean (x2's dtype) and biased variance (float64), from
         rows `x2` (R, reps * C); updates the running statistics."""
         m = x2.shape[0] * reps
+        if m == 0:  # an empty batch has no statistics: it normalises nothing, changes nothing
+            return self._running_statistics()
         if m < 2:
             raise ValueError(
                 f"{type(self).__name__} needs more than 1 value per channel when training, "
@@ -193,7 +198,8 @@ class _BatchNorm(Layer):
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         dtype = self.weight.data.dtype
-        x2, reps = self._to_rows(x.astype(dtype, copy=False))
+        x2, reps = self._to_rows(x)  # (which checks x, before any cast)
+        x2 = x2.astype(dtype, copy=False)
         mean, var = self._statistics(x2, reps, x.shape, training)
         invstd = self._inverse_std(var)
         scale = self.weight.data * invstd
@@ -219,7 +225,7 @@ class _BatchNorm(Layer):
                 np.multiply(centred[sl], scale_t, out=y[sl])
             y[sl] += bias_t
 
-        parallel_map(run, chunk_ranges(x2.shape[0], x2[0].nbytes * 3, STREAM_CHUNK_BYTES))
+        parallel_map(run, chunk_ranges(x2.shape[0], x2[:1].nbytes * 3, STREAM_CHUNK_BYTES))
         if centred is not None:
             self._cache = (centred, reps, invstd, training)
         return self._from_rows(y, x.shape)
@@ -249,7 +255,7 @@ class _BatchNorm(Layer):
                 centred[sl], slope_t, out=scratch("slope", dx[sl].shape, dx.dtype)
             )
 
-        parallel_map(run, chunk_ranges(len(centred), centred[0].nbytes * 3, STREAM_CHUNK_BYTES))
+        parallel_map(run, chunk_ranges(len(centred), centred[:1].nbytes * 3, STREAM_CHUNK_BYTES))
         return self._from_rows(dx, dy.shape)
 
     def _add_grads(
@@ -260,6 +266,7 @@ class _BatchNorm(Layer):
         g = weight * invstd, shift = g * dbias / M and slope = g * invstd * dweight / M,
         with which dx = g * dy - shift - slope * (x - mean) in training."""
         dtype = self.weight.data.dtype
+        m = max(m, 1)  # an empty batch: the sums are 0, and so are shift and slope
         dweight = sum_dy_centred * invstd
         self.bias.grad += dbias.astype(dtype)
         self.weight.grad += dweight.astype(dtype)

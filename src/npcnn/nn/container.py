@@ -15,7 +15,7 @@ from npcnn.nn.batchnorm import BatchNorm1D, BatchNorm2D
 from npcnn.nn.fused import NormReLU, NormReLUPool
 from npcnn.nn.layout import is_channels_last
 from npcnn.nn.linear import Dense, Flatten
-from npcnn.nn.module import Layer
+from npcnn.nn.module import Layer, check_float
 from npcnn.nn.pooling import MaxPool2D
 from npcnn.nn.registry import build_layer, layer_spec
 from npcnn.text import short_repr
@@ -107,6 +107,14 @@ class Sequential(Layer):
     # batch over the cores themselves, and BLAS threads left spinning after a
     # multi-threaded product (a Dense layer's) would steal a core from them.
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """x (N, ...) floats -> the last layer's output; N = 0 gives an empty output.
+
+        Raises:
+            TypeError: integer or boolean input (uint8 images must be divided by
+                255 first, as `npcnn.training.as_model_input` does), or not an array.
+            ValueError: a shape that the first layer does not take.
+        """
+        check_float(x, "Sequential")
         with single_threaded_blas():
             for forward, _ in self._passes():
                 x = forward(x, training=training)

@@ -49,6 +49,7 @@ from npcnn.nn.module import (
     as_pair,
     check_input,
     keeps_cache,
+    parameter_dtype,
 )
 
 # Below this many input channels, im2col copies whole image rows per channel instead.
@@ -156,6 +157,7 @@ class Conv2D(Layer):
                 f"Conv2D needs kernel_size >= 1, stride >= 1, padding >= 0; got "
                 f"{self.kernel_size}, {self.stride}, {self.padding}"
             )
+        dtype = parameter_dtype(dtype)
         kh, kw = self.kernel_size
         self.weight = Parameter(np.zeros((out_channels, in_channels, kh, kw), dtype=dtype))
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
@@ -272,12 +274,12 @@ class Conv2D(Layer):
         if dx is None:
             per_image = ho * wo * kh * kw * c * itemsize  # cols
             chunks = chunk_ranges(n, per_image, max_items=_MAX_IMAGES_PER_CHUNK)
-            dw = sum(parallel_map(weight_grad, chunks))
+            dw = sum(parallel_map(weight_grad, chunks), np.zeros((o, kh * kw * c), dtype))
             self.weight.grad += dw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
         else:
             per_image = h * w * kh * kw * o * itemsize  # dcols
             chunks = chunk_ranges(n, per_image, max_items=_MAX_IMAGES_PER_CHUNK)
-            dw_flip = sum(parallel_map(input_and_weight_grad, chunks))
+            dw_flip = sum(parallel_map(input_and_weight_grad, chunks), np.zeros_like(w_flip.T))
             self.weight.grad += dw_flip.reshape(c, kh, kw, o)[:, ::-1, ::-1].transpose(3, 0, 1, 2)
         if self.bias is not None:
             dy_rows = dy_cl.reshape(-1, o)

@@ -62,9 +62,9 @@ class NormReLUPool:
 
     Training with nonzero norm weights, and inference, run fused (see the module
     docstring; in inference, with the running statistics, a tie of z may go to
-    any of its positions: no gradient follows it). Otherwise, and for a backward
-    in inference mode, the layers run one after the other, the ReLU folded into
-    the pool.
+    any of its positions: no gradient follows it). Otherwise, for an empty batch
+    and for a backward in inference mode, the layers run one after the other,
+    the ReLU folded into the pool.
     """
 
     def __init__(self, norm: BatchNorm2D, pool: MaxPool2D) -> None:
@@ -77,7 +77,7 @@ class NormReLUPool:
         n, c, h, w = x.shape
         # Inference needs no winner for backward: ties of z may go to any position.
         inference = not keeps_cache(training)
-        if not inference and not (training and norm.weight.data.all() and n * h * w >= 2):
+        if not (n and (inference or (training and norm.weight.data.all() and n * h * w >= 2))):
             return pool.forward_then_relu(norm.forward(x, training), training)
         x_cl = to_channels_last(x.astype(norm.weight.data.dtype, copy=False))
         x2 = x_cl.reshape(n, -1)
@@ -109,7 +109,7 @@ class NormReLUPool:
                 winners[sl] *= sign
             return sums
 
-        chunks = chunk_ranges(n, x_cl[0].nbytes * 2 + winners[0].nbytes)
+        chunks = chunk_ranges(n, x_cl[:1].nbytes * 2 + winners[:1].nbytes)
         sums = parallel_map(statistics_and_windows, chunks)
         if training:
             mean, var = norm._statistics_from_sums(
@@ -136,7 +136,7 @@ class NormReLUPool:
             yb += bias_t
             np.maximum(yb, zeros, out=yb)
 
-        parallel_map(norm_and_relu, chunk_ranges(n, 2 * y[0].nbytes, STREAM_CHUNK_BYTES))
+        parallel_map(norm_and_relu, chunk_ranges(n, 2 * y[:1].nbytes, STREAM_CHUNK_BYTES))
         if not inference:
             self._cache = (x_cl, mean, invstd, winners, codes, y)
         return from_channels_last(y)
@@ -163,7 +163,7 @@ class NormReLUPool:
                 winners[sl].reshape(b, -1), c, centre=mean_row, weights=dz[sl].reshape(b, -1)
             )
 
-        sums = parallel_map(gradient_sums, chunk_ranges(n, 4 * dz[0].nbytes, 2 << 20))
+        sums = parallel_map(gradient_sums, chunk_ranges(n, 4 * dz[:1].nbytes, 2 << 20))
         g, shift, slope = norm._add_grads(
             sum(s[0] for s in sums), sum(s[1] for s in sums), invstd, n * h * w
         )
@@ -187,7 +187,7 @@ class NormReLUPool:
             inner -= affine
             inner -= shift_t
 
-        parallel_map(run, chunk_ranges(n, 3 * x_cl[0].nbytes + 2 * dz[0].nbytes))
+        parallel_map(run, chunk_ranges(n, 3 * x_cl[:1].nbytes + 2 * dz[:1].nbytes))
         return from_channels_last(dxp[:, ph : ph + h, pw : pw + w])
 
 
@@ -203,7 +203,8 @@ class NormReLU:
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
         self._cache = None  # let the previous step's memory serve this one (_memory.py)
         norm = self.norm
-        if not training and keeps_cache(training):  # a backward in inference mode
+        # A backward in inference mode, or an empty batch (which has no statistics).
+        if (not training and keeps_cache(training)) or len(x) == 0:
             return self.relu.forward(norm.forward(x, training), training)
         x2, reps = norm._to_rows(x.astype(norm.weight.data.dtype, copy=False))
         mean, var = norm._statistics(x2, reps, x.shape, training)
@@ -225,7 +226,7 @@ class NormReLU:
             yb += bias_t
             np.maximum(yb, zeros, out=yb)
 
-        parallel_map(run, chunk_ranges(len(x2), 2 * x2[0].nbytes, STREAM_CHUNK_BYTES))
+        parallel_map(run, chunk_ranges(len(x2), 2 * x2[:1].nbytes, STREAM_CHUNK_BYTES))
         if training:
             self._cache = (x2, reps, mean_t, invstd, y)
         return norm._from_rows(y, x.shape)
@@ -246,7 +247,7 @@ class NormReLU:
             np.multiply(dy2[sl], y[sl] > 0, out=dz[sl])
             return chunk_moment_sums(x2[sl], c, centre=mean_t, weights=dz[sl])
 
-        chunks = chunk_ranges(len(x2), 3 * x2[0].nbytes, STREAM_CHUNK_BYTES)
+        chunks = chunk_ranges(len(x2), 3 * x2[:1].nbytes, STREAM_CHUNK_BYTES)
         sums = parallel_map(gradient_sums, chunks)
         g, shift, slope = norm._add_grads(
             sum(s[0] for s in sums), sum(s[1] for s in sums), invstd, len(x2) * reps

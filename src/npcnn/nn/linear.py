@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,7 @@ from npcnn.nn.module import (
     Parameter,
     check_input,
     keeps_cache,
+    parameter_dtype,
 )
 
 
@@ -52,6 +54,7 @@ class Dense(Layer):
                 f"Dense needs in_features and out_features >= 1, "
                 f"got {in_features} and {out_features}"
             )
+        dtype = parameter_dtype(dtype)
         self.weight = Parameter(np.zeros((out_features, in_features), dtype=dtype))
         self.bias = Parameter(np.zeros(out_features, dtype=dtype)) if bias else None
         self._x: np.ndarray | None = None
@@ -80,7 +83,7 @@ class Dense(Layer):
         Flatten.backward would.
         """
         n, c, h, w = x.shape
-        return self._forward(to_channels_last(x).reshape(n, -1), training, (c, h, w))
+        return self._forward(to_channels_last(x).reshape(n, h * w * c), training, (c, h, w))
 
     @property
     def fed_channels_last(self) -> bool:
@@ -110,7 +113,7 @@ class Dense(Layer):
             sl = slice(rows.start, rows.stop)
             np.dot(x[sl], w.T, out=y[sl])  # np.dot: see Conv2D.backward
 
-        parallel_map(run, chunk_ranges(len(x), x[0].nbytes))
+        parallel_map(run, chunk_ranges(len(x), x[:1].nbytes))
         if self.bias is not None:
             y += self.bias.data
         self._x, self._w = (x, w) if keeps_cache(training) else (None, None)
@@ -188,10 +191,11 @@ class Flatten(Layer):
         if keeps_cache(training):
             self._shape = x.shape
             self._channels_last = is_channels_last(x)
+        features = math.prod(x.shape[1:])  # (not -1 in reshape: that fails for a batch of 0)
         if x.flags.c_contiguous:
-            return x.reshape(x.shape[0], -1)
+            return x.reshape(x.shape[0], features)
         # Channels-last memory must be reordered into C, H, W order: a copy, on all cores.
-        return elementwise(_copy_into, _memory.empty((x.shape[0], x[0].size), dtype=x.dtype), x)
+        return elementwise(_copy_into, _memory.empty((x.shape[0], features), dtype=x.dtype), x)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         if self._shape is None:

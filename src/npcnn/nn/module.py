@@ -292,7 +292,12 @@ class Layer:
             p.zero_grad()
 
     def astype(self, dtype: np.typing.DTypeLike) -> Layer:
-        """Convert parameters, gradients and float buffers to `dtype` in place; returns self."""
+        """Convert parameters, gradients and float buffers to `dtype` in place; returns self.
+
+        Raises:
+            TypeError: `dtype` is not float32 or float64 (see `parameter_dtype`).
+        """
+        dtype = parameter_dtype(dtype)
         for _, layer in self.named_layers():
             for _, p in layer.named_parameters(recurse=False):
                 p.data = p.data.astype(dtype)
@@ -367,9 +372,11 @@ def as_pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, i
 
 
 def check_input(x: np.ndarray, ndim: int, layer: Layer, channels: int | None = None) -> None:
-    """Raise a clear ValueError when `x` has the wrong rank or channel count."""
+    """Raise a clear ValueError when `x` has the wrong rank or channel count, and a
+    TypeError when it is not a floating-point array (see `check_float`)."""
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{type(layer).__name__} expects a numpy array, got {type(x).__name__}")
+    check_float(x, type(layer).__name__)
     layout = {2: "(N, features)", 4: "(N, C, H, W)"}.get(ndim, f"{ndim} dimensions")
     if x.ndim != ndim:
         raise ValueError(
@@ -380,6 +387,36 @@ def check_input(x: np.ndarray, ndim: int, layer: Layer, channels: int | None = N
             f"{type(layer).__name__} expects {channels} "
             f"{'channels' if ndim == 4 else 'features'}, got input of shape {x.shape}"
         )
+
+
+def check_float(x: np.ndarray, owner: str) -> None:
+    """Raise a TypeError naming `owner` unless `x` holds floating-point numbers.
+
+    Integer or boolean images would otherwise be cast to floats unscaled: a
+    network trained on [0, 1] would see 0..255. The scale is not guessed (as
+    PyTorch, whose convolutions refuse integer tensors): the message says how
+    to convert.
+    """
+    kind = getattr(getattr(x, "dtype", None), "kind", "f")
+    if kind != "f":
+        hint = "divide by 255" if x.dtype == np.uint8 else "convert to floats"
+        raise TypeError(
+            f"{owner} expects floating-point input, got {x.dtype}: {hint} first, "
+            "e.g. with npcnn.training.as_model_input(x)"
+        )
+
+
+#: The dtypes the layers compute in: BLAS has no float16 products, and integers
+#: would truncate every update.
+PARAMETER_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def parameter_dtype(dtype: np.typing.DTypeLike) -> np.dtype:
+    """`dtype` as a NumPy dtype if the layers support it (float32, float64); else TypeError."""
+    resolved = np.dtype(dtype)
+    if resolved not in PARAMETER_DTYPES:
+        raise TypeError(f"unsupported dtype {resolved}: the layers compute in float32 or float64")
+    return resolved
 
 
 _inference_backward = False

@@ -172,7 +172,7 @@ class MaxPool2D(_Pool2D):
                     np.putmask(argmax[sl], yb <= 0, len(offsets))
                 np.maximum(yb, 0, out=yb)
 
-        parallel_map(run, chunk_ranges(n, xp[0].nbytes + y[0].nbytes))
+        parallel_map(run, chunk_ranges(n, xp[:1].nbytes + y[:1].nbytes))
         if keeps_cache(training):
             self._argmax, self._shape = argmax, xp.shape
         return from_channels_last(y)
@@ -220,7 +220,7 @@ class MaxPool2D(_Pool2D):
             sl = slice(rows.start, rows.stop)
             self._route_chunk(dxp[sl], dy_cl[sl], self._argmax[sl], add=overlapping)
 
-        parallel_map(run, chunk_ranges(n, dxp[0].nbytes + dy_cl[0].nbytes))
+        parallel_map(run, chunk_ranges(n, dxp[:1].nbytes + dy_cl[:1].nbytes))
         return from_channels_last(self._unpad(dxp))
 
     def _route_chunk(self, dxb: np.ndarray, dyb: np.ndarray, argmax: np.ndarray, add: bool) -> None:

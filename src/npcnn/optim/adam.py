@@ -9,7 +9,7 @@ import numpy as np
 
 from npcnn._parallel import scratch
 from npcnn.nn.module import Parameter
-from npcnn.optim.optimizer import Optimizer
+from npcnn.optim.optimizer import Optimizer, check_hyperparameter
 
 
 class Adam(Optimizer):
@@ -19,6 +19,9 @@ class Adam(Optimizer):
     m <- beta1 * m + (1 - beta1) * g
     v <- beta2 * v + (1 - beta2) * g^2
     p <- p - lr / (1 - beta1^t) * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+    Raises ValueError for a hyperparameter out of its range (lr, eps and
+    weight_decay finite and >= 0, betas in [0, 1); see `HYPERPARAMETER_RANGES`).
     """
 
     _state_names = ("exp_avg", "exp_avg_sq", "step")
@@ -34,13 +37,9 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(params, lr)
-        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
-            raise ValueError(f"betas must lie in [0, 1), got {betas}")
-        if eps < 0 or weight_decay < 0:
-            raise ValueError("eps and weight_decay must be >= 0")
-        self.betas = (float(betas[0]), float(betas[1]))
-        self.eps = float(eps)
-        self.weight_decay = float(weight_decay)
+        self.betas = check_hyperparameter("betas", betas)
+        self.eps = check_hyperparameter("eps", eps)
+        self.weight_decay = check_hyperparameter("weight_decay", weight_decay)
 
     def step(self) -> None:
         beta1, beta2 = self.betas

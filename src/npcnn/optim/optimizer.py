@@ -2,12 +2,59 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 
 from npcnn.nn.module import Parameter
+
+#: Hyperparameter -> (its name in messages, lowest value, highest value, whether the
+#: highest is allowed). The bounds are torch.optim's, which however lets NaN through
+#: (every comparison with NaN is False) and momentum >= 1, which diverges.
+HYPERPARAMETER_RANGES: dict[str, tuple[str, float, float, bool]] = {
+    "lr": ("learning rate", 0.0, math.inf, False),
+    "momentum": ("momentum value", 0.0, 1.0, False),
+    "dampening": ("dampening value", 0.0, 1.0, True),
+    "weight_decay": ("weight_decay value", 0.0, math.inf, False),
+    "eps": ("epsilon value", 0.0, math.inf, False),
+    "betas": ("beta parameter", 0.0, 1.0, False),
+}
+
+
+def check_hyperparameter(name: str, value: Any) -> Any:
+    """`value` as a float (a tuple of floats for "betas") if it lies in its range
+    (`HYPERPARAMETER_RANGES`); other names are returned unchanged.
+
+    Raises:
+        ValueError: "Invalid learning rate: nan (must be finite and >= 0)", as
+            torch.optim says it, with the range.
+    """
+    if name not in HYPERPARAMETER_RANGES:
+        return value
+    label, low, high, high_allowed = HYPERPARAMETER_RANGES[name]
+    if name == "betas":
+        if not isinstance(value, tuple | list) or len(value) != 2:
+            raise ValueError(f"Invalid betas: {value!r} (must be a pair)")
+        return tuple(check_hyperparameter_value(label, v, low, high, high_allowed) for v in value)
+    return check_hyperparameter_value(label, value, low, high, high_allowed)
+
+
+def check_hyperparameter_value(
+    label: str, value: Any, low: float, high: float, high_allowed: bool
+) -> float:
+    """float(value) if low <= value < high (or <= high); ValueError "Invalid <label>: ..."."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    inside = number and low <= value and (value <= high if high_allowed else value < high)
+    if not inside:
+        if high == math.inf:
+            bounds = f"finite and >= {low:g}"
+        else:
+            bounds = f"in [{low:g}, {high:g}{']' if high_allowed else ')'}"
+        raise ValueError(f"Invalid {label}: {value!r} (must be {bounds})")
+    return float(value)
 
 
 class Optimizer:
@@ -29,9 +76,7 @@ class Optimizer:
             raise ValueError("optimizer got an empty parameter list")
         if not all(isinstance(p, Parameter) for p in self.params):
             raise TypeError("optimizer expects Parameter objects, e.g. model.parameters()")
-        if lr < 0:
-            raise ValueError(f"learning rate must be >= 0, got {lr}")
-        self.lr = float(lr)
+        self.lr = check_hyperparameter("lr", lr)
         # Per-parameter state, created lazily on the first step (as PyTorch does).
         self.state: list[dict[str, np.ndarray]] = [{} for _ in self.params]
 
@@ -52,11 +97,14 @@ class Optimizer:
         return out
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Restore what `state_dict` returned; ValueError if it does not fit these parameters."""
+        """Restore what `state_dict` returned; ValueError if it does not fit these parameters
+        or a hyperparameter is out of its range (then nothing is changed)."""
+        hyper = {}
         for name in self._hyper_names:
             if name in state:
                 value = np.asarray(state[name])
-                setattr(self, name, tuple(value.tolist()) if value.ndim else value.item())
+                value = tuple(value.tolist()) if value.ndim else value.item()
+                hyper[name] = check_hyperparameter(name, value)
         new_state: list[dict[str, np.ndarray]] = [{} for _ in self.params]
         for key, value in state.items():
             if not key.startswith("state."):
@@ -75,6 +123,8 @@ class Optimizer:
                     f"parameter {i} has shape {self.params[i].shape}"
                 )
             new_state[i][name] = value.astype(self.params[i].dtype) if value.ndim else value.copy()
+        for name, value in hyper.items():
+            setattr(self, name, value)
         self.state = new_state
 
     def __repr__(self) -> str:

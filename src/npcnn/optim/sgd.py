@@ -8,7 +8,7 @@ import numpy as np
 
 from npcnn._parallel import scratch
 from npcnn.nn.module import Parameter
-from npcnn.optim.optimizer import Optimizer
+from npcnn.optim.optimizer import Optimizer, check_hyperparameter
 
 
 class SGD(Optimizer):
@@ -18,6 +18,10 @@ class SGD(Optimizer):
     b <- g on the first step, else momentum * b + (1 - dampening) * g
     g <- g + momentum * b if nesterov else b          (when momentum != 0)
     p <- p - lr * g
+
+    Raises ValueError for a hyperparameter out of its range (lr finite and
+    >= 0, momentum in [0, 1), dampening in [0, 1], weight_decay finite and
+    >= 0; see `HYPERPARAMETER_RANGES`), e.g. "Invalid learning rate: nan ...".
     """
 
     _state_names = ("momentum_buffer",)
@@ -33,13 +37,11 @@ class SGD(Optimizer):
         nesterov: bool = False,
     ) -> None:
         super().__init__(params, lr)
-        if momentum < 0 or weight_decay < 0:
-            raise ValueError("momentum and weight_decay must be >= 0")
+        self.momentum = check_hyperparameter("momentum", momentum)
+        self.dampening = check_hyperparameter("dampening", dampening)
+        self.weight_decay = check_hyperparameter("weight_decay", weight_decay)
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires momentum > 0 and dampening = 0")
-        self.momentum = float(momentum)
-        self.dampening = float(dampening)
-        self.weight_decay = float(weight_decay)
         self.nesterov = bool(nesterov)
 
     def step(self) -> None:

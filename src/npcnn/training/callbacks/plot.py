@@ -9,39 +9,52 @@ from pathlib import Path
 from typing import Any
 
 from npcnn.files import atomic_write_bytes
+from npcnn.plots import plot_text
 from npcnn.training.callbacks.base import Callback
 from npcnn.training.history import History
 
 
-def render_curves(history: History, title: str | None = None) -> bytes:
-    """PNG bytes of two panels over the epochs: loss (train, validation) and
-    accuracy (train, validation); the validation curves only where measured.
+def curves_figure(
+    history: History, title: str | None = None, validation_label: str = "test"
+) -> Any:
+    """A matplotlib Figure of two panels over the epochs, loss and accuracy, each with
+    a "train" curve and a ``validation_label`` curve (where measured).
 
-    Uses matplotlib's Agg canvas directly (no pyplot), so it neither needs a
-    display nor changes the backend of a program that imported pyplot.
+    The epoch axis has integer ticks only. ``validation_label`` defaults to
+    "test", which the command line validates on and prints; the title goes
+    through :func:`npcnn.plots.plot_text`. Uses matplotlib's Agg canvas
+    directly (no pyplot), so it neither needs a display nor changes the
+    backend of a program that imported pyplot.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(10, 4), layout="constrained")
     FigureCanvasAgg(fig)
     epochs = history.metric("epoch")
-    for ax, key, label in zip(
-        fig.subplots(1, 2), ("loss", "accuracy"), ("loss", "accuracy"), strict=True
-    ):
-        ax.plot(epochs, history.metric(key), marker=".", label=f"train {label}")
+    for ax, key in zip(fig.subplots(1, 2), ("loss", "accuracy"), strict=True):
+        ax.plot(epochs, history.metric(key), marker=".", label="train")
         pairs = [(e, v) for e, v in zip(epochs, history.metric(f"val_{key}"), strict=True)]
         pairs = [(e, v) for e, v in pairs if v is not None]
         if pairs:
-            ax.plot(*zip(*pairs, strict=True), marker=".", label=f"validation {label}")
+            ax.plot(*zip(*pairs, strict=True), marker=".", label=plot_text(validation_label))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
+        ax.set_ylabel(key)
         ax.grid(alpha=0.3)
         ax.legend()
     if title:
-        fig.suptitle(title)
+        fig.suptitle(plot_text(title))
+    return fig
+
+
+def render_curves(
+    history: History, title: str | None = None, validation_label: str = "test"
+) -> bytes:
+    """PNG bytes of :func:`curves_figure`."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
+    curves_figure(history, title, validation_label).savefig(buffer, format="png", dpi=100)
     return buffer.getvalue()
 
 
@@ -53,7 +66,12 @@ class PlotCurves(Callback):
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], *, every: int = 1, title: str | None = None
+        self,
+        path: str | os.PathLike[str],
+        *,
+        every: int = 1,
+        title: str | None = None,
+        validation_label: str = "test",
     ) -> None:
         if importlib.util.find_spec("matplotlib") is None:
             raise ImportError("PlotCurves needs matplotlib (pip install matplotlib)")
@@ -62,10 +80,12 @@ class PlotCurves(Callback):
         self.path = Path(path)
         self.every = every
         self.title = title
+        self.validation_label = validation_label
 
     def _draw(self, trainer: Any) -> None:
         if trainer.history.epochs:
-            atomic_write_bytes(self.path, render_curves(trainer.history, self.title))
+            png = render_curves(trainer.history, self.title, self.validation_label)
+            atomic_write_bytes(self.path, png)
 
     def on_epoch_end(self, trainer: Any, logs: dict[str, Any]) -> None:
         if logs["epoch"] % self.every == 0:
