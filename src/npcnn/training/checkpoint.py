@@ -9,9 +9,15 @@ the architecture JSON and every parameter and buffer) plus
   (one row per step, columns :data:`~npcnn.training.history.STEP_KEYS`);
 * ``__checkpoint__``: a 0-d unicode array holding JSON: where the run stands
   (``epoch`` completed epochs, ``step`` completed steps of the next epoch),
-  the optimiser's class, the scheduler state, the per-epoch History, the RNG
-  states of the batch iterators and of every ``numpy.random.Generator`` held
-  by a layer (dropout masks), and the partial sums of an unfinished epoch.
+  the optimiser's class, the per-epoch History, the RNG states of the
+  training batch iterator and of every ``numpy.random.Generator`` held by a
+  layer (dropout masks), the partial sums of an unfinished epoch, and under
+  ``extensions`` the state of every callback that has one, by its
+  ``state_key`` (the scheduler's under ``"scheduler"``, a validation batch
+  iterator's under ``"validation"``).
+
+Format version 2; version 1 (the scheduler and validation states at the top
+level of the record) is still read.
 
 It is written atomically (temporary file, then rename) and read with
 ``allow_pickle=False``. :func:`npcnn.load` does not read it (the extra arrays
@@ -42,7 +48,7 @@ CHECKPOINT_KEY = "__checkpoint__"
 STEPS_KEY = "__history_steps__"
 OPTIMIZER_PREFIX = "__optimizer__."
 FORMAT_NAME = "npcnn-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 def _generators(model: Layer) -> Iterator[tuple[str, Layer, str, np.random.Generator]]:
@@ -178,9 +184,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     * ``epoch``: completed epochs; ``step``: completed steps of the next
       epoch (0 at an epoch boundary); ``global_step``; ``epochs``: the run's
       target epoch count;
-    * ``history``: a :class:`History`; ``scheduler_state``: dict or None;
-    * ``data_state``/``validation_data_state``: batch-iterator RNG states
-      (or None); ``generator_states``: layer RNG states by dotted path;
+    * ``history``: a :class:`History`;
+    * ``extension_states``: each callback's state by its ``state_key``;
+      ``scheduler_state`` (dict or None) and ``validation_data_state``
+      (or None) are its "scheduler" and "validation" entries;
+    * ``data_state``: the training batch iterator's RNG state (or None);
+      ``epoch_lr``: the learning rate the unfinished epoch started with (None
+      at an epoch boundary and in format 1);
+      ``generator_states``: layer RNG states by dotted path;
     * ``totals``: partial sums of the unfinished epoch; ``data``: the
       training data's steps per epoch, examples and batch size;
     * ``run``: the run's settings as the Trainer's ``run_config`` gave them
@@ -191,6 +202,46 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
     """
     source = str(path)
     arrays = load_arrays(path)
+    record = _pop_record(arrays, source)
+    step_table = arrays.pop(STEPS_KEY, np.zeros((0, len(STEP_KEYS))))
+    optimizer_state = {
+        key[len(OPTIMIZER_PREFIX) :]: arrays.pop(key)
+        for key in list(arrays)
+        if key.startswith(OPTIMIZER_PREFIX)
+    }
+    model = model_from_arrays(arrays, source=source)
+    architecture = json.loads(str(arrays[ARCHITECTURE_KEY]))["model"]
+    try:
+        steps = _steps_from_array(step_table)
+        extensions = _extension_states(record)
+        return {
+            "model": model,
+            "model_state": {k: v for k, v in arrays.items() if k != ARCHITECTURE_KEY},
+            "architecture": architecture,
+            "optimizer": record["optimizer"],
+            "optimizer_state": optimizer_state,
+            "epoch": int(record["epoch"]),
+            "step": int(record["step"]),
+            "global_step": int(record["global_step"]),
+            "epochs": record.get("epochs"),
+            "history": History.from_dict({**record["history"], "steps": steps}),
+            "extension_states": extensions,
+            "scheduler_state": extensions.get("scheduler"),
+            "data_state": record.get("data_state"),
+            "epoch_lr": record.get("epoch_lr"),
+            "validation_data_state": extensions.get("validation", {}).get("data_state"),
+            "generator_states": dict(record.get("generators", {})),
+            "totals": dict(record["totals"]),
+            "data": dict(record.get("data", {})),
+            "run": record.get("run"),
+        }
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{source}: incomplete checkpoint record ({err!r})") from err
+
+
+def _pop_record(arrays: dict[str, np.ndarray], source: str) -> dict[str, Any]:
+    """Take the JSON record out of a checkpoint's arrays; ValueError if there is none
+    of a format this version reads."""
     if CHECKPOINT_KEY not in arrays:
         what = "an npcnn model file" if ARCHITECTURE_KEY in arrays else "an npcnn file"
         raise ValueError(f"{source} is {what}, not a training checkpoint")
@@ -204,34 +255,16 @@ def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(
             f"{source} was written by a newer npcnn (checkpoint format {record['version']})"
         )
-    step_table = arrays.pop(STEPS_KEY, np.zeros((0, len(STEP_KEYS))))
-    optimizer_state = {
-        key[len(OPTIMIZER_PREFIX) :]: arrays.pop(key)
-        for key in list(arrays)
-        if key.startswith(OPTIMIZER_PREFIX)
-    }
-    model = model_from_arrays(arrays, source=source)
-    architecture = json.loads(str(arrays[ARCHITECTURE_KEY]))["model"]
-    try:
-        steps = _steps_from_array(step_table)
-        return {
-            "model": model,
-            "model_state": {k: v for k, v in arrays.items() if k != ARCHITECTURE_KEY},
-            "architecture": architecture,
-            "optimizer": record["optimizer"],
-            "optimizer_state": optimizer_state,
-            "epoch": int(record["epoch"]),
-            "step": int(record["step"]),
-            "global_step": int(record["global_step"]),
-            "epochs": record.get("epochs"),
-            "history": History.from_dict({**record["history"], "steps": steps}),
-            "scheduler_state": record.get("scheduler"),
-            "data_state": record.get("data_state"),
-            "validation_data_state": record.get("validation_data_state"),
-            "generator_states": dict(record.get("generators", {})),
-            "totals": dict(record["totals"]),
-            "data": dict(record.get("data", {})),
-            "run": record.get("run"),
-        }
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{source}: incomplete checkpoint record ({err!r})") from err
+    return record
+
+
+def _extension_states(record: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The callbacks' states by key; format 1 kept the two it had at the top level."""
+    if record.get("version", 1) >= 2:
+        return {str(k): dict(v) for k, v in record.get("extensions", {}).items()}
+    states: dict[str, dict[str, Any]] = {}
+    if record.get("scheduler") is not None:
+        states["scheduler"] = dict(record["scheduler"])
+    if record.get("validation_data_state") is not None:
+        states["validation"] = {"data_state": record["validation_data_state"]}
+    return states
