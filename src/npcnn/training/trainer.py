@@ -42,6 +42,7 @@ from npcnn.training.callbacks import (
     Snapshot,
     Validation,
 )
+from npcnn.training.callbacks.validation import ValidationData
 from npcnn.training.checkpoint import (
     generator_states,
     load_checkpoint,
@@ -53,8 +54,6 @@ from npcnn.training.evaluate import LossFn, count_correct
 from npcnn.training.history import EPOCH_KEYS, History
 from npcnn.training.interrupts import DeferredInterrupt
 from npcnn.training.schedules import LRScheduler
-
-ValidationData = tuple[np.ndarray, np.ndarray] | Iterable[tuple[np.ndarray, np.ndarray]] | None
 
 
 @dataclass
@@ -169,7 +168,7 @@ class Trainer:
         self,
         train: Any,
         epochs: int,
-        validation: ValidationData = None,
+        validation: ValidationData | None = None,
         resume_from: str | os.PathLike[str] | None = None,
     ) -> History:
         """Train until ``epochs`` epochs are complete (counting those of ``resume_from``).
@@ -220,7 +219,7 @@ class Trainer:
         self,
         train: Any,
         epochs: int,
-        validation: ValidationData,
+        validation: ValidationData | None,
         resume_from: str | os.PathLike[str] | None,
     ) -> None:
         """Check the arguments, install this fit's extensions, resume, fire on_train_begin."""
@@ -246,7 +245,7 @@ class Trainer:
             },
         )
 
-    def _built_in(self, validation: ValidationData) -> list[Callback]:
+    def _built_in(self, validation: ValidationData | None) -> list[Callback]:
         """The extensions the constructor's arguments and ``validation`` ask for, in order."""
         built: list[Callback] = [FailOnNonFiniteLoss()]
         if self.bn_data is not None:
