@@ -336,3 +336,13 @@ def test_decode_errors_name_the_file_and_say_why(tmp_path) -> None:
     with pytest.raises(ImageError, match="blank") as e:
         prepare_image(blank)
     assert e.value.source == str(blank) and str(e.value).startswith(f"{blank}: the image is blank")
+
+
+def test_a_mark_that_lies_only_along_the_border_is_still_ink() -> None:
+    # A dash along the top edge of a page, nothing else: the only marks are
+    # those that count the picture's mirror image beyond its border.
+    picture = np.full((600, 600), PAPER)
+    picture[:10, 200:350] = INK
+    ink = to_white_on_black(picture)
+    assert ink[:10, 200:350].min() == pytest.approx(1.0)
+    assert np.count_nonzero(ink > 0.5) == 10 * 150

@@ -30,7 +30,7 @@ from npcnn.imaging.morphology import (
 # A pixel is ink when it is at least this bright, relative to the brightest
 # ink after background removal; low enough to keep anti-aliased edges.
 INK_THRESHOLD = 0.2
-# The first look (polarity, stroke width, where the marks are) works on a copy
+# The first look (polarity, stroke width) works on a copy
 # whose longer side is at most this: coarse questions, answered quickly.
 LOOK_SIDE = 256
 # The first look's window, as a fraction of the shorter side: wider than
@@ -60,7 +60,6 @@ class FirstLook:
 
     dark_ink: bool
     stroke_width: float
-    box: tuple[slice, slice]  # around the marks
 
 
 def to_white_on_black(gray: np.ndarray) -> np.ndarray:
@@ -102,6 +101,9 @@ def _restore_border_strokes(ink: np.ndarray, mirrored: np.ndarray) -> None:
     threshold = INK_THRESHOLD * union.max()
     if threshold <= _NOTHING:
         return
+    if not (ink >= threshold).any():  # all the ink lies along the border
+        np.copyto(ink, union)
+        return
     digit = largest_component(ink >= threshold, ink)
     labels = components(union >= threshold)
     # One pixel more all round, for the anti-aliased rim under the threshold.
@@ -110,7 +112,7 @@ def _restore_border_strokes(ink: np.ndarray, mirrored: np.ndarray) -> None:
 
 
 def first_look(gray: np.ndarray) -> FirstLook:
-    """Polarity, stroke width and the marks' box, from a copy at most ``LOOK_SIDE`` px.
+    """Polarity and stroke width, from a copy at most ``LOOK_SIDE`` px on its longer side.
 
     The marks are what departs from a closing or an opening with a window a
     third of the shorter side, continued at the border by the border pixels.
@@ -126,11 +128,8 @@ def first_look(gray: np.ndarray) -> FirstLook:
     if marks.max() <= _NOTHING:
         raise ImageError(f"{BLANK}: nothing stands out from the background")
     strokes = marks >= INK_THRESHOLD * marks.max()
-    rows, cols = mark_box(strokes)
-    fy, fx = gray.shape[0] / small.shape[0], gray.shape[1] / small.shape[1]
-    box = (slice(int(rows.start * fy), int(np.ceil(rows.stop * fy))),
-           slice(int(cols.start * fx), int(np.ceil(cols.stop * fx))))  # fmt: skip
-    return FirstLook(dark_ink, stroke_width(strokes) * max(fy, fx), box)
+    scale = max(gray.shape[0] / small.shape[0], gray.shape[1] / small.shape[1])
+    return FirstLook(dark_ink, stroke_width(strokes) * scale)
 
 
 def ink_is_dark(gray: np.ndarray, dark: np.ndarray, light: np.ndarray) -> bool:
