@@ -346,3 +346,10 @@ def test_a_mark_that_lies_only_along_the_border_is_still_ink() -> None:
     ink = to_white_on_black(picture)
     assert ink[:10, 200:350].min() == pytest.approx(1.0)
     assert np.count_nonzero(ink > 0.5) == 10 * 150
+
+
+def test_arrays_that_are_not_pictures_are_refused() -> None:
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        to_mnist(np.where(np.eye(30) > 0, np.nan, 0.9))
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        to_mnist(np.zeros((4, 30, 30)))

@@ -71,12 +71,14 @@ def to_white_on_black(gray: np.ndarray) -> np.ndarray:
     the picture is taken to continue as its border pixels (a strip of desk
     at the border stays background), except for marks joined to the digit
     (a stroke along the border stays ink: :func:`_restore_border_strokes`).
-    Raises ValueError for a non-2-D array, :class:`ImageError` if nothing
-    stands out from the background.
+    Raises ValueError for a non-2-D array or one with NaN or infinite
+    pixels, :class:`ImageError` if nothing stands out from the background.
     """
     gray = np.asarray(gray, dtype=np.float64)
     if gray.ndim != 2 or gray.size == 0:
         raise ValueError(f"expected a non-empty (H, W) grayscale array, got shape {gray.shape}")
+    if not np.isfinite(gray).all():
+        raise ValueError("the picture has NaN or infinite pixels")
     look = first_look(gray)
     if noise_level(gray) > NOISY:
         gray = gaussian_blur(gray, look.stroke_width / 4)
