@@ -114,3 +114,242 @@ def test_errors(tmp_path) -> None:
         load_image(junk)
     with pytest.raises(ImageError, match="blank"):
         to_mnist(np.full((30, 30), 0.7))
+
+
+# ------------------------------------------------------------ photos, not scans
+
+PAPER, INK, DESK = 0.9, 0.1, 0.15
+
+
+def ink_coverage(height: int = 300, width: int = 240) -> np.ndarray:
+    """(H, W) in [0, 1]: how much of each pixel the pen covers (a '7', off-centre)."""
+    canvas = np.zeros((height, width))
+    canvas[60:180, 50:170] = 1.0 - draw_blob(120, 120) / 255.0
+    return canvas
+
+
+def photo(
+    coverage: np.ndarray,
+    gradient: float = 0.0,
+    desk: bool = False,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> np.ndarray:
+    """A photo-like picture of the ink on a page: reflectance times light, plus noise.
+
+    Paper reflects PAPER, ink INK; the light falls from 1 on the left to
+    1 - gradient on the right. With ``desk``, the page lies on a darker desk
+    (DESK) that shows around it; ``noise`` is the sensor noise's deviation.
+    """
+    h, w = coverage.shape
+    reflectance = PAPER + (INK - PAPER) * coverage
+    if desk:
+        page = np.zeros((h, w), dtype=bool)
+        page[35 : h - 30, 30 : w - 25] = True
+        reflectance = np.where(page, reflectance, DESK)
+    light = 1.0 - gradient * np.linspace(0.0, 1.0, w)[np.newaxis, :]
+    rng = np.random.default_rng(seed)
+    return np.clip(reflectance * light + noise * rng.standard_normal((h, w)), 0.0, 1.0)
+
+
+def agreement(out: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(intersection over union of the ink masks, correlation) of two 28x28 inputs."""
+    a, b = out > 0.3, reference > 0.3
+    return float((a & b).sum() / (a | b).sum()), float(
+        np.corrcoef(out.ravel(), reference.ravel())[0, 1]
+    )
+
+
+@pytest.mark.parametrize(
+    ("scene", "iou", "corr"),
+    [
+        ({"gradient": 0.45}, 0.9, 0.98),  # a page lit 0.9 on the left, 0.5 on the right
+        ({"desk": True}, 0.9, 0.98),  # a light page on a dark desk: a dark frame round it
+        ({"gradient": 0.45, "desk": True}, 0.9, 0.98),
+        ({"gradient": 0.45, "desk": True, "noise": 0.04}, 0.8, 0.9),  # a noisy phone photo
+    ],
+)
+def test_uneven_light_a_desk_and_noise_read_as_the_clean_page(scene, iou, corr) -> None:
+    coverage = ink_coverage()
+    reference = to_mnist(photo(coverage))
+    got_iou, got_corr = agreement(to_mnist(photo(coverage, **scene)), reference)
+    assert got_iou >= iou and got_corr >= corr, (got_iou, got_corr)
+
+
+def test_a_dim_page_is_still_dark_ink_on_light_paper() -> None:
+    # Under dim light the whole picture is darker than 0.5: the paper is still
+    # the background, the ink still the digit.
+    coverage = ink_coverage()
+    reference = to_mnist(photo(coverage))
+    dim = 0.4 * photo(coverage, gradient=0.3)
+    iou, corr = agreement(to_mnist(dim), reference)
+    assert iou > 0.9 and corr > 0.98
+
+
+def test_light_ink_on_a_dark_board_under_uneven_light() -> None:
+    coverage = ink_coverage()
+    chalk = 1.0 - photo(coverage)  # light ink on a dark board
+    lit = chalk * (1.0 - 0.45 * np.linspace(0.0, 1.0, chalk.shape[1]))
+    iou, corr = agreement(to_mnist(lit), to_mnist(chalk))
+    assert iou > 0.9 and corr > 0.98
+
+
+def test_mnist_digits_come_out_as_with_the_plain_recipe() -> None:
+    # On clean two-level pictures (the sample's digits, either polarity, native
+    # or enlarged) the ink is exactly what the plain recipe gives: invert if
+    # the border is bright, subtract the border's level, stretch to 1.
+    from npcnn.data import load_dataset
+
+    def plain(gray: np.ndarray) -> np.ndarray:
+        k = max(1, round(0.05 * min(gray.shape)))
+        frame = np.ones(gray.shape, dtype=bool)
+        frame[k:-k, k:-k] = False
+        if gray[frame].mean() > 0.5:
+            gray = 1.0 - gray
+        ink = np.clip(gray - np.median(gray[frame]), 0.0, None)
+        return ink / ink.max()
+
+    digits = load_dataset("sample").test_images[:60] / 255.0
+    for i, digit in enumerate(digits):
+        big = np.asarray(Image.fromarray(digits[i] * 255).resize((84, 84)), dtype=np.float64)
+        for gray in (digit, 1.0 - digit, np.clip(big / 255.0, 0.0, 1.0)):
+            np.testing.assert_allclose(to_white_on_black(gray), plain(gray), atol=1e-9, err_msg=i)
+
+
+def test_phone_photo_is_turned_upright_by_its_exif_tag(tmp_path) -> None:
+    upright = Image.fromarray(draw_blob(150, 220))  # a '7': any rotation of it differs
+    expected = to_mnist(np.asarray(upright) / 255.0)
+    # Orientation 6: stored turned 90 degrees anticlockwise, to be shown turned
+    # clockwise; orientation 8 the other way round.
+    for tag, stored in (
+        (6, upright.rotate(90, expand=True)),
+        (8, upright.rotate(-90, expand=True)),
+    ):
+        exif = Image.Exif()
+        exif[0x0112] = tag
+        path = tmp_path / f"photo{tag}.jpg"
+        stored.save(path, quality=95, exif=exif)
+        got = prepare_image(path)[0]
+        assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.95, tag
+        sideways = to_mnist(np.asarray(stored) / 255.0)
+        assert np.corrcoef(sideways.ravel(), expected.ravel())[0, 1] < 0.5
+
+
+@pytest.mark.parametrize(
+    "picture",
+    [
+        np.pad(np.ones((2, 2)), 13),  # one dot in a 28x28 MNIST-style field
+        np.where(np.hypot(*np.mgrid[-150:150, -200:200]) < 5, 0.1, 0.9),  # a pen dot on paper
+        np.where(np.random.default_rng(0).random((300, 400)) < 3e-4, 0.1, 0.9),  # a few specks
+        np.clip(0.7 + 0.05 * np.random.default_rng(1).standard_normal((300, 400)), 0, 1),
+        0.9 - 0.4 * np.linspace(0, 1, 400)[np.newaxis] * np.ones((300, 1)),  # shading only
+    ],
+    ids=["dot28", "pen dot", "specks", "noise", "shading"],
+)
+def test_a_dot_specks_or_noise_are_blank_not_a_digit(picture) -> None:
+    with pytest.raises(ImageError, match="blank"):
+        to_mnist(picture)
+
+
+def test_specks_away_from_the_digit_are_not_cropped_in() -> None:
+    coverage = ink_coverage()
+    reference = to_mnist(photo(coverage))
+    dusty = photo(coverage)
+    dusty[10:13, 10:13] = INK  # dust in two corners
+    dusty[285:288, 225:228] = INK
+    iou, _ = agreement(to_mnist(dusty), reference)
+    assert iou > 0.95
+
+
+def test_a_stroke_along_the_border_of_a_tight_crop_stays_ink() -> None:
+    # A '7' cropped to its ink: the bar lies along the top border.
+    coverage = ink_coverage()
+    rows = np.flatnonzero(coverage.max(axis=1) > 0.5)
+    cols = np.flatnonzero(coverage.max(axis=0) > 0.5)
+    tight = photo(coverage)[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    ink = to_white_on_black(tight)
+    assert ink[:3].max() > 0.9  # the bar, on the first rows
+    iou, _ = agreement(to_mnist(tight), to_mnist(photo(coverage)))
+    assert iou > 0.9
+
+
+# ----------------------------------------------------------------- decoding
+
+
+def test_a_stream_reads_as_the_file(tmp_path) -> None:
+    import io
+
+    path = tmp_path / "seven.png"
+    Image.fromarray(draw_blob(90, 120)).save(path)
+    from_stream = prepare_image(io.BytesIO(path.read_bytes()))
+    np.testing.assert_array_equal(from_stream, prepare_image(path))
+    with pytest.raises(ImageError, match="cannot decode") as caught:
+        prepare_image(io.BytesIO(b"not an image"))
+    assert caught.value.source is None
+
+
+def test_large_pictures_are_shrunk_and_16_bit_grey_is_scaled(tmp_path) -> None:
+    blob = draw_blob(300, 200)
+    Image.fromarray(blob).resize((3000, 2000)).save(tmp_path / "big.png")
+    assert load_image(tmp_path / "big.png", max_side=1024).shape == (683, 1024)
+    assert load_image(tmp_path / "big.png").shape == (2000, 3000)
+    # 16-bit grey (scanners): 65535 is white, not 255
+    deep = (blob.astype(np.uint16) * 257).astype(np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    gray = load_image(tmp_path / "deep.png")
+    np.testing.assert_allclose(gray, blob / 255.0, atol=1e-6)
+
+
+def test_pillow_warnings_do_not_escape_decoding(tmp_path, monkeypatch) -> None:
+    import struct
+    import warnings
+
+    path = tmp_path / "photo.jpg"
+    # EXIF whose one tag points past the end of the data: Pillow warns
+    # "Tag data larger than file" while reading the orientation.
+    entry = struct.pack(">HHII", 0x010F, 2, 400, 1000)
+    exif = b"Exif\x00\x00MM\x00\x2a" + struct.pack(">IH", 8, 1) + entry + struct.pack(">I", 0)
+    Image.fromarray(draw_blob(150, 220)).save(path, quality=95, exif=exif)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a warning would fail the decode
+        assert prepare_image(path).shape == (1, FIELD, FIELD)
+        # A picture over Pillow's decompression-bomb warning limit is still read
+        # (it is shrunk at once); over twice the limit it is refused, in one line.
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 150 * 220 - 1)
+        assert prepare_image(path).shape == (1, FIELD, FIELD)
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+        with pytest.raises(ImageError, match=r"cannot decode the image: .*decompression bomb") as e:
+            prepare_image(path)
+    assert "\n" not in str(e.value) and e.value.source == str(path)
+
+
+def test_decode_errors_name_the_file_and_say_why(tmp_path) -> None:
+    with pytest.raises(ImageError, match="is a directory") as e:
+        load_image(tmp_path)
+    assert str(e.value) == f"{tmp_path}: is a directory, not an image"
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    with pytest.raises(ImageError, match=r"^.*junk\.jpg: cannot decode the image: \S"):
+        load_image(junk)
+    blank = tmp_path / "blank.png"
+    Image.new("L", (64, 64), 255).save(blank)
+    with pytest.raises(ImageError, match="blank") as e:
+        prepare_image(blank)
+    assert e.value.source == str(blank) and str(e.value).startswith(f"{blank}: the image is blank")
+
+
+def test_a_mark_that_lies_only_along_the_border_is_still_ink() -> None:
+    # A dash along the top edge of a page, nothing else: the only marks are
+    # those that count the picture's mirror image beyond its border.
+    picture = np.full((600, 600), PAPER)
+    picture[:10, 200:350] = INK
+    ink = to_white_on_black(picture)
+    assert ink[:10, 200:350].min() == pytest.approx(1.0)
+    assert np.count_nonzero(ink > 0.5) == 10 * 150
+
+
+def test_arrays_that_are_not_pictures_are_refused() -> None:
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        to_mnist(np.where(np.eye(30) > 0, np.nan, 0.9))
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        to_mnist(np.zeros((4, 30, 30)))
