@@ -96,6 +96,13 @@ class Optimizer:
                 out[f"state.{i}.{name}"] = np.array(value, copy=True)
         return out
 
+    def _check_complete(self, states: list[dict[str, np.ndarray]]) -> None:
+        """Each parameter's state is empty (no step yet) or has every array `step` reads."""
+        for i, st in enumerate(states):
+            missing = [name for name in self._state_names if name not in st]
+            if st and missing:
+                raise ValueError(f"optimizer state of parameter {i} lacks {', '.join(missing)}")
+
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what `state_dict` returned; ValueError if it does not fit these parameters
         or a hyperparameter is out of its range (then nothing is changed)."""
@@ -122,7 +129,13 @@ class Optimizer:
                     f"optimizer state {key!r} has shape {value.shape}, "
                     f"parameter {i} has shape {self.params[i].shape}"
                 )
+            if name not in self._state_names:
+                kind = type(self).__name__
+                raise ValueError(f"optimizer state {key!r}: {kind} keeps no {name!r}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"optimizer state {key!r} holds NaN or infinite values")
             new_state[i][name] = value.astype(self.params[i].dtype) if value.ndim else value.copy()
+        self._check_complete(new_state)
         for name, value in hyper.items():
             setattr(self, name, value)
         self.state = new_state

@@ -247,6 +247,8 @@ def _pop_record(arrays: dict[str, np.ndarray], source: str) -> dict[str, Any]:
         raise ValueError(f"{source} is {what}, not a training checkpoint")
     try:
         record = json.loads(str(arrays.pop(CHECKPOINT_KEY)))
+    except RecursionError:
+        raise ValueError(f"{source}: the checkpoint record nests too deeply") from None
     except (json.JSONDecodeError, ValueError) as err:
         raise ValueError(f"{source}: the checkpoint record is not valid JSON ({err})") from err
     if not isinstance(record, dict) or record.get("format") != FORMAT_NAME:

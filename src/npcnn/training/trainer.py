@@ -33,6 +33,7 @@ import numpy as np
 
 from npcnn.nn import Layer, Sequential
 from npcnn.serialization import layer_spec
+from npcnn.text import clip
 from npcnn.training.callbacks import (
     Callback,
     CallbackList,
@@ -442,12 +443,24 @@ class Trainer:
         it does not fit this trainer and data."""
         ckpt = load_checkpoint(path)
         self._check_resumable(ckpt, str(path))
+        try:
+            self._restore(ckpt, str(path))
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError) as err:
+            # What load_checkpoint cannot see: states that do not fit their objects.
+            cause = f"{type(err).__name__}: {clip(err, 100)}"
+            raise ValueError(f"{path}: damaged checkpoint ({cause})") from None
+        self.last_checkpoint = Path(path)
+
+    def _restore(self, ckpt: Mapping[str, Any], source: str) -> None:
+        """Load the checkpoint's states into the model, optimiser, extensions and data."""
         # The optimiser's saved rate, not one a scheduler recomputes, is the rate
         # the run had: restore it last.
-        self.extensions.load_state_dicts(ckpt["extension_states"], str(path))
+        self.extensions.load_state_dicts(ckpt["extension_states"], source)
         self.model.load_state_dict(ckpt["model_state"])
         self.optimizer.load_state_dict(ckpt["optimizer_state"])
         set_generator_states(self.model, ckpt["generator_states"])
+        if ckpt["data_state"] is not None:
+            self._train.set_state(ckpt["data_state"])  # a state that does not fit fails here
         self.history = ckpt["history"]
         self.history.interrupted = False
         self._position = _Position(
@@ -458,7 +471,6 @@ class Trainer:
             lr=ckpt["epoch_lr"],
             totals={**_EMPTY_TOTALS, **ckpt["totals"]},
         )
-        self.last_checkpoint = Path(path)
 
     def _check_resumable(self, ckpt: Mapping[str, Any], source: str) -> None:
         if json.dumps(ckpt["architecture"]) != json.dumps(layer_spec(self.model)):
@@ -470,6 +482,11 @@ class Trainer:
             )
         self.extensions.check_state_dicts(ckpt["extension_states"], source)
         steps_then = ckpt["data"].get("steps_per_epoch")
+        if not 0 <= ckpt["step"] <= len(self._train) or ckpt["epoch"] < 0:
+            raise ValueError(
+                f"{source}: damaged checkpoint (epoch {ckpt['epoch']}, step {ckpt['step']} "
+                f"of {len(self._train)})"
+            )
         if ckpt["step"] and steps_then != len(self._train):
             raise ValueError(
                 f"{source} stopped mid-epoch with {steps_then} steps per epoch, but the "
