@@ -82,6 +82,9 @@ def test_a_moved_checkpoint_resumes_with_its_own_settings(tmp_path, capsys, firs
         (["--data", "mnist"], "add --allow-data-change"),
         (["--limit-train", "64"], "--limit-train differs from the checkpoint's"),
         (["--seed", "6"], "--seed 6 differs from the checkpoint's seed 5"),
+        (["--lr", "0.1"], "--lr 0.1 differs from the checkpoint's 0.003; a resumed run continues"),
+        (["--optimizer", "sgd"], "--optimizer sgd differs from the checkpoint's adam"),
+        (["--weight-decay", "0.1"], "--weight-decay 0.1 differs from the checkpoint's 0.0"),
     ],
 )
 def test_resume_refuses_to_change_preset_data_or_seed(
@@ -103,7 +106,7 @@ def test_allow_data_change_continues_on_other_data_and_records_it(
         "--allow-data-change", "--out", out_dir,
     )  # fmt: skip
     assert code == 0, out
-    assert "64 train / 32 test" in out and "trained with limit_train 96" in out
+    assert "64 train / 32 test" in out and "trained with limit-train 96" in out
     config = json.loads((out_dir / "run.json").read_text())["config"]
     assert config["data_changed_from"] == {"limit_train": 96}
     assert load_checkpoint(out_dir / "checkpoint.npz")["run"]["data_changed_from"] == {
@@ -112,15 +115,22 @@ def test_allow_data_change_continues_on_other_data_and_records_it(
 
 
 def test_a_failed_resume_leaves_no_directory(tmp_path, capsys, first_epoch) -> None:
+    """A checkpoint that is damaged where only the trainer sees it: the error comes after
+    the run directory was chosen and its run.json written."""
+    arrays = dict(np.load(first_epoch))
+    del arrays["__optimizer__.state.0.exp_avg"]
+    damaged = tmp_path / "damaged.npz"
+    np.savez(damaged, **arrays)
     out_dir = tmp_path / "never"
-    # The checkpoint holds Adam's state: the trainer refuses it for SGD, after the
-    # run directory was chosen and its run.json written.
-    code, _, err = run_cli(
-        capsys, "train", "--resume", first_epoch, "--epochs", "2", "--optimizer", "sgd",
-        "--out", out_dir,
-    )  # fmt: skip
-    assert code == 1 and "written with Adam, not SGD" in err and err.count("\n") == 1
+    code, _, err = run_cli(capsys, "train", "--resume", damaged, "--epochs", "2", "--out", out_dir)
+    assert code == 1 and err.count("\n") == 1, err
+    assert "damaged checkpoint" in err and "lacks exp_avg" in err
     assert not out_dir.exists()
+
+
+def test_schedule_parameters_need_the_step_schedule(capsys) -> None:
+    code, _, err = run_cli(capsys, "train", "--gamma", "0.5")
+    assert code == 2 and "--gamma applies to --schedule step, not none" in err
 
 
 def test_resuming_a_finished_run_says_there_is_nothing_to_train(
@@ -205,3 +215,19 @@ def test_every_command_survives_a_closed_pipe(tmp_path) -> None:
     proc.stdout.close()
     err = proc.stderr.read()
     assert proc.wait(timeout=60) == 0 and err == ""
+
+
+def test_a_killed_checkpoint_write_is_cleaned_when_the_run_is_resumed(
+    tmp_path, capsys, first_epoch
+) -> None:
+    from test_files import start_slow_writer
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(first_epoch.parent, run_dir)
+    writer, tmp = start_slow_writer(run_dir / "checkpoint.npz")
+    writer.kill()  # killed between writing the temporary file and renaming it
+    writer.wait()
+    assert tmp.exists()
+    code, out, _ = run_cli(capsys, "train", "--resume", run_dir / "checkpoint.npz", "--epochs", "2")
+    assert code == 0, out
+    assert not tmp.exists() and not [p for p in run_dir.iterdir() if p.name.startswith(".")]

@@ -6,18 +6,21 @@ destination only once complete; a previous file stays intact until then.
 
 A temporary file is named `.NAME.tmp-HOST-PID-RANDOM` (`.part` for downloads):
 hidden, and saying which process wrote it. A process killed before the rename
-leaves it behind; the next atomic write of the same NAME removes those whose
-writer is gone (same host, no such process) or that nobody has touched for
-`STALE_AFTER` seconds (another host's, or a process id used again since).
+leaves it behind; the next atomic write into the same directory, and the
+command line's next use of a file there (a resume, an evaluation), remove
+those whose writer is gone (same host, no such process) or that nobody has
+touched for `STALE_AFTER` seconds (another host's, or a process id used
+again since).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -41,17 +44,41 @@ def _host() -> str:
     return "".join(c for c in socket.gethostname() if c.isalnum()) or "host"
 
 
+# `.NAME.tmp-HOST-PID-RANDOM` (or .part): what `temporary_name` makes, for any NAME.
+_TEMPORARY = re.compile(r"^\..+\.(?:tmp|part)-(?P<tail>[A-Za-z0-9]+-\d+-[0-9a-f]{8})$")
+
+
 def remove_stale_temporaries(target: Path, suffix: str = ".tmp") -> list[Path]:
     """Remove the temporary files of earlier writes of `target` that were killed
     before renaming them (see the module docstring); returns what was removed."""
     prefix = _temporary_prefix(target, suffix)
+    return _remove_stale(
+        target.parent, lambda name: name[len(prefix) :] if name.startswith(prefix) else None
+    )
+
+
+def remove_stale_temporaries_in(directory: str | os.PathLike[str]) -> list[Path]:
+    """Remove abandoned temporary files of any name from `directory` (see the module
+    docstring); returns what was removed."""
+
+    def tail(name: str) -> str | None:
+        match = _TEMPORARY.match(name)
+        return match["tail"] if match else None
+
+    return _remove_stale(Path(directory), tail)
+
+
+def _remove_stale(directory: Path, tail_of: Callable[[str], str | None]) -> list[Path]:
+    """Remove the files of `directory` whose name has a HOST-PID-RANDOM tail (`tail_of`)
+    and that are stale."""
     removed = []
     try:
-        entries = list(os.scandir(target.parent))
+        entries = list(os.scandir(directory))
     except OSError:
         return removed
     for entry in entries:
-        if entry.name.startswith(prefix) and _is_stale(entry, entry.name[len(prefix) :]):
+        tail = tail_of(entry.name)
+        if tail is not None and _is_stale(entry, tail):
             with suppress(FileNotFoundError, PermissionError):
                 os.unlink(entry.path)
                 removed.append(Path(entry.path))
@@ -89,12 +116,12 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[
 
     If the block raises, the temporary file is removed and `path` is untouched.
     The temporary file is created empty, with the permissions a plain open()
-    would give it; stale temporaries of earlier, killed writes of `path` are
-    removed first.
+    would give it; stale temporaries of earlier, killed writes into the same
+    directory are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path, suffix)
+    remove_stale_temporaries_in(path.parent)
     tmp = temporary_name(path, suffix)
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     try:

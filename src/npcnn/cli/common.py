@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from npcnn.cli.errors import CLIError, UsageError
 from npcnn.cli.rundir import RUN_RECORD
-from npcnn.files import atomic_write_text
+from npcnn.files import atomic_write_text, remove_stale_temporaries_in
 
 if TYPE_CHECKING:
     from npcnn.data import Dataset
@@ -53,6 +53,7 @@ def load_model(path: str | os.PathLike[str]) -> Layer:
 
     if Path(path).is_dir():
         raise CLIError(f"{path} is a directory, not a model file")
+    remove_stale_temporaries_in(Path(path).parent)  # of a write killed in that run
     try:
         arrays = load_arrays(path)
         model_arrays, records = split_records(arrays)

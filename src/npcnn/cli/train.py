@@ -256,14 +256,16 @@ def build_trainer(
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:
+    from npcnn.files import remove_stale_temporaries_in
     from npcnn.training import load_checkpoint
 
+    if path.is_dir():
+        raise CLIError(f"{path} is a directory; pass its {CHECKPOINT_FILE}")
+    remove_stale_temporaries_in(path.parent)  # of a checkpoint write that was killed
     try:
         return load_checkpoint(path)
     except FileNotFoundError:
         raise CLIError(f"no such checkpoint: {path}") from None
-    except IsADirectoryError:
-        raise CLIError(f"{path} is a directory; pass its {CHECKPOINT_FILE}") from None
     except ValueError as err:
         raise CLIError(f"cannot resume from {path}: {err}") from None
 
@@ -359,7 +361,8 @@ def _start(
     for note in notes:
         print(note)
     if "data_changed_from" in config and args.resume is not None:
-        was = ", ".join(f"{k} {v}" for k, v in config["data_changed_from"].items())
+        changed = config["data_changed_from"].items()
+        was = ", ".join(f"{k.replace('_', '-')} {'all' if v is None else v}" for k, v in changed)
         print(f"note: the checkpoint was trained with {was}; continuing on other data")
     print(f"run directory: {run_dir}")
     return record

@@ -39,6 +39,17 @@ RECIPE_OPTIONS = (
 RECIPE_FIELD = {"limit_train": "train_limit", "limit_test": "test_limit"}
 #: The settings that say which data a run trains on.
 DATA_SETTINGS = ("data", "num_classes", "limit_train", "limit_test")
+#: Settings that live in the optimiser's and the schedule's saved state: a resumed
+#: run continues with them as saved, so another value on the command line is refused.
+OPTIMIZER_SETTINGS = (
+    "optimizer",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "schedule",
+    "step_size",
+    "gamma",
+)
 
 
 def previous_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -93,6 +104,10 @@ def resolve_config(args: argparse.Namespace, previous: dict[str, Any] | None) ->
         config["data_changed_from"] = previous["data_changed_from"]
     if config["momentum"] and config["optimizer"] != "sgd":
         raise UsageError(f"--momentum applies to sgd only, not {config['optimizer']}")
+    for name in ("step_size", "gamma"):
+        if getattr(args, name) is not None and config["schedule"] != "step":
+            option = "--" + name.replace("_", "-")
+            raise UsageError(f"{option} applies to --schedule step, not {config['schedule']}")
     return config
 
 
@@ -108,6 +123,14 @@ def _check_resume_keeps(args: argparse.Namespace, previous: dict[str, Any]) -> N
             f"--seed {args.seed} differs from the checkpoint's seed {previous.get('seed')}; "
             "a resumed run continues its random states (start a new run instead)"
         )
+    for name in OPTIMIZER_SETTINGS:
+        given = getattr(args, name)
+        if given is not None and name in previous and given != previous[name]:
+            option = "--" + name.replace("_", "-")
+            raise UsageError(
+                f"{option} {given} differs from the checkpoint's {previous[name]}; a resumed "
+                "run continues its optimiser and schedule as saved (start a new run instead)"
+            )
     given = {
         "data": data_argument(args.data) if args.data else None,
         "num_classes": args.num_classes,
@@ -116,11 +139,16 @@ def _check_resume_keeps(args: argparse.Namespace, previous: dict[str, Any]) -> N
     }
     differs = [k for k, v in given.items() if v is not None and v != previous.get(k)]
     if differs and not getattr(args, "allow_data_change", False):
-        was = ", ".join(f"{k.replace('_', '-')} {previous.get(k)}" for k in differs)
+        was = ", ".join(f"{k.replace('_', '-')} {_shown(previous.get(k))}" for k in differs)
         raise UsageError(
             f"--{differs[0].replace('_', '-')} differs from the checkpoint's ({was}); "
             "add --allow-data-change to continue training on other data"
         )
+
+
+def _shown(value: Any) -> str:
+    """A setting as the command line would say it: None (no limit) is "all"."""
+    return "all" if value is None else str(value)
 
 
 def data_argument(name: str) -> str:
