@@ -231,3 +231,20 @@ def test_a_killed_checkpoint_write_is_cleaned_when_the_run_is_resumed(
     code, out, _ = run_cli(capsys, "train", "--resume", run_dir / "checkpoint.npz", "--epochs", "2")
     assert code == 0, out
     assert not tmp.exists() and not [p for p in run_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_sigterm_during_the_final_report_says_how_to_write_it(tmp_path) -> None:
+    out_dir = tmp_path / "run"
+    proc = _train_process(out_dir, "--epochs", "1", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        for line in proc.stdout:
+            if re.match(r"epoch 1/1 ", line):  # the report (evaluation, plots) starts now
+                proc.send_signal(signal.SIGTERM)
+                break
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.count("\n") == 1 and "before its report was complete" in err, err
+    assert f"npcnn evaluate {out_dir / 'model.npz'}" in err and (out_dir / "model.npz").is_file()
+    assert npcnn.load(out_dir / "model.npz") is not None

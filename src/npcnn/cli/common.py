@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from npcnn.cli.errors import CLIError, UsageError
 from npcnn.cli.rundir import RUN_RECORD
 from npcnn.files import atomic_write_text, remove_stale_temporaries_in
+from npcnn.text import short_repr
 
 if TYPE_CHECKING:
     from npcnn.data import Dataset
@@ -101,14 +102,36 @@ def limit_splits(data: Dataset, limit_train: int | None, limit_test: int | None)
     return data.head(limit_train, limit_test)
 
 
+#: The run record's settings that the commands read, and the type each must have.
+_RECORD_TYPES = {"preset": str, "data": str, "seed": int, "num_classes": (int, type(None))}
+
+
 def read_run_record(model_path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The run.json next to a model or checkpoint file, or None if there is none."""
+    """The run.json next to a model or checkpoint file, or None if there is none.
+
+    Raises CLIError for a run.json that is there but damaged (not JSON, too
+    deeply nested, settings of the wrong type), naming the file.
+    """
     record = Path(model_path).parent / RUN_RECORD
     try:
-        data = json.loads(record.read_text(encoding="utf-8"))
+        text = record.read_text(encoding="utf-8")
     except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
+        return None  # none there, or unreadable: the commands work without it
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise CLIError(f"{record}: damaged run record (nested too deeply)") from None
+    except ValueError:
+        if not text.strip():
+            return None  # claimed by a run that has not written it yet
+        raise CLIError(f"{record}: damaged run record (not JSON)") from None
+    config = data.get("config") if isinstance(data, dict) else None
+    if not isinstance(config, dict):
+        raise CLIError(f"{record}: damaged run record (no settings)")
+    for key, kind in _RECORD_TYPES.items():
+        if key in config and (isinstance(config[key], bool) or not isinstance(config[key], kind)):
+            raise CLIError(f"{record}: damaged run record ({key!r} is {short_repr(config[key])})")
+    return data
 
 
 def class_names(model_path: str | os.PathLike[str], data: str | None, count: int) -> list[str]:

@@ -8,6 +8,7 @@ training loop) are imported only inside ``run``, so ``npcnn --help`` is quick.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -17,7 +18,6 @@ from typing import Any, NoReturn, TextIO
 from npcnn.cli import evaluate, gradcheck, predict, summary, train
 from npcnn.cli.errors import (
     EXIT_FAILURE,
-    EXIT_INTERRUPTED,
     EXIT_USAGE,
     PROG,
     CLIError,
@@ -27,6 +27,7 @@ from npcnn.cli.errors import (
     print_error,
 )
 from npcnn.cli.streams import pipe_safe_output
+from npcnn.training.interrupts import terminate_as_interrupt
 
 COMMANDS = (train, evaluate, predict, summary, gradcheck)
 
@@ -68,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     each, ``npcnn: warning: ...``, so that they never bury a one-line error.
     Output to a pipe whose reader has gone is dropped, and the command goes on.
     """
-    with pipe_safe_output(), one_line_warnings():
+    with pipe_safe_output(), one_line_warnings(), terminate_as_interrupt():
         return run_command_line(argv)
 
 
@@ -125,9 +126,11 @@ def run_command_line(argv: Sequence[str] | None = None) -> int:
     except ImportError as err:
         print_error(missing_dependency(err))
         return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signal", signal.SIGINT)
+        how = "interrupted" if signum == signal.SIGINT else f"stopped by {signum.name}"
+        print(f"{PROG}: {how}", file=sys.stderr)
+        return 128 + int(signum)
     except (OSError, ValueError) as err:
         # Files the user named, data that does not fit the model, a full disk:
         # all reported in one line, as the user can act on each of them.

@@ -3,7 +3,9 @@
 Python ignores SIGPIPE, so once the reader of a pipe exits, every write
 raises BrokenPipeError. For a long run that would end training at its next
 ``print``; instead, the first broken write silences the stream and the
-command carries on, writing its files as usual.
+command carries on, writing its files as usual. The same holds for a
+console that cannot be written at all (a closed descriptor, ``> /dev/full``):
+the console is a report, the files are the product.
 """
 
 from __future__ import annotations
@@ -23,15 +25,16 @@ class PipeSafeStream:
     output is being dropped.
     """
 
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.reader_gone = False
+    def __init__(self, stream: TextIO | None) -> None:
+        # A descriptor closed at start-up (`>&-`) leaves Python no stream at all.
+        self.stream = stream if stream is not None else open(os.devnull, "w")
+        self.reader_gone = stream is None
 
     def write(self, text: str) -> int:
         if not self.reader_gone:
             try:
                 return self.stream.write(text)
-            except BrokenPipeError:
+            except (OSError, ValueError):  # a broken pipe, a full device, a closed stream
                 self._silence()
         return len(text)
 
@@ -39,14 +42,15 @@ class PipeSafeStream:
         if not self.reader_gone:
             try:
                 self.stream.flush()
-            except BrokenPipeError:
+            except (OSError, ValueError):
                 self._silence()
 
     def _silence(self) -> None:
         self.reader_gone = True
         # The stream's buffer still holds what could not be written; pointing its
         # file descriptor at the null device lets the interpreter's last flush
-        # succeed instead of printing "Exception ignored ... BrokenPipeError".
+        # succeed instead of printing "Exception ignored ... BrokenPipeError"
+        # (and exiting with code 120).
         with contextlib.suppress(OSError, ValueError, AttributeError):
             fd = self.stream.fileno()
             null = os.open(os.devnull, os.O_WRONLY)
@@ -69,3 +73,18 @@ def pipe_safe_output() -> Iterator[None]:
             if isinstance(wrapper, PipeSafeStream):
                 wrapper.flush()
         sys.stdout, sys.stderr = saved
+        _point_at_null_if_closed()
+
+
+def _point_at_null_if_closed() -> None:
+    """Give the interpreter a writable stdout/stderr for its last flush when the
+    process was started without one (``>&-``), so it exits with the command's code."""
+    for fd, name in ((1, "stdout"), (2, "stderr")):
+        if getattr(sys, name) is None:
+            with contextlib.suppress(OSError):
+                os.fstat(fd)
+                continue
+            null = os.open(os.devnull, os.O_WRONLY)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -166,6 +167,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import npcnn
     from npcnn.cli.common import set_threads
     from npcnn.cli.rundir import discarded_if_unused
     from npcnn.cli.train_config import check_something_to_train, previous_config, resolve_config
@@ -195,10 +197,17 @@ def run(args: argparse.Namespace) -> int:
                 resume_from=args.resume,
             )
     except TrainingInterrupted as stop:
-        return _report_interrupt(stop)
+        if stop.epoch < config["epochs"]:
+            return _report_interrupt(stop)
+        # Stopped after the last step: the training is complete, the report is not.
+        npcnn.save(model, run_dir / MODEL_FILE)
+        return _report_unfinished(run_dir, stop.signal)
     except NonFiniteLossError as err:
         raise CLIError(f"training diverged: {err}") from None
-    _finish(run_dir, model, data, record, history, started)
+    try:
+        _finish(run_dir, model, data, record, history, started)
+    except KeyboardInterrupt as stop:
+        return _report_unfinished(run_dir, getattr(stop, "signal", signal.SIGINT))
     return EXIT_OK
 
 
@@ -391,6 +400,20 @@ def _report_interrupt(stop: TrainingInterrupted) -> int:
             file=sys.stderr,
         )
     return 128 + int(stop.signal)
+
+
+def _report_unfinished(run_dir: Path, signum: int) -> int:
+    """Say what a signal during the final report left out, and how to write it."""
+    name = signal.Signals(signum).name
+    how = "interrupted" if name == "SIGINT" else f"stopped by {name}"
+    model = run_dir / MODEL_FILE
+    source = model if model.is_file() else run_dir / CHECKPOINT_FILE
+    print(
+        f"{PROG}: {how} after training, before its report was complete; the trained model "
+        f"is in {source}; its report: {PROG} evaluate {shlex.quote(str(source))}",
+        file=sys.stderr,
+    )
+    return 128 + int(signum)
 
 
 def _finish(

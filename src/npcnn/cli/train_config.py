@@ -167,6 +167,7 @@ def check_something_to_train(checkpoint: dict[str, Any], epochs: int, path: Path
     done = checkpoint["epoch"]
     if done >= epochs:
         raise CLIError(
-            f"nothing to train: {path} has completed {done} of {epochs} epochs; "
-            f"pass --epochs N with N > {done} to train further"
+            f"nothing to train: {path} has completed {done} of {epochs} epochs; pass "
+            f"--epochs N with N > {done} to train further, or see its results with "
+            f"'npcnn evaluate {path}'"
         )

@@ -1,10 +1,45 @@
-"""Ctrl-C and SIGTERM deferred to a safe point of the training loop."""
+"""Ctrl-C and SIGTERM deferred to a safe point of the training loop.
+
+Outside the loop, SIGTERM kills a Python process without running any
+cleanup; :func:`terminate_as_interrupt` turns it into a
+:class:`Terminated` exception (a KeyboardInterrupt) instead, so that a
+command can say what it left behind, and the training loop still defers it.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
+from collections.abc import Iterator
 from typing import Any
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived where :func:`terminate_as_interrupt` was in force."""
+
+    signal = signal.SIGTERM
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt() -> Iterator[None]:
+    """Within the block (main thread only, over the system's default handler), SIGTERM
+    raises :class:`Terminated` instead of killing the process."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL
+    ):
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class DeferredInterrupt:
@@ -13,11 +48,14 @@ class DeferredInterrupt:
     KeyboardInterrupt at once.
 
     Installed only in the main thread and only over the default handlers
-    (Python's for SIGINT, the system's for SIGTERM): a handler the program
-    set itself, or an ignored signal, is left alone.
+    (Python's for SIGINT, the system's or :func:`terminate_as_interrupt`'s for
+    SIGTERM): a handler the program set itself, or an ignored signal, is left alone.
     """
 
-    _DEFAULTS = ((signal.SIGINT, signal.default_int_handler), (signal.SIGTERM, signal.SIG_DFL))
+    _DEFAULTS = (
+        (signal.SIGINT, (signal.default_int_handler,)),
+        (signal.SIGTERM, (signal.SIG_DFL, _raise_terminated)),
+    )
 
     def __init__(self) -> None:
         self.requested: int | None = None
@@ -25,8 +63,8 @@ class DeferredInterrupt:
 
     def __enter__(self) -> DeferredInterrupt:
         if threading.current_thread() is threading.main_thread():
-            for signum, default in self._DEFAULTS:
-                if signal.getsignal(signum) is default:
+            for signum, defaults in self._DEFAULTS:
+                if signal.getsignal(signum) in defaults:
                     self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
