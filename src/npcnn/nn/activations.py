@@ -6,9 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from npcnn import _memory
-from npcnn._parallel import elementwise
 from npcnn.nn.module import Layer, NoForwardError, keeps_cache
+from npcnn.runtime import memory
+from npcnn.runtime.threads import elementwise
 
 
 def _relu_and_mask(x: np.ndarray, zeros: np.ndarray, mask: np.ndarray, out: np.ndarray) -> None:
@@ -49,15 +49,15 @@ class ReLU(Layer):
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         zeros = _zeros_like(x)
         if not keeps_cache(training):
-            return elementwise(np.maximum, _memory.empty_like(x), x, zeros)
-        self._mask = None  # let the previous step's memory serve this one (_memory.py)
-        self._mask = _memory.empty_like(x, dtype=bool)
-        return elementwise(_relu_and_mask, _memory.empty_like(x), x, zeros, self._mask)
+            return elementwise(np.maximum, memory.empty_like(x), x, zeros)
+        self._mask = None  # let the previous step's memory serve this one (memory.py)
+        self._mask = memory.empty_like(x, dtype=bool)
+        return elementwise(_relu_and_mask, memory.empty_like(x), x, zeros, self._mask)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         if self._mask is None:
             raise NoForwardError(self)
-        return elementwise(np.multiply, _memory.empty_like(dy), dy, self._mask)
+        return elementwise(np.multiply, memory.empty_like(dy), dy, self._mask)
 
 
 class LeakyReLU(Layer):

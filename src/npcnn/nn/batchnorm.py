@@ -31,8 +31,6 @@ from typing import Any
 
 import numpy as np
 
-from npcnn import _memory
-from npcnn._parallel import STREAM_CHUNK_BYTES, chunk_ranges, parallel_map, scratch
 from npcnn.nn.layout import from_channels_last, to_channels_last
 from npcnn.nn.module import (
     DEFAULT_DTYPE,
@@ -43,6 +41,9 @@ from npcnn.nn.module import (
     keeps_cache,
     parameter_dtype,
 )
+from npcnn.runtime import memory
+from npcnn.runtime.memory import scratch
+from npcnn.runtime.threads import STREAM_CHUNK_BYTES, chunk_ranges, parallel_map
 
 
 def _moment_sums(
@@ -204,13 +205,13 @@ class _BatchNorm(Layer):
         invstd = self._inverse_std(var)
         scale = self.weight.data * invstd
         scale_t = np.tile(scale, reps)
-        y = _memory.empty_like(x2)
+        y = memory.empty_like(x2)
         # Training keeps x - mean for backward (xhat = (y - bias) / weight would be
         # lost where weight ~ 0) and computes y = (x - mean) * scale + bias from it,
         # exact even when |mean| >> std. Inference: y = x * scale + (bias - mean * scale).
         if keeps_cache(training):
-            self._cache = None  # let the previous step's memory serve this one (_memory.py)
-        centred = _memory.empty_like(x2) if keeps_cache(training) else None
+            self._cache = None  # let the previous step's memory serve this one (memory.py)
+        centred = memory.empty_like(x2) if keeps_cache(training) else None
         mean_t = np.tile(mean, reps) if centred is not None else None
         bias_t = np.tile(
             self.bias.data if centred is not None else self.bias.data - mean * scale, reps
@@ -245,7 +246,7 @@ class _BatchNorm(Layer):
         if not batch_stats:  # inference: y is affine in x, dx = g * dy
             return self._from_rows(dy2 * np.tile(g, reps), dy.shape)
         g_t, shift_t, slope_t = (np.tile(v, reps) for v in (g, shift, slope))
-        dx = _memory.empty_like(centred)
+        dx = memory.empty_like(centred)
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)

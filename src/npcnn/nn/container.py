@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 
-from npcnn._parallel import single_threaded_blas
 from npcnn.nn.activations import ReLU
 from npcnn.nn.batchnorm import BatchNorm1D, BatchNorm2D
 from npcnn.nn.fused import NormReLU, NormReLUPool
@@ -18,6 +17,7 @@ from npcnn.nn.linear import Dense, Flatten
 from npcnn.nn.module import Layer, check_float
 from npcnn.nn.pooling import MaxPool2D
 from npcnn.nn.registry import build_layer, layer_spec
+from npcnn.runtime.threads import single_threaded_blas
 from npcnn.text import short_repr
 
 

@@ -37,8 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from npcnn import _memory
-from npcnn._parallel import chunk_ranges, parallel_map, scratch
 from npcnn.nn import init
 from npcnn.nn.layout import from_channels_last, to_channels_last
 from npcnn.nn.module import (
@@ -51,6 +49,9 @@ from npcnn.nn.module import (
     keeps_cache,
     parameter_dtype,
 )
+from npcnn.runtime import memory
+from npcnn.runtime.memory import scratch
+from npcnn.runtime.threads import chunk_ranges, parallel_map
 
 # Below this many input channels, im2col copies whole image rows per channel instead.
 _FEW_CHANNELS = 4
@@ -189,7 +190,7 @@ class Conv2D(Layer):
         n, o = x_cl.shape[0], self.out_channels
         # (O, C, kh, kw) -> (kh*kw*C, O), matching the (i, j, channel) order of cols.
         w_mat = self.weight.data.transpose(2, 3, 1, 0).reshape(-1, o)
-        y = _memory.empty((n, ho, wo, o), dtype=dtype)
+        y = memory.empty((n, ho, wo, o), dtype=dtype)
         bias = self.bias.data if self.bias is not None else None
 
         def run(rows: range) -> None:
@@ -231,7 +232,7 @@ class Conv2D(Layer):
             )
         dtype = self.weight.data.dtype
         dy_cl = to_channels_last(dy.astype(dtype, copy=False))
-        dx = _memory.empty((n, h, w, c), dtype=dtype) if need_input_grad else None
+        dx = memory.empty((n, h, w, c), dtype=dtype) if need_input_grad else None
         # Flipped kernel with in/out swapped: (O, C, kh, kw) -> (kh*kw*O, C).
         w_flip = self.weight.data[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(-1, c)
         # dy spread by the stride and padded so that a plain stride-1 correlation

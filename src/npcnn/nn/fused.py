@@ -48,13 +48,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from npcnn import _memory
-from npcnn._parallel import STREAM_CHUNK_BYTES, chunk_ranges, parallel_map, scratch
 from npcnn.nn.activations import ReLU
 from npcnn.nn.batchnorm import BatchNorm2D, _BatchNorm, chunk_moment_sums
 from npcnn.nn.layout import from_channels_last, to_channels_last
 from npcnn.nn.module import keeps_cache
 from npcnn.nn.pooling import MaxPool2D
+from npcnn.runtime import memory
+from npcnn.runtime.memory import scratch
+from npcnn.runtime.threads import STREAM_CHUNK_BYTES, chunk_ranges, parallel_map
 
 
 class NormReLUPool:
@@ -72,7 +73,7 @@ class NormReLUPool:
         self._cache: tuple | None = None  # set by a fused forward, for backward
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        self._cache = None  # let the previous step's memory serve this one (_memory.py)
+        self._cache = None  # let the previous step's memory serve this one (memory.py)
         norm, pool = self.norm, self.pool
         n, c, h, w = x.shape
         # Inference needs no winner for backward: ties of z may go to any position.
@@ -88,11 +89,11 @@ class NormReLUPool:
         padded = ph > 0 or pw > 0
         if training:
             rough, centre = norm._rough_centre(x2, h * w)
-        winners = _memory.empty((n, ho, wo, c), x_cl.dtype)  # each window's winner of x
+        winners = memory.empty((n, ho, wo, c), x_cl.dtype)  # each window's winner of x
         offsets = len(pool._offsets())
         codes = None
         if not inference:
-            codes = _memory.empty((n, ho, wo, c), np.uint8 if offsets < 255 else np.uint16)
+            codes = memory.empty((n, ho, wo, c), np.uint8 if offsets < 255 else np.uint16)
 
         def statistics_and_windows(rows: range) -> tuple[np.ndarray, np.ndarray] | None:
             sl = slice(rows.start, rows.stop)
@@ -123,7 +124,7 @@ class NormReLUPool:
         mean_t, scale_t = np.tile(mean, (ho, wo, 1)), np.tile(scale, (ho, wo, 1))
         bias_t = np.tile(norm.bias.data if training else norm.bias.data - mean * scale, (ho, wo, 1))
         zeros = np.zeros_like(mean_t)  # max(z, zeros) runs faster than max(z, 0)
-        y = _memory.empty((n, ho, wo, c), x_cl.dtype)
+        y = memory.empty((n, ho, wo, c), x_cl.dtype)
 
         def norm_and_relu(rows: range) -> None:  # z = s * x + t at the winners, as batch norm does
             sl = slice(rows.start, rows.stop)
@@ -153,7 +154,7 @@ class NormReLUPool:
         n, h, w, c = x_cl.shape
         _, ho, wo, _ = codes.shape
         # The gradient that reaches z: dp where the ReLU let it through (y > 0), else 0.
-        dz = _memory.empty(dy_cl.shape, dy_cl.dtype)
+        dz = memory.empty(dy_cl.shape, dy_cl.dtype)
         mean_row = np.tile(mean, ho * wo)
 
         def gradient_sums(rows: range) -> tuple[np.ndarray, np.ndarray]:
@@ -170,7 +171,7 @@ class NormReLUPool:
         (ph, pw), (kh, kw), (sh, sw) = pool.padding, pool.kernel_size, pool.stride
         # Windows that tile the input exactly put every position in one window.
         tiled = (sh, sw) == (kh, kw) and (ph, pw) == (0, 0) and (h, w) == (ho * kh, wo * kw)
-        dxp = _memory.empty((n, h + 2 * ph, w + 2 * pw, c), x_cl.dtype)
+        dxp = memory.empty((n, h + 2 * ph, w + 2 * pw, c), x_cl.dtype)
         mean_t, shift_t, slope_t = (np.tile(v, (h, w, 1)) for v in (mean, shift, slope))
 
         def run(rows: range) -> None:
@@ -201,7 +202,7 @@ class NormReLU:
         self._cache: tuple | None = None  # set by a fused forward, for backward
 
     def forward(self, x: np.ndarray, training: bool) -> np.ndarray:
-        self._cache = None  # let the previous step's memory serve this one (_memory.py)
+        self._cache = None  # let the previous step's memory serve this one (memory.py)
         norm = self.norm
         # A backward in inference mode, or an empty batch (which has no statistics).
         if (not training and keeps_cache(training)) or len(x) == 0:
@@ -213,7 +214,7 @@ class NormReLU:
         mean_t, scale_t = np.tile(mean, reps), np.tile(scale, reps)
         bias_t = np.tile(norm.bias.data if training else norm.bias.data - mean * scale, reps)
         zeros = np.zeros_like(mean_t)  # max(z, zeros) runs faster than max(z, 0)
-        y = _memory.empty_like(x2)
+        y = memory.empty_like(x2)
 
         def run(rows: range) -> None:  # y = relu(batch_norm(x)), as the layers compute it
             sl = slice(rows.start, rows.stop)
@@ -240,7 +241,7 @@ class NormReLU:
         dy2, _ = norm._to_rows(dy.astype(x2.dtype, copy=False))
         if dy2.shape != y.shape:
             raise ValueError(f"NormReLU.backward: dy has shape {dy.shape}")
-        dz = _memory.empty_like(dy2)  # the gradient at batch norm's output
+        dz = memory.empty_like(dy2)  # the gradient at batch norm's output
 
         def gradient_sums(rows: range) -> tuple[np.ndarray, np.ndarray]:
             sl = slice(rows.start, rows.stop)

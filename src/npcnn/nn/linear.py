@@ -8,8 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from npcnn import _memory
-from npcnn._parallel import chunk_ranges, elementwise, parallel_map
 from npcnn.nn import init
 from npcnn.nn.layout import from_channels_last, is_channels_last, to_channels_last
 from npcnn.nn.module import (
@@ -21,6 +19,8 @@ from npcnn.nn.module import (
     keeps_cache,
     parameter_dtype,
 )
+from npcnn.runtime import memory
+from npcnn.runtime.threads import chunk_ranges, elementwise, parallel_map
 
 
 class Dense(Layer):
@@ -107,7 +107,7 @@ class Dense(Layer):
         x = x.astype(self.weight.data.dtype, copy=False)
         self._chw = chw
         w = self._weight()
-        y = _memory.empty((x.shape[0], self.out_features), dtype=x.dtype)
+        y = memory.empty((x.shape[0], self.out_features), dtype=x.dtype)
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
@@ -130,7 +130,7 @@ class Dense(Layer):
             raise ValueError(
                 f"Dense.backward expects dy of shape {(len(x), self.out_features)}, got {dy.shape}"
             )
-        dx = _memory.empty(x.shape, dtype=x.dtype) if need_input_grad else None
+        dx = memory.empty(x.shape, dtype=x.dtype) if need_input_grad else None
 
         if self._dw is None or self._dw.shape != w.shape or self._dw.dtype != w.dtype:
             self._dw = np.empty_like(w)  # reused: a fresh one would cost page faults each step
@@ -195,7 +195,7 @@ class Flatten(Layer):
         if x.flags.c_contiguous:
             return x.reshape(x.shape[0], features)
         # Channels-last memory must be reordered into C, H, W order: a copy, on all cores.
-        return elementwise(_copy_into, _memory.empty((x.shape[0], features), dtype=x.dtype), x)
+        return elementwise(_copy_into, memory.empty((x.shape[0], features), dtype=x.dtype), x)
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         if self._shape is None:
@@ -205,7 +205,7 @@ class Flatten(Layer):
         if self._channels_last:
             dx_cl = dx.transpose(0, 2, 3, 1)
             dx = from_channels_last(
-                elementwise(_copy_into, _memory.empty(dx_cl.shape, dy.dtype), dx_cl)
+                elementwise(_copy_into, memory.empty(dx_cl.shape, dy.dtype), dx_cl)
             )
         return dx
 

@@ -16,10 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from npcnn import _memory
-from npcnn._parallel import chunk_ranges, parallel_map, scratch
 from npcnn.nn.layout import from_channels_last, to_channels_last
 from npcnn.nn.module import Layer, NoForwardError, as_pair, check_input, keeps_cache
+from npcnn.runtime import memory
+from npcnn.runtime.memory import scratch
+from npcnn.runtime.threads import chunk_ranges, parallel_map
 
 
 class _Pool2D(Layer):
@@ -154,14 +155,14 @@ class MaxPool2D(_Pool2D):
         ho, wo = self.output_size(x.shape[2], x.shape[3])
         xp = self._pad(to_channels_last(x), -np.inf)
         n, c = xp.shape[0], xp.shape[3]
-        y = _memory.empty((n, ho, wo, c), dtype=xp.dtype)
+        y = memory.empty((n, ho, wo, c), dtype=xp.dtype)
         # Index of the winning offset within the window (row-major), for backward.
         if keeps_cache(training):
-            self._argmax = None  # let the previous step's memory serve this one (_memory.py)
+            self._argmax = None  # let the previous step's memory serve this one (memory.py)
         offsets = self._offsets()
         # One byte per window, unless the window has 255 offsets or more (plus the ReLU's code).
         code = np.uint8 if len(offsets) < 255 else np.uint16
-        argmax = _memory.empty((n, ho, wo, c), dtype=code) if keeps_cache(training) else None
+        argmax = memory.empty((n, ho, wo, c), dtype=code) if keeps_cache(training) else None
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
@@ -214,7 +215,7 @@ class MaxPool2D(_Pool2D):
         overlapping = sh < kh or sw < kw
         # Windows that tile the input exactly write every element: no zeroing needed.
         tiled = (sh, sw) == (kh, kw) and self._shape[1:3] == (ho * kh, wo * kw)
-        dxp = (_memory.empty if tiled else _memory.zeros)(self._shape, dtype=dy_cl.dtype)
+        dxp = (memory.empty if tiled else memory.zeros)(self._shape, dtype=dy_cl.dtype)
 
         def run(rows: range) -> None:
             sl = slice(rows.start, rows.stop)
@@ -246,7 +247,7 @@ class AvgPool2D(_Pool2D):
         check_input(x, 4, self)
         ho, wo = self.output_size(x.shape[2], x.shape[3])
         xp = self._pad(to_channels_last(x), 0.0)
-        y = _memory.zeros((xp.shape[0], ho, wo, xp.shape[3]), dtype=xp.dtype)
+        y = memory.zeros((xp.shape[0], ho, wo, xp.shape[3]), dtype=xp.dtype)
         for i, j in self._offsets():
             y += self._window(xp, i, j, ho, wo)
         y *= 1.0 / (self.kernel_size[0] * self.kernel_size[1])
@@ -260,7 +261,7 @@ class AvgPool2D(_Pool2D):
             raise NoForwardError(self)
         dy_cl = to_channels_last(dy) * (1.0 / (self.kernel_size[0] * self.kernel_size[1]))
         _, ho, wo, _ = dy_cl.shape
-        dxp = _memory.zeros(self._shape, dtype=dy_cl.dtype)
+        dxp = memory.zeros(self._shape, dtype=dy_cl.dtype)
         for i, j in self._offsets():
             self._window(dxp, i, j, ho, wo)[...] += dy_cl
         return from_channels_last(self._unpad(dxp))
