@@ -2,6 +2,7 @@
 
 from npcnn import nn, optim
 from npcnn.gradcheck import gradcheck
+from npcnn.nn.backend import use_reference
 from npcnn.runtime import empty_cache, get_num_threads, set_num_threads, single_threaded_blas
 from npcnn.serialization import load, save
 
@@ -18,4 +19,5 @@ __all__ = [
     "save",
     "set_num_threads",
     "single_threaded_blas",
+    "use_reference",
 ]
