@@ -242,3 +242,30 @@ def test_step_arrays_keep_the_memory_order_of_any_permutation() -> None:
     assert memory.cached_bytes() == before + y.nbytes  # from the step cache
     gappy = np.empty((8, 64, 32, 64), np.float32)[..., ::2]
     assert memory.empty_like(gappy).shape == gappy.shape
+
+
+# --- npcnn train --reference --------------------------------------------------------------
+
+
+def test_train_reference_trains_on_the_reference_kernels(tmp_path, monkeypatch, capsys) -> None:
+    pytest.importorskip("matplotlib")
+    from npcnn.cli.main import main
+
+    calls = []
+    reference_conv = backend.REFERENCE.conv2d_forward
+    monkeypatch.setattr(
+        backend.REFERENCE,
+        "conv2d_forward",
+        lambda *a, **k: calls.append(1) or reference_conv(*a, **k),
+    )
+    quick = ["--limit-train", "64", "--limit-test", "32", "--epochs", "1", "--no-progress"]
+    assert main(["train", *quick, "--out", str(tmp_path / "fast")]) == 0
+    assert not calls
+    assert main(["train", "--reference", *quick, "--out", str(tmp_path / "reference")]) == 0
+    assert calls  # the layers ran on npcnn.nn.functional
+    fast, reference = (npcnn.load(tmp_path / run / "model.npz") for run in ("fast", "reference"))
+    for (name, p), (_, q) in zip(
+        fast.named_parameters(), reference.named_parameters(), strict=True
+    ):
+        np.testing.assert_allclose(p.data, q.data, rtol=1e-4, atol=1e-5, err_msg=name)
+    capsys.readouterr()
