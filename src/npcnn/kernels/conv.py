@@ -194,10 +194,10 @@ def _weight_grad(
         sl = slice(rows.start, rows.stop)
         cols = im2col(padded(x_cl[sl], ph, pw), kh, kw, sh, sw, ho, wo)
         dy_2d = dy_cl[sl].reshape(-1, o)
-        # The same product either way; BLAS runs it faster in this orientation
-        # when cols is the transposed few-channel matrix. np.dot, not @: matmul
-        # keeps the GIL for products of under 512 values (a 16x9 weight
-        # gradient), which would run the chunks one at a time.
+        # The same product either way; BLAS runs the first orientation faster when
+        # cols is the transposed few-channel matrix (benchmarks/README.md). np.dot,
+        # not @: matmul keeps the GIL for products of under 512 values (a 16x9
+        # weight gradient), which would run the chunks one at a time.
         if cols.flags.f_contiguous:
             return np.dot(cols.T, dy_2d).T
         return np.dot(dy_2d.T, cols)

@@ -207,9 +207,9 @@ _zero_arrays: dict[tuple, np.ndarray] = {}
 def read_only_zeros(like: np.ndarray) -> np.ndarray:
     """A read-only array of zeros with `like`'s shape, dtype and memory order, shared.
 
-    np.maximum(x, 0) runs about twice as slow as np.maximum(x, zeros): NumPy's
-    vectorised loops want two arrays. The zeros are never written, so the
-    operating system backs them with its shared zero page.
+    NumPy's vectorised loops want two arrays: np.maximum(x, zeros) runs ahead
+    of np.maximum(x, 0) (benchmarks/README.md). The zeros are never written,
+    so the operating system backs them with its shared zero page.
     """
     key = (like.shape, like.strides, like.dtype.str)
     zeros = _zero_arrays.get(key)
