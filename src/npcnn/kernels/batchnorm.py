@@ -214,13 +214,20 @@ def gradient_terms(
 
 
 def subtract_mean_terms(
-    dx: np.ndarray, centred: np.ndarray, shift: np.ndarray, slope: np.ndarray
+    dx: np.ndarray,
+    centred: np.ndarray,
+    shift: np.ndarray,
+    slope: np.ndarray,
+    overwrite_centred: bool = False,
 ) -> None:
     """dx <- dx - shift - slope * centred, in place, in the calling thread: with g * dy in
     dx and x - mean in `centred` (shift and slope tiled to their shape), batch norm's
-    input gradient g * dy - shift - slope * (x - mean)."""
+    input gradient g * dy - shift - slope * (x - mean). With `overwrite_centred` (a
+    scratch copy of the caller's) slope * centred is formed in `centred` itself,
+    which keeps the chunk's working set to one buffer less."""
+    out = centred if overwrite_centred else memory.scratch("slope", dx.shape, dx.dtype)
     dx -= shift
-    dx -= np.multiply(centred, slope, out=memory.scratch("slope", dx.shape, dx.dtype))
+    dx -= np.multiply(centred, slope, out=out)
 
 
 # --- the kernels ------------------------------------------------------------------------

@@ -243,7 +243,7 @@ def batch_norm_relu_max_pool2d_backward(
         centred = np.subtract(
             x_cl[sl], mean_t, out=memory.scratch("centred", inner.shape, inner.dtype)
         )
-        bn.subtract_mean_terms(inner, centred, shift_t, slope_t)
+        bn.subtract_mean_terms(inner, centred, shift_t, slope_t, overwrite_centred=True)
 
     parallel_map(run, chunk_ranges(n, 3 * x_cl[:1].nbytes + 2 * dz[:1].nbytes))
     return from_channels_last(dxp[:, ph : ph + h, pw : pw + w]), dweight, dbias
@@ -336,7 +336,7 @@ def batch_norm_relu_backward(
         sl = slice(rows.start, rows.stop)
         centred = np.subtract(x2[sl], mean_t, out=memory.scratch("centred", dz[sl].shape, dz.dtype))
         dx[sl] *= g_t
-        bn.subtract_mean_terms(dx[sl], centred, shift_t, slope_t)
+        bn.subtract_mean_terms(dx[sl], centred, shift_t, slope_t, overwrite_centred=True)
 
     parallel_map(run, chunks)
     return bn.from_rows(dx, dy.shape), dweight, dbias
