@@ -54,7 +54,9 @@ def reference_active() -> bool:
 def use_reference(enabled: bool = True) -> Iterator[None]:
     """Context manager: within the block, every layer runs on the reference kernels of
     `npcnn.nn.functional` (with `enabled=False` it changes nothing, for code that
-    chooses at run time), and no layers are fused. Slow: for learning and debugging."""
+    chooses at run time), and no layers are fused. Slow: for learning and debugging.
+    The setting is a context variable: it holds in the calling thread (and asyncio
+    task), not in threads started from it."""
     token = _reference.set(enabled or _reference.get())
     try:
         yield

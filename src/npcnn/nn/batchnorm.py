@@ -42,6 +42,10 @@ from npcnn.nn.module import (
 
 
 class _BatchNorm(Layer):
+    """What BatchNorm1D and BatchNorm2D share; they differ in their input's rank."""
+
+    _input_ndim = 4  # (N, C, H, W); BatchNorm1D's is (N, C)
+
     def __init__(
         self,
         num_features: int,
@@ -70,8 +74,6 @@ class _BatchNorm(Layer):
         self.running_mean[...] = 0
         self.running_var[...] = 1
         self.num_batches_tracked[...] = 0
-
-    _input_ndim = 4  # (N, C, H, W); BatchNorm1D's is (N, C)
 
     def run_kernel(
         self, kernel: Callable[..., tuple], x: np.ndarray, training: bool, *args: Any
