@@ -1,4 +1,4 @@
-"""The cache of big arrays that layers reuse between training steps (npcnn/_memory.py)."""
+"""The cache of big arrays that layers reuse between training steps (npcnn/runtime/memory.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import npcnn
-from npcnn import _memory
+from npcnn.runtime import memory as _memory
 
 BIG = (512, 1024)  # 2 MB of float32: above MIN_CACHED_BYTES
 

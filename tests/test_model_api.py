@@ -407,7 +407,7 @@ def test_sequential_folds_relu_into_max_pool_with_the_same_results(
     dy = rng.standard_normal(out.shape).astype(dtype)
     model.forward(x, training=True)
     relu = model[1] if relu_first else model[2]
-    assert relu._mask is None  # folded into the pool, never run on its own
+    assert relu._cache is None  # folded into the pool, never run on its own
     dx = model.backward(dy)
     expected_dx = x
     for layer in layers:
@@ -496,7 +496,7 @@ def test_sequential_fuses_batch_norm_and_relu(norm_type, shape, rng) -> None:
     model, layers = nn.Sequential(build()), build()
     x = rng.standard_normal(shape) * 2 + 50  # a mean far from 0
     out = model.forward(x, training=True)
-    assert model[0]._cache is None and model[1]._mask is None  # fused, not run on their own
+    assert model[0]._cache is None and model[1]._cache is None  # fused, not run on their own
     assert (out == 0).any() and (out > 0).any()
     dy = rng.standard_normal(out.shape)
     dx = model.backward(dy)
@@ -592,11 +592,11 @@ def test_sequential_feeds_channels_last_images_to_dense_without_flattening(chann
     model, layers = nn.Sequential(build()), build()
     x = rng.standard_normal((2, channels, 5, 6))
     out = model.forward(x, training=True)
-    assert model[2].fed_channels_last
+    step = model.plan()[1]  # Flatten and Dense, run by one fused kernel
+    assert step.layers == (model[1], model[2])
     expected = x
     for layer in layers:
         expected = layer.forward(expected, training=True)
-    assert not layers[2].fed_channels_last
     np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-12)
     dy = rng.standard_normal(out.shape)
     dx, expected_dx = model.backward(dy), dy
@@ -607,11 +607,14 @@ def test_sequential_feeds_channels_last_images_to_dense_without_flattening(chann
         model.named_parameters(), [p for lay in layers for p in lay.parameters()], strict=True
     ):
         np.testing.assert_allclose(p.grad, q.grad, rtol=1e-12, atol=1e-12, err_msg=name)
+    # The fused step took the images as they lie: it hands back a channels-last gradient.
+    assert step.backward(dy).transpose(0, 2, 3, 1).flags.c_contiguous
+    assert layers[1].forward(layers[0].forward(x)).flags.c_contiguous  # Flatten alone copies
     # Images not in channels-last memory (or of one channel) go through Flatten as usual.
     plain = nn.Sequential([nn.Flatten(), nn.Dense(channels * 5 * 6, 3, rng=1, dtype=np.float64)])
     plain.forward(x, training=True)
-    assert not plain[1].fed_channels_last
-    assert plain.backward(np.ones((2, 3))).shape == x.shape
+    dx_plain = plain.backward(np.ones((2, 3)))
+    assert dx_plain.shape == x.shape and dx_plain.flags.c_contiguous  # Flatten's reshape
     plain.forward(x, training=True)
     assert plain.backward(np.ones((2, 3)), need_input_grad=False) is None
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 import npcnn
-from npcnn import _parallel
+from npcnn.runtime import memory
+from npcnn.runtime import threads as _threads
 
 
 @pytest.fixture
@@ -22,25 +23,25 @@ def two_threads():
 
 def test_chunks_cover_the_range_once_in_order():
     for total, item in [(1000, 50_000), (7, 1 << 20), (128, 225_000), (3, 10)]:
-        chunks = _parallel.chunk_ranges(total, item)
+        chunks = _threads.chunk_ranges(total, item)
         assert [i for c in chunks for i in c] == list(range(total))
 
 
 def test_chunks_share_the_work_evenly_between_threads(two_threads):
     # 2 MB chunks of 112.5 kB images would be 18 images; 128 = 7 * 18 + 2 would
     # leave one thread 72 images and the other 56.
-    chunks = _parallel.chunk_ranges(128, 112_500)
+    chunks = _threads.chunk_ranges(128, 112_500)
     assert len(chunks) % 2 == 0
     assert {len(c) for c in chunks} <= {16, 17} and max(len(c) for c in chunks) <= 18
     assert [i for c in chunks for i in c] == list(range(128))
-    assert _parallel.chunk_ranges(128, 10_000, max_items=8) == [
+    assert _threads.chunk_ranges(128, 10_000, max_items=8) == [
         range(i, i + 8) for i in range(0, 128, 8)
     ]
-    assert len(_parallel.chunk_ranges(3, 4 << 20)) == 3  # never more chunks than items
+    assert len(_threads.chunk_ranges(3, 4 << 20)) == 3  # never more chunks than items
 
 
 def test_small_work_stays_in_one_chunk():
-    assert _parallel.chunk_ranges(10, 100) == [range(10)]
+    assert _threads.chunk_ranges(10, 100) == [range(10)]
 
 
 def test_parallel_map_returns_results_in_chunk_order_from_several_threads(two_threads):
@@ -52,7 +53,7 @@ def test_parallel_map_returns_results_in_chunk_order_from_several_threads(two_th
         time.sleep(0.002)  # long enough for the second thread to wake and take chunks
         return c.start
 
-    assert _parallel.parallel_map(fn, chunks) == list(range(64))
+    assert _threads.parallel_map(fn, chunks) == list(range(64))
     assert len(seen_threads) == 2
 
 
@@ -63,7 +64,7 @@ def test_parallel_map_reraises_a_chunk_error(two_threads):
         return c.start
 
     with pytest.raises(ValueError, match="chunk 5"):
-        _parallel.parallel_map(fn, [range(i, i + 1) for i in range(10)])
+        _threads.parallel_map(fn, [range(i, i + 1) for i in range(10)])
 
 
 def test_helper_threads_keep_working_after_a_chunk_error(two_threads):
@@ -72,7 +73,7 @@ def test_helper_threads_keep_working_after_a_chunk_error(two_threads):
 
     for _ in range(3):
         with pytest.raises(RuntimeError, match="boom"):
-            _parallel.parallel_map(failing, [range(i, i + 1) for i in range(4)])
+            _threads.parallel_map(failing, [range(i, i + 1) for i in range(4)])
     seen_threads = set()
 
     def slow(c: range) -> int:
@@ -80,34 +81,34 @@ def test_helper_threads_keep_working_after_a_chunk_error(two_threads):
         time.sleep(0.002)
         return c.start
 
-    assert _parallel.parallel_map(slow, [range(i, i + 1) for i in range(32)]) == list(range(32))
+    assert _threads.parallel_map(slow, [range(i, i + 1) for i in range(32)]) == list(range(32))
     assert len(seen_threads) == 2
 
 
 def test_elementwise_matches_numpy_and_keeps_memory_order(two_threads):
     x = np.random.default_rng(0).normal(size=(40, 28, 28, 16)).astype(np.float32)
     x_nchw_view = x.transpose(0, 3, 1, 2)  # channels-last memory behind an NCHW shape
-    out = _parallel.elementwise(np.maximum, np.empty_like(x_nchw_view), x_nchw_view, 0)
+    out = _threads.elementwise(np.maximum, np.empty_like(x_nchw_view), x_nchw_view, 0)
     np.testing.assert_array_equal(out, np.maximum(x_nchw_view, 0))
     assert out.transpose(0, 2, 3, 1).flags.c_contiguous
 
 
 def test_scratch_is_reused_per_thread_and_private_to_it():
-    a = _parallel.scratch("test", (4, 5), np.float32)
-    b = _parallel.scratch("test", (2, 3), np.float32)
+    a = memory.scratch("test", (4, 5), np.float32)
+    b = memory.scratch("test", (2, 3), np.float32)
     assert np.shares_memory(a, b)
     other: list[np.ndarray] = []
-    t = threading.Thread(target=lambda: other.append(_parallel.scratch("test", (4, 5), np.float32)))
+    t = threading.Thread(target=lambda: other.append(memory.scratch("test", (4, 5), np.float32)))
     t.start()
     t.join()
     assert not np.shares_memory(a, other[0])
 
 
 def test_scratch_views_follow_a_grown_buffer():
-    small = _parallel.scratch("grow", (4,), np.float32)
-    assert _parallel.scratch("grow", (4,), np.float32) is small  # answered from its cache
-    big = _parallel.scratch("grow", (100_000,), np.float32)  # a new, larger buffer
-    again = _parallel.scratch("grow", (4,), np.float32)
+    small = memory.scratch("grow", (4,), np.float32)
+    assert memory.scratch("grow", (4,), np.float32) is small  # answered from its cache
+    big = memory.scratch("grow", (100_000,), np.float32)  # a new, larger buffer
+    again = memory.scratch("grow", (4,), np.float32)
     assert np.shares_memory(again, big) and not np.shares_memory(again, small)
 
 
@@ -146,7 +147,7 @@ def test_layers_add_up_every_chunk_when_a_thread_runs_several(threads, rng):
         dense = npcnn.nn.Dense(3 * 30 * 30, 4, rng=0)
         h = conv.forward(x, training=True)
         flat = h.reshape(len(x), -1)
-        assert len(_parallel.chunk_ranges(len(flat), flat[0].nbytes)) > threads
+        assert len(_threads.chunk_ranges(len(flat), flat[0].nbytes)) > threads
         out = dense.forward(flat, training=True)
         dy = rng.standard_normal(out.shape).astype(np.float32)
         dh = dense.backward(dy).reshape(h.shape)

@@ -1,9 +1,9 @@
 """npcnn: convolutional networks written from scratch in NumPy."""
 
 from npcnn import nn, optim
-from npcnn._memory import empty_cache
-from npcnn._parallel import get_num_threads, set_num_threads, single_threaded_blas
 from npcnn.gradcheck import gradcheck
+from npcnn.nn.backend import use_reference
+from npcnn.runtime import empty_cache, get_num_threads, set_num_threads, single_threaded_blas
 from npcnn.serialization import load, save
 
 __version__ = "0.1.0"
@@ -19,4 +19,5 @@ __all__ = [
     "save",
     "set_num_threads",
     "single_threaded_blas",
+    "use_reference",
 ]

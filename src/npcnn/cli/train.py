@@ -159,6 +159,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--threads", type=options.positive_int, help="threads inside the layers")
     p.add_argument(
+        "--reference",
+        action="store_true",
+        help="train on the readable reference kernels of npcnn.nn.functional (slow: "
+        "for learning and debugging)",
+    )
+    p.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -172,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
     from npcnn.cli.rundir import discarded_if_unused
     from npcnn.cli.train_config import check_something_to_train, previous_config, resolve_config
     from npcnn.models import get_preset
+    from npcnn.nn import use_reference
     from npcnn.training import NonFiniteLossError, TrainingInterrupted
 
     started = time.perf_counter()
@@ -190,12 +197,13 @@ def run(args: argparse.Namespace) -> int:
         with discarded_if_unused(run_dir):
             record = _start(args, config, preset, (data, notes), run_dir)
             trainer, batches = build_trainer(config, model, data, run_dir, _reports(args, config))
-            history = trainer.fit(
-                batches,
-                config["epochs"],
-                validation=(data.test_images, data.test_labels),
-                resume_from=args.resume,
-            )
+            with use_reference(args.reference):
+                history = trainer.fit(
+                    batches,
+                    config["epochs"],
+                    validation=(data.test_images, data.test_labels),
+                    resume_from=args.resume,
+                )
     except TrainingInterrupted as stop:
         if stop.epoch < config["epochs"]:
             return _report_interrupt(stop)

@@ -2,10 +2,12 @@
 
 from npcnn.nn import functional, init
 from npcnn.nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
+from npcnn.nn.backend import use_reference
 from npcnn.nn.batchnorm import BatchNorm1D, BatchNorm2D, update_bn
 from npcnn.nn.container import Sequential
 from npcnn.nn.conv import Conv2D
 from npcnn.nn.dropout import Dropout
+from npcnn.nn.fusion import no_fusion, set_fusion
 from npcnn.nn.linear import Dense, Flatten
 from npcnn.nn.loss import CrossEntropyLoss, log_softmax, softmax
 from npcnn.nn.module import Layer, NoForwardError, Parameter, inference_backward
@@ -53,7 +55,10 @@ __all__ = [
     "inference_backward",
     "init",
     "log_softmax",
+    "no_fusion",
     "register_layer",
+    "set_fusion",
     "softmax",
     "update_bn",
+    "use_reference",
 ]

@@ -1,4 +1,8 @@
-"""Elementwise activations. Each keeps, from a training forward, the least its backward needs."""
+"""Elementwise activations. Each keeps, from a training forward, the least its backward needs.
+
+The kernels compute them (`npcnn.nn.functional.activations`; ReLU has a fast
+one in `npcnn.kernels.activations`, see `npcnn.nn.backend`).
+"""
 
 from __future__ import annotations
 
@@ -6,35 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from npcnn import _memory
-from npcnn._parallel import elementwise
+from npcnn.nn.backend import active_kernels
 from npcnn.nn.module import Layer, NoForwardError, keeps_cache
-
-
-def _relu_and_mask(x: np.ndarray, zeros: np.ndarray, mask: np.ndarray, out: np.ndarray) -> None:
-    """out = max(x, 0) and mask = x > 0, in one pass over a chunk."""
-    np.greater(x, 0, out=mask)
-    np.maximum(x, zeros, out=out)
-
-
-_zero_arrays: dict[tuple, np.ndarray] = {}
-
-
-def _zeros_like(x: np.ndarray) -> np.ndarray:
-    """A read-only array of zeros with x's shape and memory order, reused across calls.
-
-    np.maximum(x, 0) runs about twice as slow as np.maximum(x, zeros): NumPy's
-    vectorised loops want two arrays. The zeros are never written, so the
-    operating system backs them with its shared zero page: they take no memory.
-    """
-    key = (x.shape, x.strides, x.dtype.str)
-    zeros = _zero_arrays.get(key)
-    if zeros is None:
-        if len(_zero_arrays) >= 16:
-            _zero_arrays.clear()
-        zeros = _zero_arrays[key] = np.zeros_like(x)
-        zeros.flags.writeable = False
-    return zeros
 
 
 class ReLU(Layer):
@@ -42,22 +19,25 @@ class ReLU(Layer):
 
     def __init__(self) -> None:
         super().__init__()
-        self._mask: np.ndarray | None = None
+        self._cache: tuple | None = None  # (kernel set, mask x > 0) of a training forward
 
-    # max(x, 0), x > 0 and dy * mask, computed on all cores (`elementwise`);
-    # empty_like keeps the channels-last memory of the layers around (layout.py).
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        zeros = _zeros_like(x)
-        if not keeps_cache(training):
-            return elementwise(np.maximum, _memory.empty_like(x), x, zeros)
-        self._mask = None  # let the previous step's memory serve this one (_memory.py)
-        self._mask = _memory.empty_like(x, dtype=bool)
-        return elementwise(_relu_and_mask, _memory.empty_like(x), x, zeros, self._mask)
+        """x of any shape -> y of x's shape (and memory order)."""
+        keep = keeps_cache(training)
+        if keep:  # (an inference forward leaves a training forward's cache in place)
+            self._cache = None  # let the previous step's memory serve this one
+        kernels = active_kernels()
+        y, mask = kernels.relu_forward(x, need_cache=keep)
+        if keep:
+            self._cache = (kernels, mask)
+        return y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        if self._mask is None:
+    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """dy of the input's shape -> dx (None with need_input_grad=False)."""
+        if self._cache is None:
             raise NoForwardError(self)
-        return elementwise(np.multiply, _memory.empty_like(dy), dy, self._mask)
+        kernels, mask = self._cache
+        return kernels.relu_backward(dy, mask) if need_input_grad else None
 
 
 class LeakyReLU(Layer):
@@ -66,18 +46,22 @@ class LeakyReLU(Layer):
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         self.negative_slope = float(negative_slope)
-        self._mask: np.ndarray | None = None
+        self._cache: tuple | None = None  # (kernel set, kernel cache) of a training forward
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        positive = x > 0
-        if keeps_cache(training):
-            self._mask = positive
-        return np.where(positive, x, x * x.dtype.type(self.negative_slope))
+        """x of any shape -> y of x's shape."""
+        kernels = active_kernels()
+        y, cache = kernels.leaky_relu_forward(x, self.negative_slope)
+        if keeps_cache(training):  # (an inference forward leaves a training forward's cache)
+            self._cache = (kernels, cache)
+        return y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        if self._mask is None:
+    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """dy of the input's shape -> dx (None with need_input_grad=False)."""
+        if self._cache is None:
             raise NoForwardError(self)
-        return np.where(self._mask, dy, dy * dy.dtype.type(self.negative_slope))
+        kernels, cache = self._cache
+        return kernels.leaky_relu_backward(dy, cache) if need_input_grad else None
 
     def config(self) -> dict[str, Any]:
         return {"negative_slope": self.negative_slope}
@@ -91,20 +75,22 @@ class Sigmoid(Layer):
 
     def __init__(self) -> None:
         super().__init__()
-        self._y: np.ndarray | None = None
+        self._cache: tuple | None = None  # (kernel set, y) of a training forward
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        e = np.exp(-np.abs(x))
-        y = np.where(x >= 0, 1.0, e) / (1.0 + e)
-        y = y.astype(x.dtype, copy=False)
-        if keeps_cache(training):
-            self._y = y
+        """x of any shape -> y of x's shape."""
+        kernels = active_kernels()
+        y, cache = kernels.sigmoid_forward(x)
+        if keeps_cache(training):  # (an inference forward leaves a training forward's cache)
+            self._cache = (kernels, cache)
         return y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        if self._y is None:
+    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """dy of the input's shape -> dx (None with need_input_grad=False)."""
+        if self._cache is None:
             raise NoForwardError(self)
-        return dy * self._y * (1 - self._y)
+        kernels, cache = self._cache
+        return kernels.sigmoid_backward(dy, cache) if need_input_grad else None
 
 
 class Tanh(Layer):
@@ -112,15 +98,19 @@ class Tanh(Layer):
 
     def __init__(self) -> None:
         super().__init__()
-        self._y: np.ndarray | None = None
+        self._cache: tuple | None = None  # (kernel set, y) of a training forward
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        y = np.tanh(x)
-        if keeps_cache(training):
-            self._y = y
+        """x of any shape -> y of x's shape."""
+        kernels = active_kernels()
+        y, cache = kernels.tanh_forward(x)
+        if keeps_cache(training):  # (an inference forward leaves a training forward's cache)
+            self._cache = (kernels, cache)
         return y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        if self._y is None:
+    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """dy of the input's shape -> dx (None with need_input_grad=False)."""
+        if self._cache is None:
             raise NoForwardError(self)
-        return dy * (1 - self._y * self._y)
+        kernels, cache = self._cache
+        return kernels.tanh_backward(dy, cache) if need_input_grad else None

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from npcnn.nn.backend import active_kernels
 from npcnn.nn.module import Layer, NoForwardError, keeps_cache
 
 
@@ -29,25 +30,26 @@ class Dropout(Layer):
             raise ValueError(f"Dropout probability must be between 0 and 1, got {p}")
         self.p = float(p)
         self.rng = np.random.default_rng(rng)
-        self._scaled_mask: np.ndarray | None = None
+        self._cache: tuple | None = None  # (kernel set, scaled mask) of a training forward
 
     def reset_parameters(self, rng: np.random.Generator | int | None = None) -> None:
         # Draw a child seed so that re-seeding a model also fixes its dropout masks.
         self.rng = np.random.default_rng(np.random.default_rng(rng).integers(2**63))
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
-        if not training or self.p == 0.0:
-            self._scaled_mask = np.ones((), dtype=x.dtype) if keeps_cache(training) else None
-            return x
-        keep = self.rng.random(x.shape, dtype=np.float32) >= self.p
-        scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
-        self._scaled_mask = keep * x.dtype.type(scale)
-        return x * self._scaled_mask
+        """x of any shape -> y of x's shape; x itself at inference."""
+        kernels = active_kernels()
+        y, cache = kernels.dropout_forward(x, self.p, rng=self.rng, training=training)
+        # An inference forward drops a training forward's cache: it holds big arrays.
+        self._cache = (kernels, cache) if keeps_cache(training) else None
+        return y
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        if self._scaled_mask is None:
+    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """dy of the input's shape -> dx (None with need_input_grad=False)."""
+        if self._cache is None:
             raise NoForwardError(self)
-        return dy * self._scaled_mask
+        kernels, cache = self._cache
+        return kernels.dropout_backward(dy, cache) if need_input_grad else None
 
     def config(self) -> dict[str, Any]:
         return {"p": self.p}

@@ -3,12 +3,19 @@
 A layer owns its parameters (trainable arrays with a gradient) and its
 buffers (state such as batch-norm running statistics that is saved but not
 trained). `forward(x, training=True)` keeps what `backward` needs;
-`backward(dy)` returns the gradient with respect to the input and adds the
+`backward(dy, need_input_grad=True)` returns the gradient with respect to the
+input (None with need_input_grad=False: a network's first layer) and adds the
 parameter gradients into each `Parameter.grad`, as PyTorch does.
+
+The built-in layers compute through a kernel set (`npcnn.nn.backend`): they
+hold parameters and state, check their input, call their operation's kernel
+once per pass, keep its cache, and accumulate the gradients it returns.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
@@ -193,10 +200,31 @@ class Layer:
 
     # --- the two passes ---------------------------------------------------
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """x -> y. A training forward (or any inside `inference_backward()`) keeps what
+        `backward` needs."""
         raise NotImplementedError
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
+    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """dy = dL/dy -> dx = dL/dx; adds dL/dparameter into each parameter's grad.
+
+        With need_input_grad=False nothing needs dx (the first layer of a network
+        being trained): a layer may skip computing it, and returns None. A subclass
+        whose backward takes only dy gets this argument from the base class (see
+        `__init_subclass__`).
+
+        Raises:
+            NoForwardError: no forward has kept what backward needs.
+        """
         raise NotImplementedError
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Give a subclass's `backward(self, dy)` the base contract's need_input_grad,
+        so that any model can be called as `model.backward(dy, need_input_grad=False)`:
+        dx is computed anyway, and None returned when it is not needed."""
+        super().__init_subclass__(**kwargs)
+        backward = cls.__dict__.get("backward")
+        if callable(backward) and not _takes_need_input_grad(backward):
+            cls.backward = _accepting_need_input_grad(backward)  # type: ignore[method-assign]
 
     def __call__(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         return self.forward(x, training=training)
@@ -360,15 +388,25 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
-def as_pair(value: int | tuple[int, int] | list[int], name: str) -> tuple[int, int]:
-    """Accept an int or a pair, as PyTorch's kernel_size/stride/padding do."""
-    if isinstance(value, int | np.integer):
-        pair = (int(value), int(value))
-    else:
-        pair = tuple(int(v) for v in value)
-        if len(pair) != 2:
-            raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
-    return pair  # type: ignore[return-value]
+def _takes_need_input_grad(backward: Callable[..., Any]) -> bool:
+    """Whether `backward` accepts a need_input_grad keyword (by name, or any keyword)."""
+    parameters = inspect.signature(backward).parameters.values()
+    return any(p.name == "need_input_grad" or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
+def _accepting_need_input_grad(
+    backward: Callable[[Any, np.ndarray], np.ndarray],
+) -> Callable[..., np.ndarray | None]:
+    """`backward(self, dy)` as `backward(self, dy, need_input_grad=True)`."""
+
+    @functools.wraps(backward)
+    def with_need_input_grad(
+        self: Layer, dy: np.ndarray, need_input_grad: bool = True
+    ) -> np.ndarray | None:
+        dx = backward(self, dy)
+        return dx if need_input_grad else None
+
+    return with_need_input_grad
 
 
 def check_input(x: np.ndarray, ndim: int, layer: Layer, channels: int | None = None) -> None:
@@ -377,15 +415,23 @@ def check_input(x: np.ndarray, ndim: int, layer: Layer, channels: int | None = N
     if not isinstance(x, np.ndarray):
         raise TypeError(f"{type(layer).__name__} expects a numpy array, got {type(x).__name__}")
     check_float(x, type(layer).__name__)
+    check_shape(x.shape, ndim, layer, channels)
+
+
+def check_shape(
+    shape: tuple[int, ...], ndim: int, layer: Layer, channels: int | None = None
+) -> None:
+    """Raise a clear ValueError, naming `layer`, when an input of `shape` has not `ndim`
+    axes or not `channels` channels (features) on axis 1."""
     layout = {2: "(N, features)", 4: "(N, C, H, W)"}.get(ndim, f"{ndim} dimensions")
-    if x.ndim != ndim:
+    if len(shape) != ndim:
         raise ValueError(
-            f"{type(layer).__name__} expects input of shape {layout}, got shape {x.shape}"
+            f"{type(layer).__name__} expects input of shape {layout}, got shape {shape}"
         )
-    if channels is not None and x.shape[1] != channels:
+    if channels is not None and shape[1] != channels:
         raise ValueError(
             f"{type(layer).__name__} expects {channels} "
-            f"{'channels' if ndim == 4 else 'features'}, got input of shape {x.shape}"
+            f"{'channels' if ndim == 4 else 'features'}, got input of shape {shape}"
         )
 
 

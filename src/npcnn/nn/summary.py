@@ -1,13 +1,15 @@
-"""A Keras-style table of a model's layers, output shapes and parameter counts."""
+"""A Keras-style table of a model's layers, output shapes and parameter counts, and the
+blocks of layers that its passes run as one fused kernel (`npcnn.nn.fusion`)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from npcnn.nn.module import Layer
+if TYPE_CHECKING:  # (npcnn.nn.module imports this module when summary() is called)
+    from npcnn.nn.module import Layer
 
 
 def summarize(
@@ -15,10 +17,13 @@ def summarize(
 ) -> list[dict[str, Any]]:
     """Run one zero sample through `model` in inference mode and tabulate each layer.
 
-    Returns a list of rows {"name", "type", "output_shape", "params"} and a last
-    row named "total" with the total parameter count.
+    Returns a list of rows {"name", "type", "output_shape", "params", "fused"} and a
+    last row named "total" with the total parameter count. "fused" is None for a
+    layer that runs on its own, and "first-last: Type+Type+..." for the layers of a
+    block that runs as one fused kernel (a container's `plan()`).
     """
     layers = list(model) if hasattr(model, "__iter__") else [model]
+    fused = _fused_blocks(model, layers)
     dtype = next((p.dtype for p in model.parameters()), np.float32)
     x = np.zeros((1, *input_shape), dtype=dtype)
     rows: list[dict[str, Any]] = []
@@ -30,6 +35,7 @@ def summarize(
                 "type": type(layer).__name__,
                 "output_shape": (None, *x.shape[1:]),
                 "params": int(sum(p.data.size for p in layer.parameters())),
+                "fused": fused.get(i),
             }
         )
     total = sum(r["params"] for r in rows)
@@ -39,12 +45,36 @@ def summarize(
     return rows
 
 
+def _fused_blocks(model: Layer, layers: list[Layer]) -> dict[int, str]:
+    """{index of a layer in a fused block: "first-last: Type+Type+..."}, from the
+    model's `plan()` (a model without one fuses nothing)."""
+    plan = getattr(model, "plan", None)
+    if plan is None:
+        return {}
+    index = {id(layer): i for i, layer in enumerate(layers)}
+    blocks: dict[int, str] = {}
+    for step in plan():
+        if step.fused:
+            members = [index[id(layer)] for layer in step.layers]
+            for i in members:
+                blocks[i] = f"{members[0]}-{members[-1]}: {step.name}"
+    return blocks
+
+
 def format_summary(rows: list[dict[str, Any]], input_shape: tuple[int, ...]) -> str:
-    """The rows of `summarize` as a fixed-width text table."""
+    """The rows of `summarize` as a fixed-width text table; a fused block's name is written
+    on its first row, its range of layers on the others."""
     header = f"{'#':<4}{'Layer':<14}{'Output shape':<24}{'Params':>10}"
-    rule = "-" * len(header)
-    lines = [f"Input shape: {(None, *input_shape)}", rule, header, rule]
-    for r in rows[:-1]:
-        lines.append(f"{r['name']:<4}{r['type']:<14}{r['output_shape']!s:<24}{r['params']:>10,}")
+    fused = any(r.get("fused") for r in rows[:-1])
+    rule = "-" * (len(header) + (36 if fused else 0))
+    lines = [f"Input shape: {(None, *input_shape)}", rule]
+    lines += [header + ("  Fused" if fused else ""), rule]
+    for i, r in enumerate(rows[:-1]):
+        line = f"{r['name']:<4}{r['type']:<14}{r['output_shape']!s:<24}{r['params']:>10,}"
+        block = r.get("fused")
+        if block:
+            first = i == 0 or rows[i - 1].get("fused") != block
+            line += f"  {block if first else block.split(':')[0]}"
+        lines.append(line)
     lines += [rule, f"Total params: {rows[-1]['params']:,}"]
     return "\n".join(lines)

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from npcnn._parallel import scratch
 from npcnn.nn.module import Parameter
 from npcnn.optim.optimizer import Optimizer, check_hyperparameter
+from npcnn.runtime.memory import scratch
 
 
 class SGD(Optimizer):

@@ -6,7 +6,11 @@ One forward/backward pair per operation, with no classes and no state:
     dx, dweight, dbias = conv2d_backward(dy, cache)
 
 The forward returns its output and a cache (whatever the backward needs);
-the backward takes dL/dy and the cache and returns dL/d(each input). Each
+the backward takes dL/dy and the cache and returns dL/d(each input). The
+fast kernels (`npcnn.kernels`) have the same signatures; for them, a
+forward's `need_cache=False` (relu, max_pool2d, batch_norm) skips what only
+the backward needs, and a backward's `need_input_grad=False` (conv2d, dense)
+skips dx: both are accepted here too. Each
 module's docstring states the maths and the shapes, and the code follows it
 line by line; everything keeps its input's dtype (float32 in, float32 out).
 These kernels are written to be read and to hold the fast layers to (see

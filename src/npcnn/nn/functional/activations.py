@@ -14,9 +14,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def relu_forward(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """y = max(x, 0). Returns (y, cache: the mask x > 0)."""
-    return np.maximum(x, 0), x > 0
+def relu_forward(x: np.ndarray, *, need_cache: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """y = max(x, 0). Returns (y, cache: the mask x > 0; None with need_cache=False)."""
+    return np.maximum(x, 0), (x > 0 if need_cache else None)
 
 
 def relu_backward(dy: np.ndarray, cache: np.ndarray) -> np.ndarray:

@@ -49,7 +49,9 @@ def batch_norm_forward(
     momentum: float | None = 0.1,
     eps: float = 1e-5,
     num_batches_tracked: int = 0,
-) -> tuple[np.ndarray, tuple, np.ndarray, np.ndarray]:
+    *,
+    need_cache: bool = True,
+) -> tuple[np.ndarray, tuple | None, np.ndarray, np.ndarray]:
     """y = weight * xhat + bias, per channel: x (N, C) or (N, C, H, W) -> y of x's shape.
 
     weight, bias, running_mean, running_var are (C,). num_batches_tracked is
@@ -75,7 +77,8 @@ def batch_norm_forward(
     s = 1 / np.sqrt(var + eps)  # (C,)
     xhat = (x - _per_channel(mu, x.ndim)) * _per_channel(s, x.ndim)
     y = _per_channel(weight, x.ndim) * xhat + _per_channel(bias, x.ndim)
-    return y, (xhat, weight, s, training), running_mean, running_var
+    cache = (xhat, weight, s, training) if need_cache else None
+    return y, cache, running_mean, running_var
 
 
 def batch_norm_backward(dy: np.ndarray, cache: tuple) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

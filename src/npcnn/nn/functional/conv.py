@@ -37,28 +37,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from npcnn.nn.module import as_pair
-
-Pair = int | tuple[int, int]
-
-
-def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Window positions along one axis: (size + 2*padding - kernel) // stride + 1.
-
-    Raises ValueError when kernel < 1, stride < 1, padding < 0 or the kernel
-    is larger than the padded input.
-    """
-    if kernel < 1 or stride < 1 or padding < 0:
-        raise ValueError(
-            f"kernel and stride must be >= 1 and padding >= 0, "
-            f"got kernel {kernel}, stride {stride}, padding {padding}"
-        )
-    if size + 2 * padding < kernel:
-        raise ValueError(
-            f"input of size {size} (padded to {size + 2 * padding}) is smaller than "
-            f"the kernel of size {kernel}"
-        )
-    return (size + 2 * padding - kernel) // stride + 1
+from npcnn.shapes import Pair, as_pair, check_shape, output_size
 
 
 def im2col(
@@ -156,12 +135,13 @@ def conv2d_forward(
 
 
 def conv2d_backward(
-    dy: np.ndarray, cache: tuple
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    dy: np.ndarray, cache: tuple, need_input_grad: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
     """dy (N, O, Ho, Wo) -> (dx (N, C, H, W), dweight (O, C/G, kh, kw), dbias (O,) or None).
 
     dY = dy as (N*Ho*Wo, O); per group dW = dY.T @ cols and dcols = dY @ W;
     dx = col2im(dcols); dbias = dY summed over its rows (None without a bias).
+    With need_input_grad=False, dx is None (a network's input needs no gradient).
     """
     x_shape, y_shape, cols, weight, stride, padding, groups, has_bias = cache
     check_shape(dy, y_shape, "conv2d_backward: dy")
@@ -173,16 +153,9 @@ def conv2d_backward(
     for in_g, out_g in _group_slices(groups, c_g * kh * kw, o // groups):
         dw_mat[out_g] = dy_mat[:, out_g].T @ cols[:, in_g]  # (O/G, C/G*kh*kw)
         dcols[:, in_g] = dy_mat[:, out_g] @ w_mat[out_g]  # (N*Ho*Wo, C/G*kh*kw)
-    dx = col2im(dcols, x_shape, kh, kw, stride, padding)
+    dx = col2im(dcols, x_shape, kh, kw, stride, padding) if need_input_grad else None
     dbias = dy_mat.sum(axis=0) if has_bias else None
     return dx, dw_mat.reshape(weight.shape), dbias
-
-
-def check_shape(array: np.ndarray, shape: tuple[int, ...], what: str) -> None:
-    """Raise ValueError unless `array` has `shape`: a gradient of the wrong shape, or of
-    the right size in another layout (channels-last), would otherwise be reshaped silently."""
-    if array.shape != shape:
-        raise ValueError(f"{what} must have shape {shape}, got {array.shape}")
 
 
 def _check_conv_shapes(

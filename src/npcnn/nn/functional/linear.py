@@ -31,11 +31,12 @@ def dense_forward(
 
 
 def dense_backward(
-    dy: np.ndarray, cache: tuple
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """dy (N, out) -> (dx (N, in), dweight (out, in), dbias (out,) or None without a bias)."""
+    dy: np.ndarray, cache: tuple, need_input_grad: bool = True
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
+    """dy (N, out) -> (dx (N, in), dweight (out, in), dbias (out,) or None without a bias);
+    dx is None with need_input_grad=False."""
     x, weight, has_bias = cache
-    dx = dy @ weight
+    dx = dy @ weight if need_input_grad else None
     dweight = dy.T @ x
     dbias = dy.sum(axis=0) if has_bias else None
     return dx, dweight, dbias

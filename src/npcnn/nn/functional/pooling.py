@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from npcnn.nn.functional.conv import Pair, check_shape, col2im, im2col, output_size
-from npcnn.nn.module import as_pair
+from npcnn.nn.functional.conv import col2im, im2col
+from npcnn.shapes import Pair, as_pair, check_shape, output_size
 
 
 def _geometry(
@@ -40,11 +40,17 @@ def _geometry(
 
 
 def max_pool2d_forward(
-    x: np.ndarray, kernel_size: Pair, stride: Pair | None = None, padding: Pair = 0
-) -> tuple[np.ndarray, tuple]:
+    x: np.ndarray,
+    kernel_size: Pair,
+    stride: Pair | None = None,
+    padding: Pair = 0,
+    *,
+    need_cache: bool = True,
+) -> tuple[np.ndarray, tuple | None]:
     """y = max of each window of x padded with -inf: x (N, C, H, W) -> y (N, C, Ho, Wo).
 
-    Returns (y, cache); the cache holds where each window's first maximum is.
+    Returns (y, cache); the cache holds where each window's first maximum is
+    (None with need_cache=False).
     """
     (kh, kw), stride, padding, (ho, wo) = _geometry(x.shape, kernel_size, stride, padding)
     n, c, _, _ = x.shape
@@ -52,7 +58,7 @@ def max_pool2d_forward(
     argmax = windows.argmax(axis=1)  # (N*Ho*Wo*C,): the first maximum of each window
     y = windows[np.arange(len(windows)), argmax]
     y = np.ascontiguousarray(y.reshape(n, ho, wo, c).transpose(0, 3, 1, 2))
-    return y, (x.shape, y.shape, argmax, (kh, kw), stride, padding)
+    return y, ((x.shape, y.shape, argmax, (kh, kw), stride, padding) if need_cache else None)
 
 
 def max_pool2d_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:

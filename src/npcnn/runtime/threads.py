@@ -1,26 +1,35 @@
-"""Split batch work over the machine's cores.
+"""Split batch work over the machine's cores, and keep BLAS out of the way meanwhile.
 
 NumPy releases the GIL inside copies, ufuncs and BLAS calls, so plain
-threads give real parallelism for the chunked loops of the conv, pooling,
-batch-norm and ReLU layers. Chunks are sized so their scratch buffers stay
-in cache (`chunk_ranges`); the calling thread and helper threads take chunks as
-they come (`parallel_map`).
+threads give real parallelism for the chunked loops of the fast kernels.
+Chunks are sized so their scratch buffers stay in cache (`chunk_ranges`);
+the calling thread and helper threads take chunks as they come
+(`parallel_map`).
+
+BLAS is kept to one thread whenever npcnn's threads work
+(`single_threaded_blas`): the per-chunk products are small, and a
+multi-threaded BLAS would wake its own threads for each of them and fight
+ours for the cores. Every fast kernel enters that limit itself
+(`with_single_threaded_blas`), and the planner's passes enter it once for a
+whole network, so users never need to. Entering is re-entrant: only the
+outermost block asks threadpoolctl.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
-import math
 import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
 import numpy as np
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 try:  # a dependency; should it be missing all the same, npcnn still runs, more slowly
     from threadpoolctl import ThreadpoolController
@@ -30,43 +39,12 @@ except ImportError:  # pragma: no cover - exercised only without the extra
     _blas = None
 
 _num_threads = max(1, os.cpu_count() or 1)
-_local = threading.local()
-# Below this much data a layer works in the calling thread alone: waking the
+# Below this much data a loop runs in the calling thread alone: waking the
 # helper threads would cost more than it saves.
 _MIN_PARALLEL_BYTES = 1 << 20
 # Chunk size for loops that stream through memory (elementwise passes): they
 # gain little from cache-sized chunks, and every chunk costs a GIL hand-over.
 STREAM_CHUNK_BYTES = 4 << 20
-
-
-def scratch(name: str, shape: tuple[int, ...], dtype: np.typing.DTypeLike) -> np.ndarray:
-    """A reusable buffer of `shape`, private to the calling thread, with garbage contents.
-
-    The chunked loops need a few MB of temporaries per chunk (an im2col
-    matrix, a centred block). Allocated afresh each time, such blocks are
-    mapped and unmapped by malloc, with a page fault per 4 kB on first touch.
-    Each thread keeps one buffer per `name`; a caller must not hold on to the
-    result beyond the chunk it works on, nor ask for the same name twice at once.
-    """
-    views: dict[tuple, np.ndarray] | None = getattr(_local, "views", None)
-    if views is None:
-        views = _local.views = {}
-        _local.buffers = {}
-    key = (name, shape, dtype)
-    view = views.get(key)  # the same request every step: answer it at once
-    if view is not None:
-        return view
-    buffers: dict[str, np.ndarray] = _local.buffers
-    nbytes = math.prod(shape) * np.dtype(dtype).itemsize
-    buf = buffers.get(name)
-    if buf is None or buf.nbytes < nbytes:
-        buf = buffers[name] = np.empty(nbytes, dtype=np.uint8)
-        for old in [k for k in views if k[0] == name]:  # views of the replaced buffer
-            del views[old]
-    if len(views) >= 64:
-        views.clear()
-    view = views[key] = buf[:nbytes].view(dtype).reshape(shape)
-    return view
 
 
 def set_num_threads(n: int) -> None:
@@ -131,14 +109,13 @@ _blas_limited = 0  # how many single_threaded_blas() blocks are open
 
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """Keep BLAS to one thread while our own threads split the work.
+    """Keep BLAS to one thread within the block; nested blocks cost nothing.
 
-    The per-chunk GEMMs are small; a multi-threaded BLAS would wake its
-    threads for each of them and fight ours for the cores (measured here:
-    a 4x4 conv's backward took twice as long). Needs threadpoolctl; without
-    it this does nothing. Nested blocks cost nothing: only the outermost
-    one asks threadpoolctl (about 12 us a time), and `parallel_map` opens
-    one only when none is open.
+    npcnn's kernels and the planner's passes enter it themselves, so a user's
+    own loop over layers needs no such block; it stays for code of one's own
+    that calls BLAS from several threads. Needs threadpoolctl; without it
+    this does nothing. Only the outermost block asks threadpoolctl, and
+    restores the previous limits when it closes.
     """
     global _blas_limited
     outermost = _blas is not None and not _blas_limited
@@ -148,6 +125,20 @@ def single_threaded_blas() -> Iterator[None]:
             yield
         finally:
             _blas_limited -= 1
+
+
+def with_single_threaded_blas(fn: Callable[P, T]) -> Callable[P, T]:
+    """Decorator: `fn` runs inside `single_threaded_blas()` (at the cost of a check when
+    a block is already open)."""
+
+    @functools.wraps(fn)
+    def limited(*args: P.args, **kwargs: P.kwargs) -> T:
+        if _blas_limited or _blas is None:
+            return fn(*args, **kwargs)
+        with single_threaded_blas():
+            return fn(*args, **kwargs)
+
+    return limited
 
 
 def parallel_map(fn: Callable[[range], T], chunks: Sequence[range]) -> list[T]:
@@ -188,8 +179,8 @@ def parallel_map(fn: Callable[[range], T], chunks: Sequence[range]) -> list[T]:
 class _Helper:
     """A thread that runs the jobs handed to it, one at a time, and reports each done.
 
-    Two queues implemented in C (jobs in, done out) are the whole hand-over.
-    A ThreadPoolExecutor's futures and locks run several times as much
+    Two queues implemented in C (jobs in, done out) are the whole hand-over:
+    a ThreadPoolExecutor's futures and locks run several times as much
     Python code under the GIL for each job, and a training step hands out
     a few dozen jobs.
     """

@@ -1,10 +1,12 @@
-"""Channels-last memory behind an NCHW interface.
+"""Channels-last memory behind an NCHW interface: the fast kernels' convention, and theirs alone.
 
-Users see (N, C, H, W) arrays, as in PyTorch. Inside, the spatial layers keep
-their data in (N, H, W, C) memory and hand out an NCHW-shaped *view* of it
-(`from_channels_last`). The view costs nothing, elementwise NumPy operations
+Every kernel takes and returns (N, C, H, W)-shaped arrays, as the reference
+kernels and PyTorch do. The fast spatial kernels keep their data in
+(N, H, W, C) memory inside and hand out an NCHW-shaped *view* of it
+(`from_channels_last`). The view is free, elementwise NumPy operations
 (batch norm, ReLU) preserve that memory order, and the next conv or pooling
-layer gets its channels-last array back for free with `to_channels_last`.
+kernel gets its channels-last array back for free with `to_channels_last`.
+Any other memory order is accepted too, at the cost of one copy.
 
 Why: with channels innermost, the im2col copies move runs of C contiguous
 values, and a pooling window's reduction runs over whole contiguous channel
@@ -17,7 +19,7 @@ import numpy as np
 
 
 def to_channels_last(x: np.ndarray) -> np.ndarray:
-    """(N, C, H, W) -> (N, H, W, C), contiguous (a free view for our layers' outputs)."""
+    """(N, C, H, W) -> (N, H, W, C), contiguous (a free view for our kernels' outputs)."""
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
 
 
