@@ -735,7 +735,12 @@ def test_a_registered_layer_of_ones_own_saves_and_loads(tmp_path) -> None:
     model = nn.Sequential(nn.Dense(3, 2, rng=1), _Affine())
     model[1].offset[...] = [5.0, -1.0]
     path = tmp_path / "own.npz"
+    with pytest.raises(ValueError, match=r"cannot save: layer type '_Affine' \(layer '1'\) is not"):
+        npcnn.save(model, path)  # a file that could not be loaded back
+    assert not path.exists()
+    nn.register_layer(_Affine)
     npcnn.save(model, path)
+    del nn.LAYERS["_Affine"]  # a process that has not registered the class
     with pytest.raises(ValueError, match=r"unknown layer type '_Affine' \(layer '1'\): register"):
         npcnn.load(path)
     nn.register_layer(_Affine)
@@ -783,6 +788,26 @@ class _Twice(nn.Layer):
     @classmethod
     def from_config(cls, config) -> _Twice:
         return cls(npcnn.serialization.build_layer(config["layer"], "layer"))
+
+
+def test_save_refuses_what_load_could_not_rebuild(tmp_path) -> None:
+    class NoConfig(nn.Layer):
+        def __init__(self, features: int) -> None:
+            super().__init__()
+            self.features = features
+
+    nn.register_layer(NoConfig)
+    try:
+        with pytest.raises(ValueError, match=r"NoConfig.*config\(\) does not fit its constructor"):
+            npcnn.save(nn.Sequential(NoConfig(3)), tmp_path / "m.npz")
+        deep: nn.Layer = nn.Dense(2, 2)
+        for _ in range(70):
+            deep = nn.Sequential(deep)
+        with pytest.raises(ValueError, match="nest more than 64 deep"):
+            npcnn.save(deep, tmp_path / "deep.npz")
+    finally:
+        del nn.LAYERS["NoConfig"]
+    assert not list(tmp_path.iterdir())
 
 
 def test_a_container_of_ones_own_rebuilds_its_children(tmp_path) -> None:

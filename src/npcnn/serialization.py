@@ -28,7 +28,7 @@ import numpy as np
 
 from npcnn.files import atomic_path
 from npcnn.nn import Layer
-from npcnn.nn.registry import build_layer, build_limits, layer_spec
+from npcnn.nn.registry import build_layer, build_limits, check_saveable, layer_spec
 from npcnn.text import clip, names_list, short_repr
 
 __all__ = [
@@ -61,7 +61,13 @@ UNCOMPRESSED_ALLOWANCE = 64 * 2**20
 
 
 def model_to_arrays(model: Layer) -> dict[str, np.ndarray]:
-    """Everything `save` writes: the architecture record and each named array."""
+    """Everything `save` writes: the architecture record and each named array.
+
+    Raises ValueError for a model that could not be loaded back (an
+    unregistered layer class, a config() its constructor does not take, or
+    a config that is not JSON data).
+    """
+    check_saveable(model)
     dtype = next((p.dtype for p in model.parameters()), np.dtype(np.float32))
     record = {
         "format": FORMAT_NAME,
@@ -69,7 +75,11 @@ def model_to_arrays(model: Layer) -> dict[str, np.ndarray]:
         "dtype": str(dtype),
         "model": layer_spec(model),
     }
-    arrays = {ARCHITECTURE_KEY: np.array(json.dumps(record))}
+    try:
+        text = json.dumps(record)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"cannot save: a layer's config() is not JSON data ({err})") from None
+    arrays = {ARCHITECTURE_KEY: np.array(text)}
     arrays.update(model.state_dict())
     return arrays
 

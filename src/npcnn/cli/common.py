@@ -12,9 +12,11 @@ from typing import TYPE_CHECKING, Any
 from npcnn.cli.errors import CLIError, UsageError
 from npcnn.cli.rundir import RUN_RECORD
 from npcnn.files import atomic_write_text, remove_stale_temporaries_in
-from npcnn.text import short_repr
+from npcnn.text import clip, short_repr
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from npcnn.data import Dataset
     from npcnn.nn import Layer
 
@@ -69,6 +71,34 @@ def load_model(path: str | os.PathLike[str]) -> Layer:
         raise CLIError(f"cannot read the model file {path}: permission denied") from None
     except ValueError as err:
         raise CLIError(str(err)) from None
+
+
+def check_model_fits(model: Layer, input_shape: tuple[int, ...], source: object) -> None:
+    """Refuse a model whose layers do not fit images of ``input_shape`` (C, H, W).
+
+    The model runs on a batch of 0 images, which every layer computes as
+    empty arrays of the right shapes: a mismatch shows at once, before
+    anything is allocated (a crafted padding would make one image gigabytes).
+    """
+    import numpy as np
+
+    try:
+        model.forward(np.zeros((0, *input_shape), np.float32))
+    except (ValueError, TypeError) as err:
+        size = "x".join(map(str, input_shape))
+        raise CLIError(f"{source} does not take {size} images: {clip(err, 120)}") from None
+
+
+def check_finite(probabilities: np.ndarray, source: object) -> None:
+    """Refuse outputs that are NaN or infinite (damaged weights or statistics)."""
+    import numpy as np
+
+    bad = int(np.count_nonzero(~np.isfinite(probabilities).all(axis=1)))
+    if bad:
+        raise CLIError(
+            f"{source}: the model's outputs are NaN or infinite for {bad:,} of "
+            f"{len(probabilities):,} images: its weights or batch-norm statistics are damaged"
+        )
 
 
 def load_data(name: str, num_classes: int | None = None) -> Dataset:

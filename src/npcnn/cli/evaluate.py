@@ -44,7 +44,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from npcnn import nn
-    from npcnn.cli.common import limit_splits, load_data, load_model, read_run_record, set_threads
+    from npcnn.cli.common import (
+        check_finite,
+        check_model_fits,
+        limit_splits,
+        load_data,
+        load_model,
+        read_run_record,
+        set_threads,
+    )
     from npcnn.cli.errors import CLIError
     from npcnn.data import dataset_spec
     from npcnn.metrics import classification_report
@@ -58,12 +66,14 @@ def run(args: argparse.Namespace) -> int:
     if num_classes is None and dataset_spec(name) is None:
         num_classes = config.get("num_classes")  # what the run's directory was trained with
     data = limit_splits(load_data(name, num_classes), None, args.limit_test)
+    check_model_fits(model, (1, *data.test_images.shape[1:]), args.model)
     try:
         result = evaluate(
             model, data.test_images, data.test_labels, nn.CrossEntropyLoss(), args.batch_size
         )
     except ValueError as err:
         raise CLIError(f"the model does not fit the {data.name!r} images: {err}") from None
+    check_finite(result.probabilities, args.model)
     if result.probabilities.shape[1] != len(data.classes):
         raise CLIError(
             f"the model has {result.probabilities.shape[1]} outputs but {data.name!r} has "

@@ -15,6 +15,11 @@ if TYPE_CHECKING:
 TOLERANCE = 1e-6
 
 
+#: Each checked entry costs two float64 passes over the whole batch: larger
+#: batches only make the check slower, and memory grows with them.
+MAX_BATCH = 64
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "gradcheck",
@@ -29,7 +34,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET)
     p.add_argument(
-        "--batch-size", type=options.positive_int, default=4, help="examples (default: 4)"
+        "--batch-size",
+        type=options.int_in_range(1, MAX_BATCH),
+        default=4,
+        help=f"examples, at most {MAX_BATCH} (default: 4)",
     )
     p.add_argument(
         "--elements",

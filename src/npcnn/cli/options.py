@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 
 def _int(text: str, expected: str) -> int:
@@ -18,6 +19,18 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
+
+
+def int_in_range(low: int, high: int) -> Callable[[str], int]:
+    """A checker for integers in [low, high]."""
+
+    def check(text: str) -> int:
+        value = _int(text, "an integer")
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be from {low} to {high}, got {value}")
+        return value
+
+    return check
 
 
 def class_count(text: str) -> int:

@@ -52,11 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from npcnn.cli.common import class_names, load_model
+    from npcnn.cli.common import check_finite, check_model_fits, class_names, load_model
 
     if args.images.count(STDIN) > 1:
         raise UsageError(f"standard input ('{STDIN}') can be read only once")
     model = load_model(args.model)
+    check_model_fits(model, (1, 28, 28), args.model)
     names, inputs = [], []
     for source in args.images:
         name = STDIN_NAME if source == STDIN else source
@@ -67,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             print_error(f"{name}: {err}")
     if inputs:
         probabilities = classify(model, inputs)
+        check_finite(probabilities, args.model)
         classes = class_names(args.model, args.data, probabilities.shape[1])
         top = min(args.top, len(classes))
         for name, probs in zip(names, probabilities, strict=True):

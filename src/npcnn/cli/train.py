@@ -192,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
     preset = get_preset(config["preset"])
     data, notes = _training_data(config, preset)
     model = _model(config, preset, data, checkpoint)
+    _check_batches_for_batch_norm(config, model, len(data.train_labels))
+    notes += _threads_notes(config, previous)
     run_dir = _choose_run_directory(args, preset.name)
     try:
         with discarded_if_unused(run_dir):
@@ -320,6 +322,32 @@ def _model(
             f"{len(data.classes)} classes"
         )
     return model
+
+
+def _check_batches_for_batch_norm(config: dict[str, Any], model: Layer, images: int) -> None:
+    """Refuse batches of one image for a model with BatchNorm1D, whose training
+    statistics over one image are undefined (a variance of nothing)."""
+    batch = min(config["batch_size"] or images, images)
+    if batch < 2 and any(
+        type(layer).__name__ == "BatchNorm1D" for _, layer in model.named_layers()
+    ):
+        what = "the training split has 1 image" if images < 2 else "--batch-size 1"
+        raise CLIError(f"{what}: batch norm over features needs at least 2 images per batch")
+
+
+def _threads_notes(config: dict[str, Any], previous: dict[str, Any] | None) -> list[str]:
+    """Record the thread count in ``config``; a note when a resume uses another count."""
+    import npcnn
+
+    config["threads"] = npcnn.get_num_threads()
+    before = (previous or {}).get("threads")
+    if before is None or before == config["threads"]:
+        return []
+    return [
+        f"note: the checkpoint's run used {before} threads, this one {config['threads']}: "
+        "sums are split differently, so the result may differ from an uninterrupted run "
+        "in the last bits"
+    ]
 
 
 def _describe_limits(data: Any, full: tuple[int, int], config: dict[str, Any]) -> list[str]:

@@ -7,9 +7,10 @@ from npcnn.nn.batchnorm import BatchNorm1D, BatchNorm2D, update_bn
 from npcnn.nn.container import Sequential
 from npcnn.nn.conv import Conv2D
 from npcnn.nn.dropout import Dropout
+from npcnn.nn.functional.loss import log_softmax, softmax
 from npcnn.nn.fusion import no_fusion, set_fusion
 from npcnn.nn.linear import Dense, Flatten
-from npcnn.nn.loss import CrossEntropyLoss, log_softmax, softmax
+from npcnn.nn.loss import CrossEntropyLoss
 from npcnn.nn.module import Layer, NoForwardError, Parameter, inference_backward
 from npcnn.nn.pooling import AvgPool2D, MaxPool2D
 from npcnn.nn.registry import LAYERS, register_layer

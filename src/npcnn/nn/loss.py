@@ -8,37 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from npcnn.nn.functional.loss import check_labels, log_softmax
 from npcnn.nn.module import NoForwardError
-
-
-def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """log of softmax(logits) along `axis`, stable for any finite logits."""
-    shifted = logits - logits.max(axis=axis, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
-
-
-def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Probabilities exp(z_k) / sum_j exp(z_j) along `axis`; rows sum to 1."""
-    shifted = np.exp(logits - logits.max(axis=axis, keepdims=True))
-    return shifted / shifted.sum(axis=axis, keepdims=True)
-
-
-def check_labels(y: np.ndarray, n: int, num_classes: int) -> np.ndarray:
-    """Return `y` as int64 class indices, or raise ValueError saying what is wrong."""
-    y = np.asarray(y)
-    if y.dtype.kind not in "iu":
-        if y.dtype.kind == "f" and y.size and np.all(np.mod(y, 1) == 0):
-            raise ValueError(
-                f"labels must be integers, got dtype {y.dtype} (cast with .astype(int))"
-            )
-        raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
-    if y.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},) to match the logits, got {y.shape}")
-    if y.size and (y.min() < 0 or y.max() >= num_classes):
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}), got values from {y.min()} to {y.max()}"
-        )
-    return y.astype(np.int64, copy=False)
 
 
 class CrossEntropyLoss:

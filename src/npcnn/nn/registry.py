@@ -15,6 +15,7 @@ from each class's `state_shapes` before the layer allocates them.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -80,6 +81,37 @@ def layer_type_name(cls: type[Layer]) -> str:
         if registered is cls:
             return key
     return cls.__name__
+
+
+def check_saveable(model: Layer) -> None:
+    """Refuse to save what `build_layer` could not load back: a layer class that is not
+    registered, a configuration its constructor does not take, nesting deeper than
+    `MAX_DEPTH` or more than `MAX_LAYERS` layers.
+
+    Raises:
+        ValueError: naming the layer and what to do.
+    """
+    layers = list(model.named_layers())
+    if len(layers) > MAX_LAYERS:
+        raise ValueError(f"cannot save: {len(layers):,} layers, more than {MAX_LAYERS:,}")
+    for name, layer in layers:
+        where = f" (layer {clip(name, 40)!r})" if name else ""
+        if name.count(".") >= MAX_DEPTH:
+            raise ValueError(f"cannot save: layers nest more than {MAX_DEPTH} deep{where}")
+        cls = type(layer)
+        if LAYERS.get(layer_type_name(cls)) is not cls:
+            raise ValueError(
+                f"cannot save: layer type {cls.__name__!r}{where} is not registered: "
+                "decorate its class with @npcnn.nn.register_layer"
+            )
+        if cls.from_config.__func__ is Layer.from_config.__func__:  # cls(**config)
+            try:
+                inspect.signature(cls).bind(**layer.config())
+            except TypeError as err:
+                raise ValueError(
+                    f"cannot save: {cls.__name__}{where}.config() does not fit its "
+                    f"constructor ({err}); config() must return the constructor's arguments"
+                ) from None
 
 
 def layer_spec(layer: Layer) -> dict[str, Any]:

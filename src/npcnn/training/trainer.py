@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from npcnn.nn import Layer, Sequential
+from npcnn.nn import Layer
 from npcnn.serialization import layer_spec
 from npcnn.text import clip
 from npcnn.training.callbacks import (
@@ -318,12 +318,8 @@ class Trainer:
         self.extensions.on_before_backward(
             self, {"epoch": p.epoch + 1, "step": p.step + 1, "loss": loss, "lr": self.optimizer.lr}
         )
-        grad = self.loss_fn.backward()
-        if isinstance(self.model, Sequential):
-            # Nothing needs dL/dx of the images: skip the first layer's input gradient.
-            self.model.backward(grad, need_input_grad=False)
-        else:
-            self.model.backward(grad)
+        # Nothing needs dL/dx of the images: the first layer skips its input gradient.
+        self.model.backward(self.loss_fn.backward(), need_input_grad=False)
         self.optimizer.step()
         return loss, count_correct(logits, y)
 

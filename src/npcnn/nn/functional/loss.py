@@ -13,17 +13,41 @@ from __future__ import annotations
 
 import numpy as np
 
-from npcnn.nn.loss import check_labels
+
+def check_labels(y: np.ndarray, n: int, num_classes: int) -> np.ndarray:
+    """Return `y` as int64 class indices, or raise ValueError saying what is wrong."""
+    y = np.asarray(y)
+    if y.dtype.kind not in "iu":
+        if y.dtype.kind == "f" and y.size and np.all(np.mod(y, 1) == 0):
+            raise ValueError(
+                f"labels must be integers, got dtype {y.dtype} (cast with .astype(int))"
+            )
+        raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}")
+    if y.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},) to match the logits, got {y.shape}")
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(
+            f"labels must lie in [0, {num_classes}), got values from {y.min()} to {y.max()}"
+        )
+    return y.astype(np.int64, copy=False)
+
+
+def _as_float(logits: np.ndarray) -> np.ndarray:
+    """Float logits as given; integers (which would wrap around) as float64."""
+    logits = np.asarray(logits)
+    return logits if logits.dtype.kind == "f" else logits.astype(np.float64)
 
 
 def log_softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     """z - logsumexp(z) along `axis`, stable for any finite logits; logits' shape."""
+    logits = _as_float(logits)
     shifted = logits - logits.max(axis=axis, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))
 
 
 def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
     """exp(z_k) / sum_j exp(z_j) along `axis`; logits' shape, sums to 1 along `axis`."""
+    logits = _as_float(logits)
     e = np.exp(logits - logits.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
 

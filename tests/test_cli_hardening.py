@@ -1,0 +1,145 @@
+"""What a demanding user tried on the commands: damaged models and records, closed
+consoles, batches too small for batch norm, thread counts, lazy subpackages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import npcnn
+from npcnn import nn
+from npcnn.cli.main import main
+
+pytest.importorskip("matplotlib")
+Image = pytest.importorskip("PIL.Image")
+
+QUICK = ["--limit-train", "96", "--limit-test", "32", "--no-progress"]
+
+
+def run_cli(capsys, *argv: object) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A run directory of one epoch of the small preset."""
+    out = tmp_path_factory.mktemp("trained") / "run"
+    threads = npcnn.get_num_threads()
+    argv = ["train", "--epochs", "1", "--out", out, "--threads", "2", *QUICK]
+    assert main([str(a) for a in argv]) == 0
+    npcnn.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture(scope="module")
+def digit(tmp_path_factory) -> Path:
+    from npcnn.data import load_dataset
+
+    path = tmp_path_factory.mktemp("img") / "digit.png"
+    Image.fromarray(load_dataset("sample").test_images[0]).save(path)
+    return path
+
+
+def _edited_model(trained: Path, tmp_path: Path, edit) -> Path:
+    arrays = dict(np.load(trained / "model.npz"))
+    record = json.loads(str(arrays["__npcnn_architecture__"]))
+    edit(arrays, record["model"]["config"]["layers"])
+    arrays["__npcnn_architecture__"] = np.array(json.dumps(record))
+    path = tmp_path / "edited" / "model.npz"
+    path.parent.mkdir()
+    np.savez(path, **arrays)
+    return path
+
+
+def test_a_model_whose_outputs_are_nan_is_refused(trained, tmp_path, digit, capsys) -> None:
+    def huge_weights(arrays, layers):  # finite, but the logits overflow
+        last = max((k for k in arrays if k.endswith(".weight")), key=lambda k: int(k.split(".")[0]))
+        arrays[last] = np.full_like(arrays[last], 3e38)
+
+    path = _edited_model(trained, tmp_path, huge_weights)
+    for command in (["evaluate", path], ["predict", path, digit]):
+        code, out, err = run_cli(capsys, *command)
+        assert code == 1 and "nan%" not in out, out
+        assert "outputs are NaN or infinite" in err.splitlines()[-1], err
+
+
+def test_a_crafted_padding_is_refused_before_it_allocates(trained, tmp_path, capsys) -> None:
+    def huge_padding(arrays, layers):
+        layers[0]["config"]["padding"] = 3000  # one image would take 2 GB in the first conv
+
+    path = _edited_model(trained, tmp_path, huge_padding)
+    code, _, err = run_cli(capsys, "evaluate", path)
+    assert code == 1 and err.count("\n") == 1
+    assert "does not take 1x28x28 images: Dense expects" in err
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[" * 100_000, "nested too deeply"),
+        ('{"config": {"data": [[1]]}}', "'data' is [[1]]"),
+        ("{not json", "not JSON"),
+    ],
+)
+def test_a_damaged_run_record_is_one_line_naming_it(
+    trained, tmp_path, digit, capsys, text, fragment
+) -> None:
+    run_dir = tmp_path / "copy"
+    run_dir.mkdir()
+    (run_dir / "model.npz").write_bytes((trained / "model.npz").read_bytes())
+    (run_dir / "run.json").write_text(text)
+    for command in (["evaluate", run_dir / "model.npz"], ["predict", run_dir / "model.npz", digit]):
+        code, _, err = run_cli(capsys, *command)
+        assert code == 1 and err.count("\n") == 1, err
+        assert f"{run_dir / 'run.json'}: damaged run record" in err and fragment in err
+
+
+def test_batch_norm_over_features_needs_two_images_per_batch(tmp_path, capsys) -> None:
+    code, _, err = run_cli(
+        capsys, "train", "--preset", "notebook", "--limit-train", "1", "--out", tmp_path / "r"
+    )
+    assert code == 1 and "needs at least 2 images per batch" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_resume_with_another_thread_count_says_so(trained, capsys) -> None:
+    threads = npcnn.get_num_threads()
+    argv = ["train", "--resume", trained / "checkpoint.npz", "--epochs", "2", "--threads", "1"]
+    try:
+        code, out, _ = run_cli(capsys, *argv)
+    finally:
+        npcnn.set_num_threads(threads)
+    assert code == 0 and json.loads((trained / "run.json").read_text())["config"]["threads"] == 2
+    assert "the checkpoint's run used 2 threads, this one 1" in out
+
+
+@pytest.mark.parametrize("closed", [">&-", "2>&-", "> /dev/full"])
+def test_a_closed_or_full_console_does_not_stop_a_run(tmp_path, closed) -> None:
+    out_dir = tmp_path / "run"
+    argv = [sys.executable, "-m", "npcnn", "train", "--epochs", "1", "--out", str(out_dir), *QUICK]
+    shell = " ".join(argv) + " " + closed
+    result = subprocess.run(shell, shell=True, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert (out_dir / "model.npz").is_file() and (out_dir / "metrics.json").is_file()
+    if "2>" not in closed:
+        assert result.stderr == ""
+
+
+def test_subpackages_load_on_first_use() -> None:
+    code = "import npcnn; print(npcnn.training.Trainer.__name__, npcnn.data.BatchIterator.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["Trainer", "BatchIterator"]
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'"):
+        npcnn.nonsense  # noqa: B018
+
+
+def test_softmax_of_integer_logits_does_not_wrap_around() -> None:
+    probs = nn.softmax(np.array([[0, 255]], np.uint8))
+    np.testing.assert_allclose(probs, [[np.exp(-255.0), 1.0]], rtol=1e-12)
