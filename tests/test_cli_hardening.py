@@ -143,3 +143,8 @@ def test_subpackages_load_on_first_use() -> None:
 def test_softmax_of_integer_logits_does_not_wrap_around() -> None:
     probs = nn.softmax(np.array([[0, 255]], np.uint8))
     np.testing.assert_allclose(probs, [[np.exp(-255.0), 1.0]], rtol=1e-12)
+
+
+def test_loading_a_directory_says_it_is_one(tmp_path) -> None:
+    with pytest.raises(IsADirectoryError, match="is a directory, not a model file"):
+        npcnn.load(tmp_path)

@@ -203,9 +203,12 @@ def load_arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
 
     Raises:
         FileNotFoundError: no file at `path`.
+        IsADirectoryError: `path` is a directory.
         ValueError: the file is not a plain, intact .npz, or is refused (says why).
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory, not a model file")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     with open(path, "rb") as f:
@@ -290,7 +293,7 @@ def load(path: str | os.PathLike[str]) -> Layer:
     """Load a model written by `save`.
 
     Raises:
-        FileNotFoundError: no file at `path`.
+        FileNotFoundError: no file at `path`; IsADirectoryError: `path` is a directory.
         ValueError: the file is not an npcnn model, or its arrays do not fit (says which).
     """
     return model_from_arrays(load_arrays(path), source=str(path))
