@@ -821,29 +821,3 @@ def test_a_container_of_ones_own_rebuilds_its_children(tmp_path) -> None:
     x = np.ones((1, 2), dtype=np.float32)
     np.testing.assert_array_equal(loaded.forward(x), model.forward(x))
     assert [n for n, _ in loaded.named_parameters()] == ["layer.weight", "layer.bias"]
-
-
-_BUILT_IN = sorted(n for n, c in nn.LAYERS.items() if c.__module__.startswith("npcnn.nn."))
-
-
-@pytest.mark.parametrize("name", [name for name in _BUILT_IN if name != "Sequential"])
-def test_stated_shapes_are_those_of_the_built_layer(name: str) -> None:
-    """Every built-in layer's `state_shapes` (what npcnn.load checks before
-    building) must be the shapes of its own arrays once built."""
-    examples = {
-        "Conv2D": {"in_channels": 2, "out_channels": 3, "kernel_size": [2, 3], "bias": False},
-        "Dense": {"in_features": 4, "out_features": 5},
-        "BatchNorm1D": {"num_features": 3},
-        "BatchNorm2D": {"num_features": 6},
-        "AvgPool2D": {"kernel_size": 2},
-        "MaxPool2D": {"kernel_size": 3},
-    }
-    cls = nn.LAYERS[name]
-    config = examples.get(name, {})
-    layer = cls.from_config(config)
-    own = dict(layer.named_parameters(recurse=False)) | dict(layer.named_buffers(recurse=False))
-    stated = cls.state_shapes(config)
-    if stated is None:
-        assert not own
-    else:
-        assert stated == {key: value.shape for key, value in own.items()}

@@ -10,6 +10,8 @@ flattens as C, H, W; backward reshapes dy back.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -46,7 +48,8 @@ def flatten_forward(x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
     """(N, d1, d2, ...) -> (N, d1*d2*...), C order. Returns (y, cache: x's shape)."""
     if x.ndim < 2:
         raise ValueError(f"flatten expects x of shape (N, ...), got shape {x.shape}")
-    return x.reshape(x.shape[0], -1), x.shape
+    # The feature count is spelled out: reshape cannot infer a -1 from a batch of 0.
+    return x.reshape(x.shape[0], math.prod(x.shape[1:])), x.shape
 
 
 def flatten_backward(dy: np.ndarray, cache: tuple[int, ...]) -> np.ndarray:
