@@ -49,11 +49,6 @@ MODES = ("training", "inference")
 #: Both modes on either kernel set: the fast kernels, and npcnn.use_reference()'s.
 KERNEL_MODES = (*MODES, "training-reference", "inference-reference")
 
-_UNSAVED_GENERATOR = (
-    "a layer's random generator is not part of its state: a rebuilt or loaded Dropout "
-    "draws other masks (issue 10, point 4: random generators as declared state)"
-)
-
 
 @dataclass(frozen=True)
 class Example:
@@ -126,15 +121,7 @@ EXAMPLES: tuple[Example, ...] = (
     Example("LeakyReLU", lambda: nn.LeakyReLU(0.2), (2, 3, 4)),
     Example("Sigmoid", nn.Sigmoid, (3, 5)),
     Example("Tanh", nn.Tanh, (2, 3, 2, 2)),
-    Example(
-        "Dropout",
-        lambda: nn.Dropout(0.5, rng=0),
-        (3, 8),
-        known_failures={
-            "config:training": _UNSAVED_GENERATOR,
-            "save_load:training": _UNSAVED_GENERATOR,
-        },
-    ),
+    Example("Dropout", lambda: nn.Dropout(0.5, rng=0), (3, 8)),
     Example("Flatten", nn.Flatten, (2, 3, 2, 4)),
     Example("Sequential", _chain_with_the_notebook_s_fusions, (3, 2, 6, 6)),
     Example("Sequential-other-fusions", _chain_with_the_other_fusions, (3, 2, 10, 10)),
@@ -292,8 +279,10 @@ def test_config_rebuilds_an_equal_layer(example: Example, mode: str) -> None:
     own = {name: p.shape for name, p in layer.named_parameters(recurse=False)}
     own |= {name: b.shape for name, b in layer.named_buffers(recurse=False)}
     assert (stated is None and not own) or stated == own, f"state_shapes: {stated} != {own}"
-    # The dtype is the model's (npcnn.save records it), not each layer's config.
+    # The dtype is the model's (npcnn.save records it), not each layer's config; the
+    # state is the arrays and the random generators (dropout's masks).
     rebuilt.astype(np.float64).load_state_dict(layer.state_dict())
+    nn.set_generator_states(rebuilt, nn.generator_states(layer))
     x, training = _input(example), mode == "training"
     _assert_same(_run(rebuilt, x, training), _run(layer, x, training), exact=True)
 

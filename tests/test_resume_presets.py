@@ -89,7 +89,7 @@ def test_full_batch_notebook_with_recomputed_statistics_resumes_exactly(tmp_path
 
 def test_shared_generators_come_back_shared(tmp_path, data) -> None:
     """The strong preset hands one generator to both dropout layers; so must a restore."""
-    from npcnn.training.checkpoint import generator_states, set_generator_states
+    from npcnn.nn import generator_states, set_generator_states
 
     model = PRESETS["strong"].model(seed=0)
     dropouts = [layer for layer in model if type(layer).__name__ == "Dropout"]
@@ -111,3 +111,18 @@ def _checkpoint_of(model, tmp_path):
 
     meta = {"epoch": 0, "step": 0, "global_step": 0, "history": {}, "totals": {}}
     return save_checkpoint(tmp_path / "c.npz", model, optim.SGD(model.parameters(), 0.1), meta)
+
+
+def test_a_saved_model_draws_the_same_dropout_masks(tmp_path) -> None:
+    import npcnn
+
+    model = PRESETS["strong"].model(seed=0)
+    x = np.random.default_rng(1).random((4, 1, 28, 28), dtype=np.float32)
+    model.forward(x, training=True)  # the generators have moved on from their seeds
+    loaded = npcnn.load(npcnn.save(model, tmp_path / "m.npz"))
+    dropouts = [layer for layer in loaded if type(layer).__name__ == "Dropout"]
+    assert dropouts[0].rng is dropouts[1].rng  # shared, as in the preset
+    for _ in range(2):
+        np.testing.assert_array_equal(
+            loaded.forward(x, training=True), model.forward(x, training=True)
+        )

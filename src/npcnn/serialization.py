@@ -27,7 +27,7 @@ from typing import IO, Any
 import numpy as np
 
 from npcnn.files import atomic_path
-from npcnn.nn import Layer
+from npcnn.nn import Layer, generator_states, set_generator_states
 from npcnn.nn.registry import build_layer, build_limits, check_saveable, layer_spec
 from npcnn.text import clip, names_list, short_repr
 
@@ -74,6 +74,7 @@ def model_to_arrays(model: Layer) -> dict[str, np.ndarray]:
         "version": FORMAT_VERSION,
         "dtype": str(dtype),
         "model": layer_spec(model),
+        "generators": generator_states(model),
     }
     try:
         text = json.dumps(record)
@@ -128,6 +129,11 @@ def model_from_arrays(arrays: Mapping[str, np.ndarray], source: str = "the array
         model.load_state_dict(state, strict=True)
     except ValueError as err:
         raise ValueError(f"{source}: the arrays do not fit the architecture: {err}") from None
+    if "generators" in record:  # files of earlier versions have none: fresh generators
+        try:
+            set_generator_states(model, record["generators"])
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
     return model
 
 

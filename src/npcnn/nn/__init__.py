@@ -13,6 +13,7 @@ from npcnn.nn.linear import Dense, Flatten
 from npcnn.nn.loss import CrossEntropyLoss
 from npcnn.nn.module import Layer, NoForwardError, Parameter, inference_backward
 from npcnn.nn.pooling import AvgPool2D, MaxPool2D
+from npcnn.nn.random_state import generator_states, set_generator_states
 from npcnn.nn.registry import LAYERS, register_layer
 
 for _cls in (
@@ -53,12 +54,14 @@ __all__ = [
     "Sigmoid",
     "Tanh",
     "functional",
+    "generator_states",
     "inference_backward",
     "init",
     "log_softmax",
     "no_fusion",
     "register_layer",
     "set_fusion",
+    "set_generator_states",
     "softmax",
     "update_bn",
     "use_reference",

@@ -29,7 +29,7 @@ class Dropout(Layer):
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"Dropout probability must be between 0 and 1, got {p}")
         self.p = float(p)
-        self.rng = np.random.default_rng(rng)
+        self.register_generator("rng", np.random.default_rng(rng))
         self._cache: tuple | None = None  # (kernel set, scaled mask) of a training forward
 
     def reset_parameters(self, rng: np.random.Generator | int | None = None) -> None:

@@ -68,7 +68,11 @@ class Layer:
       `self.name = new_array` replaces the buffer;
     - child layers: by assignment, `self.block = Dense(...)`, or
       `add_layer(name, layer)` (names need not be identifiers: Sequential's
-      are "0", "1", ...).
+      are "0", "1", ...);
+    - random generators (`numpy.random.Generator`, e.g. dropout's masks):
+      `register_generator(name, rng)`; their states are saved by `npcnn.save`
+      and in checkpoints, and a generator that several layers share stays
+      shared (`npcnn.nn.generator_states`).
     A registered name may later be set to None (an absent bias); assigning it
     a value of another kind raises TypeError. Everything else assigned to a
     layer (caches, settings) is a plain attribute.
@@ -83,28 +87,35 @@ class Layer:
     _params: Mapping[str, None] = MappingProxyType({})
     _buffers: Mapping[str, None] = MappingProxyType({})
     _children: Mapping[str, Layer] = MappingProxyType({})
+    _generators: Mapping[str, None] = MappingProxyType({})
 
     def __init__(self) -> None:
         object.__setattr__(self, "_params", {})  # ordered sets of names: the values are
         object.__setattr__(self, "_buffers", {})  # ordinary attributes, read at full speed
         object.__setattr__(self, "_children", {})
+        object.__setattr__(self, "_generators", {})
 
     # --- registration ------------------------------------------------------
     def __setattr__(self, name: str, value: Any) -> None:
         # Runs for every assignment, forward's caches included: a plain value under
-        # an unregistered name costs two isinstance checks and three dict lookups.
+        # an unregistered name costs two isinstance checks and four dict lookups.
         if isinstance(value, Parameter):
             self.register_parameter(name, value)
         elif isinstance(value, Layer):
             self.add_layer(name, value)
         else:
-            if name in self._params or name in self._buffers or name in self._children:
+            if (
+                name in self._params
+                or name in self._buffers
+                or name in self._children
+                or name in self._generators
+            ):
                 self._check_reassignment(name, value)
             object.__setattr__(self, name, value)
 
     def __delattr__(self, name: str) -> None:
         object.__delattr__(self, name)
-        for registry in (self._params, self._buffers, self._children):
+        for registry in (self._params, self._buffers, self._children, self._generators):
             if name in registry:
                 del registry[name]  # type: ignore[attr-defined]
 
@@ -142,6 +153,24 @@ class Layer:
         self._buffers[name] = None  # type: ignore[index]
         object.__setattr__(self, name, array)
 
+    def register_generator(self, name: str, rng: np.random.Generator) -> None:
+        """Register `rng` as the random generator `name` (also an attribute): its state
+        is saved with the model and restored on load and resume. A later
+        `self.name = other_generator` replaces it.
+
+        Raises:
+            TypeError: `rng` is not a numpy.random.Generator.
+            ValueError, AttributeError: as `register_parameter`.
+        """
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(
+                f"cannot register a {type(rng).__name__} as generator {name!r}: "
+                "expected a numpy.random.Generator"
+            )
+        self._register(name, "generator")
+        self._generators[name] = None  # type: ignore[index]
+        object.__setattr__(self, name, rng)
+
     def add_layer(self, name: str, layer: Layer) -> None:
         """Register `layer` as the child `name` (also an attribute); its parameters and
         buffers are then this layer's, named `name.<theirs>`.
@@ -172,7 +201,12 @@ class Layer:
                 f"cannot register {kind} {name!r}: {type(self).__name__} has a method "
                 "or class attribute of that name"
             )
-        registries = {"parameter": self._params, "buffer": self._buffers, "layer": self._children}
+        registries = {
+            "parameter": self._params,
+            "buffer": self._buffers,
+            "layer": self._children,
+            "generator": self._generators,
+        }
         for other_kind, registry in registries.items():
             if other_kind != kind:
                 registry.pop(name, None)  # type: ignore[attr-defined]
@@ -196,6 +230,11 @@ class Layer:
             raise TypeError(
                 f"cannot assign a {type(value).__name__} to buffer {name!r}: "
                 "expected a numpy array or None"
+            )
+        elif name in self._generators and not isinstance(value, np.random.Generator):
+            raise TypeError(
+                f"cannot assign a {type(value).__name__} to generator {name!r}: "
+                "expected a numpy.random.Generator"
             )
 
     # --- the two passes ---------------------------------------------------
@@ -275,6 +314,18 @@ class Layer:
         if recurse:
             for child_name, child in self._children.items():
                 yield from child.named_buffers(f"{prefix}{child_name}.")
+
+    def named_generators(
+        self, prefix: str = "", recurse: bool = True
+    ) -> Iterator[tuple[str, np.random.Generator]]:
+        """Yield `(prefix + dotted_name, generator)` for every registered random
+        generator, this layer's first, then its children's (a shared one once per
+        name); with `recurse=False`, only this layer's own."""
+        for name in self._generators:
+            yield prefix + name, getattr(self, name)
+        if recurse:
+            for child_name, child in self._children.items():
+                yield from child.named_generators(f"{prefix}{child_name}.")
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Copies of every parameter and buffer, keyed by dotted name."""

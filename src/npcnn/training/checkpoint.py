@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from npcnn.nn import Layer
+from npcnn.nn.random_state import jsonable
 from npcnn.serialization import (
     ARCHITECTURE_KEY,
     load_arrays,
@@ -49,81 +50,6 @@ STEPS_KEY = "__history_steps__"
 OPTIMIZER_PREFIX = "__optimizer__."
 FORMAT_NAME = "npcnn-checkpoint"
 FORMAT_VERSION = 2
-
-
-def _generators(model: Layer) -> Iterator[tuple[str, Layer, str, np.random.Generator]]:
-    """(dotted path, layer, attribute, generator) for every Generator attribute of every layer."""
-    for name, layer in model.named_layers():
-        for attr, value in vars(layer).items():
-            if isinstance(value, np.random.Generator):
-                yield f"{name}.{attr}" if name else attr, layer, attr, value
-
-
-def generator_states(model: Layer) -> dict[str, dict[str, Any]]:
-    """The bit-generator state of every ``numpy.random.Generator`` attribute of every layer.
-
-    Keys are dotted paths such as ``"3.rng"`` (layer "3", attribute ``rng``).
-    A generator that several layers share (a preset hands one ``rng`` to
-    both of its dropout layers) is recorded once, under its first path; the
-    other paths hold ``{"shared_with": first_path}``, so that a restored
-    model shares it again and draws the same masks in the same order.
-    """
-    states: dict[str, dict[str, Any]] = {}
-    first_path: dict[int, str] = {}
-    for path, _, _, generator in _generators(model):
-        if id(generator) in first_path:
-            states[path] = {"shared_with": first_path[id(generator)]}
-        else:
-            first_path[id(generator)] = path
-            states[path] = _jsonable(generator.bit_generator.state)
-    return states
-
-
-def set_generator_states(model: Layer, states: Mapping[str, Mapping[str, Any]]) -> None:
-    """Restore :func:`generator_states` output, sharing generators as they were shared.
-
-    Raises ValueError if the model's generator attributes are not the checkpoint's.
-    """
-    found = {path: (layer, attr) for path, layer, attr, _ in _generators(model)}
-    if set(found) != set(states):
-        raise ValueError(
-            f"the checkpoint has random generators {sorted(states)}, the model has {sorted(found)}"
-        )
-    restored: dict[str, np.random.Generator] = {}
-    for path, (layer, attr) in found.items():
-        state = states[path]
-        shared_with = state.get("shared_with")
-        if shared_with is not None:
-            if shared_with not in restored:
-                raise ValueError(f"generator {path!r} is shared with unknown {shared_with!r}")
-            generator = restored[shared_with]
-        else:
-            generator = _generator_from_state(state)
-        setattr(layer, attr, generator)
-        restored[path] = generator
-
-
-def _generator_from_state(state: Mapping[str, Any]) -> np.random.Generator:
-    """A new Generator whose bit generator (named in ``state``) is set to ``state``."""
-    kind = getattr(np.random, str(state.get("bit_generator")), None)
-    if not (isinstance(kind, type) and issubclass(kind, np.random.BitGenerator)):
-        raise ValueError(f"unknown bit generator {state.get('bit_generator')!r}")
-    bit_generator = kind()
-    bit_generator.state = dict(state)
-    return np.random.Generator(bit_generator)
-
-
-def _jsonable(value: Any) -> Any:
-    """Bit-generator states as JSON: PCG64's are plain ints; arrays (MT19937) become lists."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _steps_to_array(steps: list[Mapping[str, Any]]) -> np.ndarray:
@@ -165,7 +91,7 @@ def save_checkpoint(
         history = dict(record["history"])
         arrays[STEPS_KEY] = _steps_to_array(history.pop("steps", []))
         record["history"] = history
-    arrays[CHECKPOINT_KEY] = np.array(json.dumps(_jsonable(record)))
+    arrays[CHECKPOINT_KEY] = np.array(json.dumps(jsonable(record)))
     for key, value in optimizer.state_dict().items():
         arrays[OPTIMIZER_PREFIX + key] = np.asarray(value)
     return save_arrays(path, arrays)

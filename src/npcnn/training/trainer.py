@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from npcnn.nn import Layer
+from npcnn.nn import Layer, generator_states, set_generator_states
 from npcnn.serialization import layer_spec
 from npcnn.text import clip
 from npcnn.training.callbacks import (
@@ -45,10 +45,8 @@ from npcnn.training.callbacks import (
 )
 from npcnn.training.callbacks.validation import ValidationData
 from npcnn.training.checkpoint import (
-    generator_states,
     load_checkpoint,
     save_checkpoint,
-    set_generator_states,
 )
 from npcnn.training.errors import TrainingInterrupted
 from npcnn.training.evaluate import LossFn, count_correct
