@@ -26,9 +26,10 @@ evaluation on the test set that the Trainer runs after each epoch.
     python benchmarks/bench_fashion.py --part strong --seed 1 --json out.json
     python benchmarks/bench_fashion.py --part all --limit-train 2000 --limit-test 1000 --epochs 1
 
-Results go to ``benchmarks/results/fashion-<part>-<time>.json`` unless
-``--json`` names a file. Targets are only judged on the full settings (no
-limits, default epochs and learning rate); otherwise they read "n/a".
+Results go to ``benchmarks/results/fashion-<part>.json`` (the latest run of
+each part; git keeps the earlier ones) unless ``--json`` names a file.
+Targets are only judged on the full settings (no limits, default epochs and
+learning rate); otherwise they read "n/a".
 """
 
 from __future__ import annotations
@@ -616,7 +617,7 @@ def print_targets(targets: list[dict[str, Any]]) -> None:
 
 
 def default_json_path(part: str) -> Path:
-    return RESULTS_DIR / f"fashion-{part}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    return RESULTS_DIR / f"fashion-{part}.json"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
