@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import npcnn
-from npcnn import nn
+from npcnn import nn, optim
+from npcnn.data import load_dataset
+from npcnn.gradcheck import NOISE_FACTOR, GradcheckResult
 
 TOLERANCE = 1e-6
 
@@ -261,13 +263,17 @@ def test_notebook_network_with_biases_on_blank_background_images(notebook_model)
 
 
 class _ScaledBackward(nn.Layer):
-    """The identity, whose backward is 1 % too large."""
+    """The identity, whose backward is `factor` times too large (default: 1 % too large)."""
+
+    def __init__(self, factor: float = 1.01) -> None:
+        super().__init__()
+        self.factor = factor
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         return x
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
-        return 1.01 * dy
+        return self.factor * dy
 
 
 def test_a_backward_wrong_by_one_percent_fails(notebook_model) -> None:
@@ -283,6 +289,66 @@ def test_a_backward_wrong_by_one_percent_fails(notebook_model) -> None:
     assert result.errors["12.weight"] <= TOLERANCE  # after the wrong layer: right
 
 
+@pytest.fixture(scope="module")
+def readme_example() -> tuple[nn.Sequential, np.ndarray, np.ndarray, GradcheckResult]:
+    """README's library example on the first 64 bundled digits after one SGD step: the
+    model (float32), the two images and labels it gradchecks, and that gradcheck."""
+    sample = load_dataset("sample")
+    x = (sample.train_images[:64, None] / 255).astype(np.float32)
+    y = sample.train_labels[:64]
+    model = nn.Sequential(
+        [
+            nn.Conv2D(1, 16, 3, 1, 1, bias=False),
+            nn.BatchNorm2D(16),
+            nn.ReLU(),
+            nn.MaxPool2D(2),
+            nn.Conv2D(16, 18, 4, padding=1, bias=False),
+            nn.BatchNorm2D(18),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Dense(18 * 13 * 13, 20, bias=False),
+            nn.BatchNorm1D(20),
+            nn.ReLU(),
+            nn.Dense(20, 10),
+        ]
+    )
+    model.reset_parameters(np.random.default_rng(0))
+    loss_fn = nn.CrossEntropyLoss()
+    opt = optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    loss_fn.forward(model.forward(x, training=True), y)
+    model.backward(loss_fn.backward())
+    opt.step()
+    opt.zero_grad()
+    result = npcnn.gradcheck(model, x[:2], y[:2], loss_fn=nn.CrossEntropyLoss())
+    return model, x[:2], y[:2], result
+
+
+def test_readme_example_on_real_digits_passes(readme_example) -> None:
+    # Blank backgrounds tie whole max-pool windows after batch norm. Entries there sit on
+    # kinks whose one-sided slopes differ by as little as 10x the first step's rounding
+    # noise, or less (many windows' slopes cancel), while backward is far from their
+    # mean: smaller steps, noisier, must not hide them, nor h's own noise.
+    *_, result = readme_example
+    assert result.passed(), str(result)
+    # Most pixels are blank background, on a tie; the inked ones are compared.
+    assert result.checked["input"] + result.excluded["input"] == 256
+    assert result.checked["input"] >= 25
+    assert all(result.excluded[name] == 0 for name in result.errors if name != "input")
+
+
+def test_readme_example_with_an_input_gradient_wrong_by_1e_3_fails(readme_example) -> None:
+    model, x, y, right = readme_example
+    model = nn.Sequential([_ScaledBackward(1.001), *model.layers])
+    result = npcnn.gradcheck(model, x, y, loss_fn=nn.CrossEntropyLoss())
+    # Input gradients here are below atol / rtol (6e-3): their error is measured against
+    # that floor, so 1e-3 of the largest (3e-4) shows as 5e-5, still 50x the tolerance.
+    assert not result.passed()
+    assert result.errors["input"] > 10 * TOLERANCE
+    assert max(e for name, e in result.errors.items() if name != "input") <= TOLERANCE
+    # The wrong backward is not excused as kinks: the same entries are left out.
+    assert result.excluded["input"] == right.excluded["input"]
+
+
 def test_entries_on_a_kink_are_excluded_and_near_ones_are_measured_closer() -> None:
     # ReLU at 0 has no derivative; at +-5e-7 it has one, but a step of 1e-6 crosses 0.
     x = np.array([[0.0, 5e-7, -5e-7, 0.5, -0.5]])
@@ -290,6 +356,76 @@ def test_entries_on_a_kink_are_excluded_and_near_ones_are_measured_closer() -> N
     assert result.excluded["input"] == 1
     assert result.checked["input"] == 4
     assert result.errors["input"] <= TOLERANCE
+
+
+class _SumLoss:
+    """L = sum(out) + offset. The offset changes no derivative, only the rounding noise
+    that gradcheck allows for: 32 u max(|L|, 1) / h (u = 2^-53, h the step)."""
+
+    def __init__(self, offset: float = 0.0) -> None:
+        self.offset = offset
+
+    def forward(self, out: np.ndarray, y: object = None) -> float:
+        self.shape = out.shape
+        return float(out.sum()) + self.offset
+
+    def backward(self) -> np.ndarray:
+        return np.ones(self.shape)
+
+
+@pytest.mark.parametrize("gap_in_noises", [0.5, 2, 5, 20, 50])
+def test_a_kink_on_the_entry_stays_excluded_when_smaller_steps_are_noisier(
+    gap_in_noises: float,
+) -> None:
+    # f(x) = relu(x) - (1 - e) relu(-x) at x = 0: one-sided slopes 1 and 1 - e, whose half
+    # difference (the gap) is e / 2 at every step, set here from half to 50 times the
+    # rounding noise at the first step: hidden in the noise at h, or at h / 10, or at
+    # h / 100. The backward's 0 is far from both slopes, as on tied max-pool windows.
+    offset, h = 1e3, 1e-6
+    noise = NOISE_FACTOR * (np.finfo(np.float64).eps / 2) * offset / h
+    model = nn.Sequential([nn.Dense(1, 2, bias=False), nn.ReLU(), nn.Dense(2, 1, bias=False)])
+    model.astype(np.float64)
+    model[0].weight.data[...] = [[1.0], [-1.0]]
+    model[2].weight.data[...] = [[1.0, -(1.0 - 2 * gap_in_noises * noise)]]
+    result = npcnn.gradcheck(model, np.zeros((1, 1)), loss_fn=_SumLoss(offset), eps=h)
+    assert result.excluded["input"] == 1 and result.checked["input"] == 0
+    assert result.passed(), str(result)
+
+
+def test_a_kink_on_the_entry_is_excluded_under_strong_curvature() -> None:
+    # f(x) = tanh(relu(2e-4 x)) + tanh(relu(30 x + 0.6)) at x = 0: a slope jump of 2e-4
+    # (gap J / 2 = 1e-4) under a curvature whose share of the gap, h f'' / 2 = -3.4e-3,
+    # is 34 times larger. The gap shrinks 5x from h to h / 10, but the kink is still
+    # there: excluded. Bias 0.6 is smooth, with the same strong curvature: compared.
+    model = nn.Sequential([nn.Dense(1, 2), nn.ReLU(), nn.Tanh()])
+    model.astype(np.float64)
+    model[0].weight.data[...] = [[2e-4], [30.0]]
+    model[0].bias.data[...] = [0.0, 0.6]
+    result = npcnn.gradcheck(model, np.zeros((1, 1)), loss_fn=_SumLoss(), eps=1e-5)
+    assert result.excluded["input"] == 1
+    assert result.checked["0.bias"] == 1 and result.excluded["0.bias"] == 1
+    assert result.checked["0.weight"] == 2
+    assert result.passed(), str(result)
+
+
+@pytest.mark.parametrize(("spread", "seed"), [(1e-4, 0), (3e-5, 0), (3e-5, 3)])
+def test_ill_conditioned_batch_norm_is_neither_failed_nor_excluded(
+    spread: float, seed: int
+) -> None:
+    # Batch norm over samples `spread` apart divides their differences, and their rounding,
+    # by ~3e-3: L's rounding is far above u |L|, the a priori bound. Measured, it must not
+    # pass for a kink (the network has none) nor fail a correct backward.
+    rng = np.random.default_rng(seed)
+    model = nn.Sequential(
+        [nn.Dense(5, 6, rng=rng), nn.BatchNorm1D(6), nn.Tanh(), nn.Dense(6, 3, rng=rng)]
+    )
+    model.astype(np.float64)
+    x = 1.0 + spread * rng.standard_normal((3, 5))
+    result = npcnn.gradcheck(
+        model, x, np.array([0, 1, 2]), loss_fn=nn.CrossEntropyLoss(), max_elements=None
+    )
+    assert result.num_excluded == 0
+    assert result.passed(), str(result)
 
 
 def test_gradcheck_result_reads_as_a_table(rng: np.random.Generator) -> None:
