@@ -70,14 +70,28 @@ def test_a_model_whose_outputs_are_nan_is_refused(trained, tmp_path, digit, caps
         assert "outputs are NaN or infinite" in err.splitlines()[-1], err
 
 
-def test_a_crafted_padding_is_refused_before_it_allocates(trained, tmp_path, capsys) -> None:
-    def huge_padding(arrays, layers):
-        layers[0]["config"]["padding"] = 3000  # one image would take 2 GB in the first conv
+@pytest.mark.parametrize("command", ["evaluate", "summary"])
+def test_a_crafted_padding_is_refused_before_it_allocates(tmp_path, capsys, command) -> None:
+    import tracemalloc
 
-    path = _edited_model(trained, tmp_path, huge_padding)
-    code, _, err = run_cli(capsys, "evaluate", path)
-    assert code == 1 and err.count("\n") == 1
+    from npcnn.models import get_preset
+
+    path = tmp_path / "model.npz"
+    npcnn.save(get_preset("notebook").model(seed=0), path)  # batch norm after the conv
+    arrays = dict(np.load(path))
+    record = json.loads(str(arrays["__npcnn_architecture__"]))
+    record["model"]["config"]["layers"][0]["config"]["padding"] = 3000  # 2 GB per image
+    arrays["__npcnn_architecture__"] = np.array(json.dumps(record))
+    np.savez(path, **arrays)
+    tracemalloc.start()
+    try:
+        code, _, err = run_cli(capsys, command, path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert code == 1 and err.count("\n") == 1, err
     assert "does not take 1x28x28 images: Dense expects" in err
+    assert peak < 200 << 20
 
 
 @pytest.mark.parametrize(
@@ -148,3 +162,46 @@ def test_softmax_of_integer_logits_does_not_wrap_around() -> None:
 def test_loading_a_directory_says_it_is_one(tmp_path) -> None:
     with pytest.raises(IsADirectoryError, match="is a directory, not a model file"):
         npcnn.load(tmp_path)
+
+
+def test_weights_that_overflow_stop_training_and_leave_no_directory(tmp_path, capsys) -> None:
+    out_dir = tmp_path / "r"
+    code, _, err = run_cli(
+        capsys, "train", "--epochs", "1", "--optimizer", "sgd", "--lr", "100", "--out", out_dir,
+        "--limit-train", "256", "--limit-test", "20", "--no-progress",
+    )  # fmt: skip
+    assert code == 1 and "training diverged: the weights became NaN or infinite" in err
+    assert not out_dir.exists()  # no checkpoint was written: nothing worth keeping
+
+
+def test_save_refuses_weights_that_load_would_refuse(tmp_path) -> None:
+    model = nn.Sequential(nn.Dense(2, 2, rng=0))
+    model[0].weight.data[0, 0] = np.inf
+    with pytest.raises(ValueError, match=r"cannot save: the model's weights contain NaN"):
+        npcnn.save(model, tmp_path / "m.npz")
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_a_signal_after_the_last_epoch_saves_the_model(tmp_path) -> None:
+    """SIGTERM while the last reports run (after the loop's last check): the training is
+    complete, so model.npz is written and the message says how to get the report."""
+    import signal
+
+    from npcnn.training import Trainer, callbacks
+
+    class SignalAtTrainEnd(callbacks.Callback):
+        def on_train_end(self, trainer, logs) -> None:
+            signal.raise_signal(signal.SIGTERM)
+
+    original = Trainer.__init__
+
+    def with_signal(self, *args, **kwargs):
+        kwargs["callbacks"] = [*kwargs.get("callbacks", ()), SignalAtTrainEnd()]
+        original(self, *args, **kwargs)
+
+    out_dir = tmp_path / "r"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Trainer, "__init__", with_signal)
+        code = main([str(a) for a in ["train", "--epochs", "1", "--out", out_dir, *QUICK]])
+    assert code == 128 + signal.SIGTERM
+    assert (out_dir / "model.npz").is_file() and not (out_dir / "metrics.json").exists()

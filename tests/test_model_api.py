@@ -821,3 +821,38 @@ def test_a_container_of_ones_own_rebuilds_its_children(tmp_path) -> None:
     x = np.ones((1, 2), dtype=np.float32)
     np.testing.assert_array_equal(loaded.forward(x), model.forward(x))
     assert [n for n, _ in loaded.named_parameters()] == ["layer.weight", "layer.bias"]
+
+
+class _PairWithoutNames(nn.Layer):
+    """A container whose from_config builds its children without their names."""
+
+    def __init__(self, a: nn.Layer, b: nn.Layer) -> None:
+        super().__init__()
+        self.b0, self.b1 = a, b
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        return self.b1.forward(self.b0.forward(x, training), training)
+
+    def config(self) -> dict:
+        return {
+            "a": npcnn.serialization.layer_spec(self.b0),
+            "b": npcnn.serialization.layer_spec(self.b1),
+        }
+
+    @classmethod
+    def from_config(cls, config) -> _PairWithoutNames:
+        build = npcnn.serialization.build_layer
+        return cls(build(config["a"]), build(config["b"]))
+
+
+def test_a_container_that_builds_children_without_names_loads(tmp_path) -> None:
+    nn.register_layer(_PairWithoutNames)
+    try:
+        model = nn.Sequential(
+            nn.Dense(3, 4, rng=0), _PairWithoutNames(nn.Dense(4, 4, rng=1), nn.Dense(4, 2, rng=2))
+        )
+        loaded = npcnn.load(npcnn.save(model, tmp_path / "pair.npz"))
+    finally:
+        del nn.LAYERS["_PairWithoutNames"]
+    x = np.ones((2, 3), dtype=np.float32)
+    np.testing.assert_array_equal(loaded.forward(x), model.forward(x))

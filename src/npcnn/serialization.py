@@ -82,6 +82,15 @@ def model_to_arrays(model: Layer) -> dict[str, np.ndarray]:
         raise ValueError(f"cannot save: a layer's config() is not JSON data ({err})") from None
     arrays = {ARCHITECTURE_KEY: np.array(text)}
     arrays.update(model.state_dict())
+    bad = [
+        name
+        for name, value in arrays.items()
+        if name != ARCHITECTURE_KEY and not _all_finite(value)
+    ]
+    if bad:  # load would refuse the file
+        raise ValueError(
+            f"cannot save: the model's weights contain NaN or infinity (in {names_list(bad)})"
+        )
     return arrays
 
 

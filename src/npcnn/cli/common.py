@@ -79,12 +79,17 @@ def check_model_fits(model: Layer, input_shape: tuple[int, ...], source: object)
     The model runs on a batch of 0 images, which every layer computes as
     empty arrays of the right shapes: a mismatch shows at once, before
     anything is allocated (a crafted padding would make one image gigabytes).
+    The reference kernels run it: they allocate nothing for an empty batch,
+    where the fast ones prepare per-channel tiles of the image size.
     """
     import numpy as np
 
+    from npcnn import use_reference
+
     try:
-        model.forward(np.zeros((0, *input_shape), np.float32))
-    except (ValueError, TypeError) as err:
+        with use_reference():
+            model.forward(np.zeros((0, *input_shape), np.float32))
+    except (ValueError, TypeError, MemoryError) as err:
         size = "x".join(map(str, input_shape))
         raise CLIError(f"{source} does not take {size} images: {clip(err, 120)}") from None
 

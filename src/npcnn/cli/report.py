@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from npcnn.cli.common import write_json
+from npcnn.cli.common import check_finite, write_json
 
 if TYPE_CHECKING:
     from npcnn.data import Dataset
@@ -30,6 +30,7 @@ def write_report(
     from npcnn.training import evaluate
 
     result = evaluate(model, data.test_images, data.test_labels, nn.CrossEntropyLoss())
+    check_finite(result.probabilities, run_dir / "model.npz")
     report = classification_report(data.test_labels, result.predictions, data.classes)
     metrics = {
         "test": {

@@ -4,8 +4,8 @@ A run claims its directory by creating ``run.json`` in it with
 ``O_CREAT | O_EXCL``, which exactly one process can do; the record's
 contents are written (atomically) later. Two runs started at once with the
 same ``--out`` therefore never share a folder: the second one moves on to
-``DIR-2``. A run that fails before it has written anything but its record
-removes the folder again, so a mistake leaves nothing behind.
+``DIR-2``. A run that fails before its first checkpoint removes the folder
+again, so a mistake leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -59,22 +59,29 @@ def default_run_directory(preset: str) -> Path:
     return Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _only_the_record(directory: Path) -> bool:
-    """True if ``directory`` holds nothing but run.json and temporary files."""
-    return all(p.name == RUN_RECORD or p.name.startswith(".") for p in directory.iterdir())
+#: What a run writes that is worth keeping: with neither, its directory holds only
+#: its record and logs of a start that failed (or of a resumed history).
+RESULTS = ("checkpoint.npz", "model.npz")
+
+
+def _holds_no_results(directory: Path) -> bool:
+    """True if ``directory`` holds no checkpoint and no model."""
+    return not any((directory / name).exists() for name in RESULTS)
 
 
 @contextlib.contextmanager
 def discarded_if_unused(directory: Path) -> Iterator[Path]:
-    """Yield ``directory``; if the block fails while the directory holds only the run's
-    record (no checkpoint, log or model yet), remove it, so that a failed start
-    (a checkpoint that does not fit, data that cannot be read) leaves no folder.
+    """Yield ``directory``; if the block fails before the run has written a checkpoint
+    or a model, remove the directory with its record and logs, so that a failed start
+    (a checkpoint that does not fit, data that cannot be read, a first epoch that
+    diverges) leaves no folder. The directory was empty when the run claimed it,
+    so everything in it is the run's.
     """
     try:
         yield directory
     except BaseException:
         with contextlib.suppress(OSError):
-            if _only_the_record(directory):
+            if _holds_no_results(directory):
                 for entry in directory.iterdir():
                     entry.unlink()
                 directory.rmdir()

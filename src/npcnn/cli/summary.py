@@ -24,13 +24,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from npcnn.cli.common import load_model
+    from npcnn.cli.common import check_model_fits, load_model
     from npcnn.models import get_preset
 
     if args.model is not None and args.preset is not None:
         raise UsageError("give either MODEL or --preset, not both")
     if args.model is not None:
         model = load_model(args.model)
+        check_model_fits(model, (1, 28, 28), args.model)
         print(f"Model: {args.model}")
     else:
         preset = get_preset(args.preset or DEFAULT_PRESET)

@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     from npcnn.cli.train_config import check_something_to_train, previous_config, resolve_config
     from npcnn.models import get_preset
     from npcnn.nn import use_reference
-    from npcnn.training import NonFiniteLossError, TrainingInterrupted
+    from npcnn.training import NonFiniteLossError, NonFiniteWeightsError, TrainingInterrupted
 
     started = time.perf_counter()
     checkpoint = None if args.resume is None else _load_checkpoint(args.resume)
@@ -195,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
     _check_batches_for_batch_norm(config, model, len(data.train_labels))
     notes += _threads_notes(config, previous)
     run_dir = _choose_run_directory(args, preset.name)
+    trainer = None
     try:
         with discarded_if_unused(run_dir):
             record = _start(args, config, preset, (data, notes), run_dir)
@@ -212,8 +213,10 @@ def run(args: argparse.Namespace) -> int:
         # Stopped after the last step: the training is complete, the report is not.
         npcnn.save(model, run_dir / MODEL_FILE)
         return _report_unfinished(run_dir, stop.signal)
-    except NonFiniteLossError as err:
+    except (NonFiniteLossError, NonFiniteWeightsError) as err:
         raise CLIError(f"training diverged: {err}") from None
+    except KeyboardInterrupt as stop:  # a signal outside the training loop's steps
+        return _report_stop_outside_the_loop(stop, trainer, config["epochs"], model, run_dir)
     try:
         _finish(run_dir, model, data, record, history, started)
     except KeyboardInterrupt as stop:
@@ -436,6 +439,25 @@ def _report_interrupt(stop: TrainingInterrupted) -> int:
             file=sys.stderr,
         )
     return 128 + int(stop.signal)
+
+
+def _report_stop_outside_the_loop(
+    stop: KeyboardInterrupt, trainer: Trainer | None, epochs: int, model: Layer, run_dir: Path
+) -> int:
+    """A signal before the loop began or after it ended (its last reports): save the
+    model if the training is complete, and say what is missing."""
+    import npcnn
+
+    signum = getattr(stop, "signal", signal.SIGINT)
+    if trainer is not None and len(trainer.history.epochs) >= epochs:
+        npcnn.save(model, run_dir / MODEL_FILE)
+        return _report_unfinished(run_dir, signum)
+    name = signal.Signals(signum).name
+    how = "interrupted" if name == "SIGINT" else f"stopped by {name}"
+    last = None if trainer is None else trainer.last_checkpoint
+    saved = f"; resume with: {PROG} train --resume {shlex.quote(str(last))}" if last else ""
+    print(f"{PROG}: {how}{saved}", file=sys.stderr)
+    return 128 + int(signum)
 
 
 def _report_unfinished(run_dir: Path, signum: int) -> int:

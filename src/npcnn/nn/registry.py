@@ -140,9 +140,13 @@ class _Build:
     def check(self, shapes: Mapping[str, tuple[int, ...]]) -> None:
         """Compare the layer's stated shapes with the file's, then count them."""
         prefix = f"{self.prefix()}." if self.prefix() else ""
+        # A container that built a child without its name leaves the dotted names
+        # unknown below it: only the count is checked there (and load_state_dict
+        # compares the shapes once the layers exist).
+        named = "" not in self.path[1:]
         for name, shape in shapes.items():
             shape = tuple(int(n) for n in shape)
-            if self.shapes is None:
+            if self.shapes is None or not named:
                 continue
             found = self.shapes.get(prefix + name)
             if found is None:
@@ -188,7 +192,10 @@ def build_limits(
 
 def build_layer(spec: Mapping[str, Any], name: str = "") -> Layer:
     """Rebuild a layer from `layer_spec` output; `name` is its name in its parent
-    (for messages). Containers' `from_config` call it for their children.
+    (its attribute name: "0", "block1"...). Containers' `from_config` call it for
+    their children, with their names, so that messages name the layer and a
+    file's arrays are checked against the child's shapes before it allocates
+    them (without a name only their count is).
 
     Raises:
         ValueError: an unknown type, a bad configuration, or a limit exceeded

@@ -17,7 +17,7 @@
 
 from npcnn.training import callbacks, schedules
 from npcnn.training.checkpoint import load_checkpoint
-from npcnn.training.errors import NonFiniteLossError, TrainingInterrupted
+from npcnn.training.errors import NonFiniteLossError, NonFiniteWeightsError, TrainingInterrupted
 from npcnn.training.evaluate import EvalResult, as_model_input, evaluate
 from npcnn.training.history import EPOCH_KEYS, STEP_KEYS, History
 from npcnn.training.schedules import CosineAnnealingLR, LRScheduler, StepLR
@@ -31,6 +31,7 @@ __all__ = [
     "History",
     "LRScheduler",
     "NonFiniteLossError",
+    "NonFiniteWeightsError",
     "StepLR",
     "Trainer",
     "TrainingInterrupted",

@@ -62,3 +62,23 @@ class NonFiniteLossError(FloatingPointError):
         self.loss = loss
         self.lr = lr
         self.checkpoint_path = checkpoint_path
+
+
+class NonFiniteWeightsError(FloatingPointError):
+    """A parameter or buffer became NaN or infinite during an epoch (an update that
+    overflowed); training stopped before that epoch was evaluated or saved.
+
+    ``epoch`` is 1-based; ``name`` the first non-finite array's dotted name;
+    ``checkpoint_path`` the last checkpoint written (left untouched), or None.
+    """
+
+    def __init__(self, epoch: int, name: str, lr: float, checkpoint_path: Path | None) -> None:
+        kept = f"; the last good checkpoint is {checkpoint_path}" if checkpoint_path else ""
+        super().__init__(
+            f"the weights became NaN or infinite during epoch {epoch} ({name!r}) with "
+            f"learning rate {lr:g}; try a smaller learning rate{kept}"
+        )
+        self.epoch = epoch
+        self.name = name
+        self.lr = lr
+        self.checkpoint_path = checkpoint_path
