@@ -82,7 +82,16 @@ REFERENCE: dict[str, tuple[Callable, Callable]] = {
     "max_pool2d_relu": (_pool_relu_forward, _pool_relu_backward),
     "flatten_dense": (_flatten_dense_forward, _flatten_dense_backward),
 }
-for _name in ("conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "dense", "flatten", "relu"):
+for _name in (
+    "conv2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "global_avg_pool2d",
+    "batch_norm",
+    "dense",
+    "flatten",
+    "relu",
+):
     REFERENCE[_name] = (getattr(F, f"{_name}_forward"), getattr(F, f"{_name}_backward"))
 
 
@@ -195,6 +204,12 @@ CASES: dict[str, Case] = {
     ),
     "conv2d_grouped_no_dx": Case(
         "conv2d", _conv(2, 4, 6, 6, 6, 3, 2, 1, groups=2), back=NO_INPUT_GRAD
+    ),
+    "global_avg_pool2d": Case(
+        "global_avg_pool2d", lambda rng: (rng.standard_normal((3, 4, 5, 6)),)
+    ),
+    "global_avg_pool2d_channels_last": Case(
+        "global_avg_pool2d", lambda rng: (rng.standard_normal((2, 5, 3, 4)),), channels_last=True
     ),
     "conv2d_depthwise": Case("conv2d", _conv(3, 5, 7, 6, 5, 3, 1, 1, groups=5)),
     "conv2d_depthwise_strided": Case(

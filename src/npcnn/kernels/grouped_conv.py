@@ -22,6 +22,8 @@ taken directly, one shifted strided slice of the padded input per offset:
     dW[c*m + k, 0, i, j]  = sum_{n,a,b} xp[n, a*sh + i, b*sw + j, c] * dy[n, a, b, c*m + k]
 
 (kh*kw vectorised passes over the batch instead of kh*kw*C tiny products).
+With m > 1 the input's channels are first repeated m times, so that every
+pass runs over the O output channels, contiguous in channels-last memory.
 Both work in chunks of images spread over the cores, channels-last inside.
 """
 
@@ -190,27 +192,37 @@ def _depthwise_forward(
     """y (N, Ho, Wo, O) = the sum over (i, j) of shifted input slices times w[:, 0, i, j]."""
     stride, (ph, pw) = geometry
     (n, _, _, c), (o, _, kh, kw) = x_cl.shape, weight.shape
-    m = o // c
-    # w_dw[i, j, c, k] = weight[c*m + k, 0, i, j]: broadcasts over (B, ho, wo, C, m).
-    w_dw = weight.reshape(c, m, kh, kw).transpose(2, 3, 0, 1).copy()
+    w_dw = _depthwise_weight(weight)
     y = memory.empty((n, *size, o), dtype=weight.dtype)
 
     def run(rows: range) -> None:
-        xp = padded(x_cl[rows.start : rows.stop], ph, pw)
-        out = y[rows.start : rows.stop].reshape(len(rows), *size, c, m)
+        xp = _repeated(padded(x_cl[rows.start : rows.stop], ph, pw), o // c)
+        out = y[rows.start : rows.stop]
         term = memory.scratch("dw_term", out.shape, out.dtype)
         for i in range(kh):
             for j in range(kw):
-                win = _windows(xp, i, j, stride, size)[..., None]
+                win = _windows(xp, i, j, stride, size)
                 np.multiply(win, w_dw[i, j], out=out if i == j == 0 else term)
                 if i or j:
                     out += term
         if bias is not None:
-            out += bias.reshape(c, m)
+            out += bias
 
     per_image = size[0] * size[1] * o * y.itemsize  # the product term
     parallel_map(run, chunk_ranges(n, per_image, max_items=MAX_IMAGES_PER_CHUNK))
     return y
+
+
+def _depthwise_weight(weight: np.ndarray) -> np.ndarray:
+    """(O, 1, kh, kw) -> (kh, kw, O): w[i, j] multiplies the O channels of one input slice."""
+    return np.ascontiguousarray(weight[:, 0].transpose(1, 2, 0))
+
+
+def _repeated(xp: np.ndarray, m: int) -> np.ndarray:
+    """Channels-last xp (B, H, W, C) with each channel repeated m times: (B, H, W, C*m), channel
+    c*m + k holding x's channel c, so that output channel o reads input channel o of it.
+    Elementwise passes then run over O contiguous values (m = 1: xp itself)."""
+    return xp if m == 1 else np.repeat(xp, m, axis=3)
 
 
 def _depthwise_backward(
@@ -223,35 +235,35 @@ def _depthwise_backward(
     """dx (an NCHW view of channels-last memory, or None) and dweight, slice by slice."""
     stride, (ph, pw) = geometry
     (n, h, w, c), (o, _, kh, kw) = x_cl.shape, weight.shape
-    (_, ho, wo, _), m = dy_cl.shape, o // c
-    w_dw = weight.reshape(c, m, kh, kw).transpose(2, 3, 0, 1).copy()
+    _, ho, wo, _ = dy_cl.shape
+    w_dw = _depthwise_weight(weight)
     dx = memory.empty((n, h, w, c), dtype=x_cl.dtype) if need_input_grad else None
 
     def chunk(rows: range) -> np.ndarray:
-        """This chunk's dW as (kh, kw, C, m); its dx written into dx."""
+        """This chunk's dW as (kh, kw, O); its dx written into dx."""
         sl = slice(rows.start, rows.stop)
-        xp = padded(x_cl[sl], ph, pw)
-        dy5 = dy_cl[sl].reshape(len(rows), ho, wo, c, m)
-        term = memory.scratch("dw_term", dy5.shape, dy5.dtype)
-        dw = np.empty((kh, kw, c, m), dy5.dtype)
+        xp = _repeated(padded(x_cl[sl], ph, pw), o // c)
+        dy = dy_cl[sl]
+        term = memory.scratch("dw_term", dy.shape, dy.dtype)
+        ones = np.ones(term.size // o, dy.dtype)  # sums over pixels as one BLAS gemv
+        dw = np.empty((kh, kw, o), dy.dtype)
         dxp = memory.scratch("dw_dxp", xp.shape, xp.dtype) if need_input_grad else None
         if dxp is not None:
             dxp.fill(0)
         for i in range(kh):
             for j in range(kw):
-                np.multiply(_windows(xp, i, j, stride, (ho, wo))[..., None], dy5, out=term)
-                dw[i, j] = term.sum(axis=(0, 1, 2))
+                np.multiply(_windows(xp, i, j, stride, (ho, wo)), dy, out=term)
+                np.dot(ones, term.reshape(-1, o), out=dw[i, j])
                 if dxp is not None:
-                    np.multiply(dy5, w_dw[i, j], out=term)
-                    _windows(dxp, i, j, stride, (ho, wo))[...] += (
-                        term.sum(axis=4) if m > 1 else term[..., 0]
-                    )
-        if dx is not None:
-            dx[sl] = dxp[:, ph : ph + h, pw : pw + w]
+                    np.multiply(dy, w_dw[i, j], out=term)
+                    _windows(dxp, i, j, stride, (ho, wo))[...] += term
+        if dx is not None:  # the m copies of each input channel add up
+            inner = dxp[:, ph : ph + h, pw : pw + w]
+            dx[sl] = inner.reshape(*inner.shape[:3], c, o // c).sum(axis=4)
         return dw
 
     per_image = ho * wo * o * x_cl.itemsize  # the product term
     chunks = chunk_ranges(n, per_image, max_items=MAX_IMAGES_PER_CHUNK)
-    dw = sum(parallel_map(chunk, chunks), np.zeros((kh, kw, c, m), x_cl.dtype))
-    dweight = dw.transpose(2, 3, 0, 1).reshape(o, 1, kh, kw)
+    dw = sum(parallel_map(chunk, chunks), np.zeros((kh, kw, o), x_cl.dtype))
+    dweight = dw.transpose(2, 0, 1).reshape(o, 1, kh, kw)
     return (None if dx is None else from_channels_last(dx)), dweight
