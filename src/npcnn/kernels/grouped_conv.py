@@ -37,6 +37,10 @@ from npcnn.runtime.threads import chunk_ranges, parallel_map
 
 # Chunks of at most this many images, as in `npcnn.kernels.conv`.
 MAX_IMAGES_PER_CHUNK = 8
+# The depthwise passes are elementwise, with no GEMM whose operands must stay
+# in cache: bigger chunks (still within chunk_ranges' few MB) mean fewer
+# NumPy calls, each of which takes the GIL again.
+MAX_DEPTHWISE_IMAGES_PER_CHUNK = 32
 
 Geometry = tuple[tuple[int, int], tuple[int, int]]  # (stride, padding)
 
@@ -209,7 +213,7 @@ def _depthwise_forward(
             out += bias
 
     per_image = size[0] * size[1] * o * y.itemsize  # the product term
-    parallel_map(run, chunk_ranges(n, per_image, max_items=MAX_IMAGES_PER_CHUNK))
+    parallel_map(run, chunk_ranges(n, per_image, max_items=MAX_DEPTHWISE_IMAGES_PER_CHUNK))
     return y
 
 
@@ -263,7 +267,7 @@ def _depthwise_backward(
         return dw
 
     per_image = ho * wo * o * x_cl.itemsize  # the product term
-    chunks = chunk_ranges(n, per_image, max_items=MAX_IMAGES_PER_CHUNK)
+    chunks = chunk_ranges(n, per_image, max_items=MAX_DEPTHWISE_IMAGES_PER_CHUNK)
     dw = sum(parallel_map(chunk, chunks), np.zeros((kh, kw, o), x_cl.dtype))
     dweight = dw.transpose(2, 0, 1).reshape(o, 1, kh, kw)
     return (None if dx is None else from_channels_last(dx)), dweight
