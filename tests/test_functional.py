@@ -304,6 +304,12 @@ SIMPLE_OPS = {
         lambda r: {"x": r.standard_normal((2, 3, 2, 2))},
         ("x",),
     ),
+    "global_avg_pool2d": (
+        F.global_avg_pool2d_forward,
+        F.global_avg_pool2d_backward,
+        lambda r: {"x": r.standard_normal((2, 3, 4, 5))},
+        ("x",),
+    ),
     "softmax_cross_entropy": (
         F.softmax_cross_entropy_forward,
         F.softmax_cross_entropy_backward,
@@ -335,7 +341,9 @@ def _named(grads: tuple, *names: str) -> tuple[np.ndarray, dict[str, np.ndarray]
 
 
 def _conv(layer: nn.Conv2D, x: np.ndarray, training: bool):
-    y, cache = F.conv2d_forward(x, layer.weight.data, _bias(layer), layer.stride, layer.padding)
+    y, cache = F.conv2d_forward(
+        x, layer.weight.data, _bias(layer), layer.stride, layer.padding, layer.groups
+    )
     return y, lambda dy: _named(F.conv2d_backward(dy, cache), "weight", "bias")
 
 
@@ -395,6 +403,7 @@ KERNELS: dict[type, Callable] = {
     nn.Sigmoid: _no_parameters(F.sigmoid_forward, F.sigmoid_backward),
     nn.Tanh: _no_parameters(F.tanh_forward, F.tanh_backward),
     nn.Flatten: _no_parameters(F.flatten_forward, F.flatten_backward),
+    nn.GlobalAvgPool2D: _no_parameters(F.global_avg_pool2d_forward, F.global_avg_pool2d_backward),
     nn.Dropout: _dropout,
 }
 
@@ -407,6 +416,11 @@ LAYER_CASES = {
         lambda: nn.Conv2D(5, 3, (2, 3), stride=(1, 2), padding=(0, 1), rng=0),
         (1, 5, 6, 9),
     ),
+    "conv_grouped": (
+        lambda: nn.Conv2D(4, 6, 3, stride=2, padding=1, groups=2, rng=0),
+        (2, 4, 7, 6),
+    ),
+    "conv_depthwise": (lambda: nn.Conv2D(3, 6, 3, padding=1, groups=3, rng=0), (2, 3, 6, 5)),
     "max_pool_2x2": (lambda: nn.MaxPool2D(2), (2, 3, 6, 8)),
     "max_pool_overlapping": (lambda: nn.MaxPool2D(3, 2, 1), (2, 2, 9, 8)),
     "avg_pool": (lambda: nn.AvgPool2D((3, 2), (2, 1), (1, 0)), (3, 2, 5, 5)),
@@ -419,6 +433,7 @@ LAYER_CASES = {
     "sigmoid": (nn.Sigmoid, (3, 5)),
     "tanh": (nn.Tanh, (2, 3, 4)),
     "flatten": (nn.Flatten, (2, 3, 4, 5)),
+    "global_avg_pool": (nn.GlobalAvgPool2D, (2, 3, 4, 5)),
     "dropout": (lambda: nn.Dropout(0.3, rng=5), (4, 6)),
 }
 

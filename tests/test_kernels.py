@@ -82,7 +82,16 @@ REFERENCE: dict[str, tuple[Callable, Callable]] = {
     "max_pool2d_relu": (_pool_relu_forward, _pool_relu_backward),
     "flatten_dense": (_flatten_dense_forward, _flatten_dense_backward),
 }
-for _name in ("conv2d", "max_pool2d", "avg_pool2d", "batch_norm", "dense", "flatten", "relu"):
+for _name in (
+    "conv2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "global_avg_pool2d",
+    "batch_norm",
+    "dense",
+    "flatten",
+    "relu",
+):
     REFERENCE[_name] = (getattr(F, f"{_name}_forward"), getattr(F, f"{_name}_backward"))
 
 
@@ -106,12 +115,12 @@ def channels_last(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
 
 
-def _conv(n, c, h, w, o, k, s, p, bias=True):
+def _conv(n, c, h, w, o, k, s, p, bias=True, groups=1):
     def make(rng):
         kh, kw = (k, k) if isinstance(k, int) else k
         b = rng.standard_normal(o) if bias else None
         x = rng.standard_normal((n, c, h, w))
-        return x, rng.standard_normal((o, c, kh, kw)), b, s, p
+        return x, rng.standard_normal((o, c // groups, kh, kw)), b, s, p, groups
 
     return make
 
@@ -185,6 +194,33 @@ CASES: dict[str, Case] = {
     "conv2d_stride_3": Case("conv2d", _conv(2, 4, 9, 7, 5, (4, 2), (3, 2), (2, 1))),
     "conv2d_no_dx": Case("conv2d", _conv(2, 5, 6, 6, 4, 3, 1, 1), back=NO_INPUT_GRAD),
     "conv2d_no_dx_one_channel": Case("conv2d", _conv(2, 1, 6, 6, 4, 3, 2, 1), back=NO_INPUT_GRAD),
+    # grouped (a batched GEMM per chunk) and depthwise (shifted slices), with and without dx
+    "conv2d_grouped": Case("conv2d", _conv(3, 6, 7, 6, 4, 3, 2, 1, groups=2)),
+    "conv2d_grouped_non_square": Case(
+        "conv2d", _conv(2, 6, 8, 7, 9, (3, 2), (2, 1), (1, 0), bias=False, groups=3)
+    ),
+    "conv2d_grouped_channels_last": Case(
+        "conv2d", _conv(2, 8, 6, 6, 8, 3, 1, 1, groups=4), channels_last=True
+    ),
+    "conv2d_grouped_no_dx": Case(
+        "conv2d", _conv(2, 4, 6, 6, 6, 3, 2, 1, groups=2), back=NO_INPUT_GRAD
+    ),
+    "global_avg_pool2d": Case(
+        "global_avg_pool2d", lambda rng: (rng.standard_normal((3, 4, 5, 6)),)
+    ),
+    "global_avg_pool2d_channels_last": Case(
+        "global_avg_pool2d", lambda rng: (rng.standard_normal((2, 5, 3, 4)),), channels_last=True
+    ),
+    "conv2d_depthwise": Case("conv2d", _conv(3, 5, 7, 6, 5, 3, 1, 1, groups=5)),
+    "conv2d_depthwise_strided": Case(
+        "conv2d", _conv(2, 4, 9, 8, 4, (3, 2), (2, 3), (1, 1), groups=4)
+    ),
+    "conv2d_depthwise_multiplier": Case(
+        "conv2d", _conv(2, 3, 6, 7, 6, 3, 2, 1, bias=False, groups=3), channels_last=True
+    ),
+    "conv2d_depthwise_no_dx": Case(
+        "conv2d", _conv(2, 4, 6, 6, 8, 5, 1, 2, groups=4), back=NO_INPUT_GRAD
+    ),
     # max pooling: the 2x2 fast path (even sizes), the general loop, overlapping, padded
     "max_pool2d_2x2_ties": Case("max_pool2d", _pool((2, 3, 6, 8), 2, None, 0, ties=True)),
     "max_pool2d_2x2_odd": Case("max_pool2d", _pool((2, 3, 9, 7), 2, None, 0, ties=True)),
@@ -328,9 +364,9 @@ def test_batch_norm_kernels_leave_an_empty_batch_unnormalised(op: str) -> None:
     assert dx.shape == x.shape and not dweight.any() and not dbias.any()
 
 
-def test_fast_conv2d_says_it_has_no_groups() -> None:
-    with pytest.raises(ValueError, match="no groups"):
-        K.conv2d_forward(np.zeros((1, 4, 5, 5)), np.zeros((4, 2, 3, 3)), groups=2)
+def test_fast_conv2d_refuses_channels_that_do_not_split_into_groups() -> None:
+    with pytest.raises(ValueError, match="groups=3 does not fit"):
+        K.conv2d_forward(np.zeros((1, 4, 5, 5)), np.zeros((6, 1, 3, 3)), groups=3)
 
 
 @pytest.mark.parametrize(

@@ -99,6 +99,23 @@ def _chain_with_the_other_fusions() -> nn.Sequential:
     )
 
 
+def _depthwise_separable_chain() -> nn.Sequential:
+    """(3, 2, 6, 6) -> (3, 3): MobileNet's block (depthwise 3x3, pointwise 1x1, each with
+    BatchNorm2D+ReLU fused), a grouped conv, Identity, GlobalAvgPool2D and Dense."""
+    return nn.Sequential(
+        nn.Conv2D(2, 4, 3, stride=2, padding=1, groups=2, bias=False, rng=0),
+        nn.BatchNorm2D(4),
+        nn.ReLU(),
+        nn.Conv2D(4, 6, 1, bias=False, rng=1),
+        nn.BatchNorm2D(6),
+        nn.ReLU(),
+        nn.Conv2D(6, 6, 3, padding=1, groups=3, rng=2),
+        nn.Identity(),
+        nn.GlobalAvgPool2D(),
+        nn.Dense(6, 3, rng=3),
+    )
+
+
 #: One row per registered built-in layer type, and rows for the variants that
 #: take other code paths (strides, padding, no bias, cumulative statistics).
 EXAMPLES: tuple[Example, ...] = (
@@ -108,12 +125,24 @@ EXAMPLES: tuple[Example, ...] = (
         lambda: nn.Conv2D(2, 3, (3, 2), stride=(2, 1), padding=(1, 0), bias=False, rng=0),
         (2, 2, 6, 5),
     ),
+    Example(
+        "Conv2D-grouped",
+        lambda: nn.Conv2D(4, 6, (3, 2), stride=(2, 1), padding=1, groups=2, rng=0),
+        (2, 4, 6, 5),
+    ),
+    Example(
+        "Conv2D-depthwise",
+        lambda: nn.Conv2D(3, 6, 3, stride=2, padding=1, groups=3, bias=False, rng=0),
+        (2, 3, 7, 6),
+    ),
     Example("Dense", lambda: nn.Dense(4, 3, rng=0), (3, 4)),
     Example("Dense-no-bias", lambda: nn.Dense(4, 3, bias=False, rng=0), (3, 4)),
     Example("MaxPool2D", lambda: nn.MaxPool2D(2), (2, 2, 4, 6)),
     Example("MaxPool2D-overlapping-padded", lambda: nn.MaxPool2D(3, 2, 1), (2, 2, 5, 6)),
     Example("AvgPool2D", lambda: nn.AvgPool2D(2), (2, 2, 4, 6)),
     Example("AvgPool2D-overlapping-padded", lambda: nn.AvgPool2D(3, 2, 1), (2, 2, 5, 6)),
+    Example("GlobalAvgPool2D", nn.GlobalAvgPool2D, (2, 3, 4, 5)),
+    Example("Identity", nn.Identity, (2, 3, 4, 4)),
     Example("BatchNorm1D", lambda: nn.BatchNorm1D(3), (4, 3)),
     Example("BatchNorm2D", lambda: nn.BatchNorm2D(2), (3, 2, 3, 4)),
     Example("BatchNorm2D-momentum-None", lambda: nn.BatchNorm2D(2, momentum=None), (3, 2, 3, 4)),
@@ -125,6 +154,7 @@ EXAMPLES: tuple[Example, ...] = (
     Example("Flatten", nn.Flatten, (2, 3, 2, 4)),
     Example("Sequential", _chain_with_the_notebook_s_fusions, (3, 2, 6, 6)),
     Example("Sequential-other-fusions", _chain_with_the_other_fusions, (3, 2, 10, 10)),
+    Example("Sequential-depthwise-separable", _depthwise_separable_chain, (3, 2, 6, 6)),
 )
 
 

@@ -164,8 +164,10 @@ def test_reset_parameters_resets_batchnorm() -> None:
         (nn.Conv2D(64, 128, 3, rng=0), 64 * 9),
         (nn.Conv2D(16, 300, (2, 5), rng=1), 16 * 10),
         (nn.Dense(1000, 400, rng=2), 1000),
+        (nn.Conv2D(64, 512, 3, groups=8, rng=3), 8 * 9),  # fan_in = in/groups*kh*kw
+        (nn.Conv2D(256, 512, 5, groups=256, rng=4), 25),  # depthwise
     ],
-    ids=["conv3x3", "conv2x5", "dense"],
+    ids=["conv3x3", "conv2x5", "dense", "grouped", "depthwise"],
 )
 def test_default_init_is_he_normal(layer: nn.Layer, fan_in: int) -> None:
     w = layer.weight.data
@@ -856,3 +858,18 @@ def test_a_container_that_builds_children_without_names_loads(tmp_path) -> None:
         del nn.LAYERS["_PairWithoutNames"]
     x = np.ones((2, 3), dtype=np.float32)
     np.testing.assert_array_equal(loaded.forward(x), model.forward(x))
+
+
+@pytest.mark.parametrize("groups", [0, -1, 2, 4])
+def test_conv_groups_must_divide_both_channel_counts(groups: int) -> None:
+    with pytest.raises(ValueError, match=f"groups={groups} must be >= 1 and divide"):
+        nn.Conv2D(6, 9, 3, groups=groups)
+
+
+def test_conv_config_without_groups_is_an_ordinary_conv() -> None:
+    config = nn.Conv2D(4, 6, 3, groups=2).config()
+    assert config["groups"] == 2
+    assert nn.Conv2D.state_shapes(config)["weight"] == (6, 2, 3, 3)
+    del config["groups"]  # a file written before groups existed
+    assert nn.Conv2D.state_shapes(config)["weight"] == (6, 4, 3, 3)
+    assert nn.Conv2D.from_config(config).weight.shape == (6, 4, 3, 3)

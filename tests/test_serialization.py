@@ -275,6 +275,16 @@ def test_summary_of_notebook(notebook_model, capsys) -> None:
     assert "Conv2D" in printed
 
 
+def test_summary_columns_fit_a_long_layer_name(capsys) -> None:
+    model = nn.Sequential(nn.Conv2D(2, 4, 3, groups=2, rng=0), nn.GlobalAvgPool2D())
+    model.summary(input_shape=(2, 5, 5))
+    lines = capsys.readouterr().out.splitlines()
+    row = next(line for line in lines if "GlobalAvgPool2D" in line)
+    assert row.split() == ["1", "GlobalAvgPool2D", "(None,", "4)", "0"]
+    header = next(line for line in lines if line.startswith("#"))
+    assert row.index("(None") == header.index("Output shape")
+
+
 def test_summary_rejects_an_input_that_does_not_fit(notebook_model) -> None:
     with pytest.raises(ValueError):
         notebook_model().summary(input_shape=(3, 28, 28))

@@ -106,6 +106,23 @@ def test_conv2d(shape, f, k, s, p, bias, rng: np.random.Generator) -> None:
 
 
 @pytest.mark.parametrize(
+    ("shape", "f", "k", "s", "p", "groups"),
+    [
+        ((2, 4, 9, 9), 6, 3, 1, 1, 2),
+        ((2, 6, 8, 7), 9, (3, 2), (2, 1), (1, 0), 3),
+        ((2, 8, 9, 9), 8, 3, 2, 1, 8),  # depthwise
+        ((1, 4, 7, 8), 8, 3, 1, 1, 4),  # depthwise, two filters per channel
+        ((2, 16, 14, 14), 16, 5, 2, 2, 16),  # depthwise, many channels
+    ],
+)
+@pytest.mark.parametrize("bias", [True, False])
+def test_grouped_conv2d(shape, f, k, s, p, groups, bias, rng: np.random.Generator) -> None:
+    layer = nn.Conv2D(shape[1], f, k, stride=s, padding=p, bias=bias, groups=groups, rng=rng)
+    module = tnn.Conv2d(shape[1], f, k, stride=s, padding=p, bias=bias, groups=groups)
+    check_layer(layer, module, _x(rng, shape), rng)
+
+
+@pytest.mark.parametrize(
     ("shape", "k", "s", "p"),
     [
         ((2, 3, 8, 8), 2, None, 0),
@@ -140,8 +157,10 @@ def test_maxpool_ties_match_torch(rng: np.random.Generator) -> None:
         (nn.Sigmoid, tnn.Sigmoid),
         (nn.Tanh, tnn.Tanh),
         (nn.Flatten, tnn.Flatten),
+        (nn.Identity, tnn.Identity),
+        (nn.GlobalAvgPool2D, lambda: tnn.Sequential(tnn.AdaptiveAvgPool2d(1), tnn.Flatten())),
     ],
-    ids=["relu", "leaky", "leaky0.3", "sigmoid", "tanh", "flatten"],
+    ids=["relu", "leaky", "leaky0.3", "sigmoid", "tanh", "flatten", "identity", "global_avg"],
 )
 @pytest.mark.parametrize("training", [True, False])
 def test_parameterless_layers(make, make_torch, training, rng: np.random.Generator) -> None:

@@ -12,7 +12,7 @@ their temporaries from per-thread scratch (`npcnn.runtime.memory`). A
 forward's `need_cache=False` lets a kernel skip what only the backward needs.
 
     conv.py         conv2d (groups=1): im2col of channels-last memory, GEMM per chunk
-    pooling.py      max_pool2d, avg_pool2d, and max_pool2d_relu (the two commute)
+    pooling.py      max_pool2d, avg_pool2d, global_avg_pool2d, and max_pool2d_relu (the two commute)
     batchnorm.py    batch_norm, and the statistics and backward formula every
                     batch-norm kernel shares
     linear.py       dense, flatten
@@ -40,6 +40,8 @@ from npcnn.kernels.linear import dense_backward, dense_forward, flatten_backward
 from npcnn.kernels.pooling import (
     avg_pool2d_backward,
     avg_pool2d_forward,
+    global_avg_pool2d_backward,
+    global_avg_pool2d_forward,
     max_pool2d_backward,
     max_pool2d_forward,
     max_pool2d_relu_backward,
@@ -63,6 +65,8 @@ __all__ = [
     "flatten_dense_backward",
     "flatten_dense_forward",
     "flatten_forward",
+    "global_avg_pool2d_backward",
+    "global_avg_pool2d_forward",
     "max_pool2d_backward",
     "max_pool2d_forward",
     "max_pool2d_relu_backward",

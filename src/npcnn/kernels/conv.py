@@ -20,14 +20,15 @@ Backward, given dy = dL/dy:
 
 The work is done in chunks of at most `MAX_IMAGES_PER_CHUNK` images, spread
 over the cores; each chunk's matrices live in its thread's scratch memory.
-Only groups=1 is implemented (the reference has grouped convolutions).
+Grouped and depthwise convolutions (groups > 1) go to `npcnn.kernels.grouped_conv`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from npcnn.kernels.layout import from_channels_last, to_channels_last
+from npcnn.kernels.grouped_conv import grouped_backward, grouped_forward
+from npcnn.kernels.layout import from_channels_last, padded, to_channels_last
 from npcnn.runtime import memory
 from npcnn.runtime.threads import chunk_ranges, parallel_map, with_single_threaded_blas
 from npcnn.shapes import Pair, as_pair, check_shape, output_size
@@ -38,24 +39,6 @@ FEW_CHANNELS = 4
 # thousands of rows, and small chunks share the work out evenly (a thread that
 # wakes late, or finishes last, costs at most one small chunk).
 MAX_IMAGES_PER_CHUNK = 8
-
-
-def pad_into(x: np.ndarray, out: np.ndarray, ph: int, pw: int) -> None:
-    """Copy channels-last `x` (N, H, W, C) into `out`, zero-padded by (ph, pw) in H and W."""
-    _, h, w, _ = x.shape
-    out.fill(0)
-    out[:, ph : ph + h, pw : pw + w] = x
-
-
-def padded(x_cl: np.ndarray, ph: int, pw: int) -> np.ndarray:
-    """A few channels-last images zero-padded, in the thread's scratch buffer "padded"
-    (x_cl itself when there is no padding)."""
-    b, h, w, c = x_cl.shape
-    if ph == 0 and pw == 0:
-        return x_cl
-    xp = memory.scratch("padded", (b, h + 2 * ph, w + 2 * pw, c), x_cl.dtype)
-    pad_into(x_cl, xp, ph, pw)
-    return xp
 
 
 def im2col(
@@ -107,11 +90,13 @@ def im2col(
     return cols.reshape(b * ho * wo, kh * kw * c)
 
 
-def _check_groups(groups: int) -> None:
-    if groups != 1:
+def _check_groups(x: np.ndarray, weight: np.ndarray, groups: int) -> None:
+    """ValueError unless C and O split into `groups` and weight is (O, C/groups, kh, kw)."""
+    c, (o, cg) = x.shape[1], weight.shape[:2]
+    if groups < 1 or c % groups or o % groups or cg * groups != c:
         raise ValueError(
-            f"the fast conv2d has no groups (got groups={groups}): "
-            "use npcnn.nn.functional.conv2d_forward"
+            f"conv2d groups={groups} does not fit x of shape {x.shape} "
+            f"and weight of shape {weight.shape} (O, C/groups, kh, kw)"
         )
 
 
@@ -124,17 +109,21 @@ def conv2d_forward(
     padding: Pair = (0, 0),
     groups: int = 1,
 ) -> tuple[np.ndarray, tuple]:
-    """y = conv2d(x): x (N, C, H, W), weight (O, C, kh, kw), bias (O,) or None -> y (N, O, Ho, Wo).
+    """y = conv2d(x): x (N, C, H, W), weight (O, C/G, kh, kw), bias (O,) or None -> (N, O, Ho, Wo).
 
-    x and weight share one float dtype. Returns (y, cache), y an NCHW view of
-    channels-last memory. Raises ValueError when the kernel does not fit the
-    padded input, or for groups other than 1.
+    x and weight share one float dtype; G = groups. Returns (y, cache), y an
+    NCHW view of channels-last memory. Raises ValueError when the kernel does
+    not fit the padded input, or the channels do not split into `groups`.
     """
-    _check_groups(groups)
+    _check_groups(x, weight, groups)
     (sh, sw), (ph, pw) = as_pair(stride, "stride"), as_pair(padding, "padding")
     o, _, kh, kw = weight.shape
     ho, wo = output_size(x.shape[2], kh, sh, ph), output_size(x.shape[3], kw, sw, pw)
     x_cl = to_channels_last(x)
+    cache = (x_cl, weight, bias is not None, (sh, sw), (ph, pw), groups)
+    if groups != 1:
+        y = grouped_forward(x_cl, weight, bias, ((sh, sw), (ph, pw)), groups)
+        return from_channels_last(y), cache
     n = x_cl.shape[0]
     # (O, C, kh, kw) -> (kh*kw*C, O), matching the (i, j, channel) order of cols.
     w_mat = weight.transpose(2, 3, 1, 0).reshape(-1, o)
@@ -149,24 +138,27 @@ def conv2d_forward(
 
     per_image = ho * wo * w_mat.shape[0] * y.itemsize  # the cols matrix
     parallel_map(run, chunk_ranges(n, per_image, max_items=MAX_IMAGES_PER_CHUNK))
-    return from_channels_last(y), (x_cl, weight, bias is not None, (sh, sw), (ph, pw))
+    return from_channels_last(y), cache
 
 
 @with_single_threaded_blas
 def conv2d_backward(
     dy: np.ndarray, cache: tuple, need_input_grad: bool = True
 ) -> tuple[np.ndarray | None, np.ndarray, np.ndarray | None]:
-    """dy (N, O, Ho, Wo) -> (dx (N, C, H, W), dweight (O, C, kh, kw), dbias (O,) or None).
+    """dy (N, O, Ho, Wo) -> (dx (N, C, H, W), dweight (O, C/G, kh, kw), dbias (O,) or None).
 
     dy in the weight's dtype. With need_input_grad=False, dx is not computed
     and None stands in its place. Raises ValueError when dy is not (N, O, Ho, Wo).
     """
-    x_cl, weight, has_bias, (sh, sw), (ph, pw) = cache
+    x_cl, weight, has_bias, (sh, sw), (ph, pw), groups = cache
     (n, h, w, _), (o, _, kh, kw) = x_cl.shape, weight.shape
     ho, wo = output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
     check_shape(dy, (n, o, ho, wo), "conv2d_backward: dy")
     dy_cl = to_channels_last(dy)
-    if need_input_grad:
+    if groups != 1:
+        geometry = ((sh, sw), (ph, pw))
+        dx, dweight = grouped_backward(x_cl, dy_cl, weight, geometry, groups, need_input_grad)
+    elif need_input_grad:
         dx, dweight = _input_and_weight_grads(x_cl, dy_cl, weight, (sh, sw), (ph, pw))
     else:
         dx, dweight = None, _weight_grad(x_cl, dy_cl, weight, (sh, sw), (ph, pw))

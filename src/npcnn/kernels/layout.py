@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from npcnn.runtime import memory
+
 
 def to_channels_last(x: np.ndarray) -> np.ndarray:
     """(N, C, H, W) -> (N, H, W, C), contiguous (a free view for our kernels' outputs)."""
@@ -31,3 +33,21 @@ def from_channels_last(x: np.ndarray) -> np.ndarray:
 def is_channels_last(x: np.ndarray) -> bool:
     """True when the NCHW-shaped `x` has channels-last memory."""
     return x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous
+
+
+def pad_into(x: np.ndarray, out: np.ndarray, ph: int, pw: int) -> None:
+    """Copy channels-last `x` (N, H, W, C) into `out`, zero-padded by (ph, pw) in H and W."""
+    _, h, w, _ = x.shape
+    out.fill(0)
+    out[:, ph : ph + h, pw : pw + w] = x
+
+
+def padded(x_cl: np.ndarray, ph: int, pw: int) -> np.ndarray:
+    """A few channels-last images zero-padded, in the thread's scratch buffer "padded"
+    (x_cl itself when there is no padding)."""
+    b, h, w, c = x_cl.shape
+    if ph == 0 and pw == 0:
+        return x_cl
+    xp = memory.scratch("padded", (b, h + 2 * ph, w + 2 * pw, c), x_cl.dtype)
+    pad_into(x_cl, xp, ph, pw)
+    return xp

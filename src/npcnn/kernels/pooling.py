@@ -285,3 +285,25 @@ def avg_pool2d_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
         window(dxp, i, j, ho, wo, stride)[...] += dy_cl
     h, w = padded_shape[1] - 2 * ph, padded_shape[2] - 2 * pw
     return from_channels_last(dxp[:, ph : ph + h, pw : pw + w])
+
+
+def global_avg_pool2d_forward(x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """y[n, c] = mean over (h, w) of x[n, c, h, w]: x (N, C, H, W) -> y (N, C).
+
+    The mean runs over contiguous channel vectors of channels-last memory.
+    Returns (y, cache: x's shape). ValueError unless x is (N, C, H, W), H, W >= 1.
+    """
+    if x.ndim != 4 or x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"global_avg_pool2d expects x (N, C, H, W), got shape {x.shape}")
+    n, c, h, w = x.shape
+    return to_channels_last(x).reshape(n, h * w, c).mean(axis=1), x.shape
+
+
+def global_avg_pool2d_backward(dy: np.ndarray, cache: tuple[int, ...]) -> np.ndarray:
+    """dy (N, C) -> dx (N, C, H, W) = dy[n, c] / (H*W) everywhere, an NCHW view of
+    channels-last memory (what the fast conv and batch-norm kernels take for free)."""
+    n, c, h, w = cache
+    check_shape(dy, (n, c), "global_avg_pool2d_backward: dy")
+    dx = memory.empty((n, h, w, c), dtype=dy.dtype)
+    dx[...] = (dy / (h * w))[:, None, None, :]
+    return from_channels_last(dx)

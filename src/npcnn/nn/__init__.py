@@ -1,7 +1,7 @@
 """Layers, containers, losses and initialisers: `from npcnn import nn`."""
 
 from npcnn.nn import functional, init
-from npcnn.nn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
+from npcnn.nn.activations import Identity, LeakyReLU, ReLU, Sigmoid, Tanh
 from npcnn.nn.backend import use_reference
 from npcnn.nn.batchnorm import BatchNorm1D, BatchNorm2D, update_bn
 from npcnn.nn.container import Sequential
@@ -12,7 +12,7 @@ from npcnn.nn.fusion import no_fusion, set_fusion
 from npcnn.nn.linear import Dense, Flatten
 from npcnn.nn.loss import CrossEntropyLoss
 from npcnn.nn.module import Layer, NoForwardError, Parameter, inference_backward
-from npcnn.nn.pooling import AvgPool2D, MaxPool2D
+from npcnn.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from npcnn.nn.random_state import generator_states, set_generator_states
 from npcnn.nn.registry import LAYERS, register_layer
 
@@ -24,6 +24,8 @@ for _cls in (
     Dense,
     Dropout,
     Flatten,
+    GlobalAvgPool2D,
+    Identity,
     LeakyReLU,
     MaxPool2D,
     ReLU,
@@ -44,6 +46,8 @@ __all__ = [
     "Dense",
     "Dropout",
     "Flatten",
+    "GlobalAvgPool2D",
+    "Identity",
     "Layer",
     "LeakyReLU",
     "MaxPool2D",

@@ -14,6 +14,22 @@ from npcnn.nn.backend import active_kernels
 from npcnn.nn.module import Layer, NoForwardError, keeps_cache
 
 
+class Identity(Layer):
+    """y = x, the same array (no copy), as PyTorch's nn.Identity. Backward: dx = dy.
+
+    A placeholder where a network needs a layer that does nothing: the
+    identity shortcut of a residual block, a branch left as it is.
+    """
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """x of any shape -> x itself."""
+        return x
+
+    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """dy -> dy itself (None with need_input_grad=False)."""
+        return dy if need_input_grad else None
+
+
 class ReLU(Layer):
     """y = max(x, 0). Backward: dx = dy where x > 0, else 0."""
 

@@ -37,13 +37,17 @@ from npcnn.shapes import as_pair
 
 
 class Conv2D(Layer):
-    """2-D convolution over (N, C, H, W) input; weight (out, in, kh, kw) as in PyTorch.
+    """2-D convolution over (N, C, H, W) input; weight (out, in/groups, kh, kw) as in PyTorch.
 
     Args:
         in_channels, out_channels: C and O.
         kernel_size, stride, padding: an int or an (h, w) pair; zero padding.
         bias: learn an additive bias per output channel.
-        rng: seed or Generator for the He-normal initial weights.
+        groups: G, dividing both C and O: output channels o of group
+            g = o // (O/G) see only input channels g*C/G ... (g+1)*C/G - 1
+            (PyTorch's semantics). G = C is a depthwise convolution.
+        rng: seed or Generator for the He-normal initial weights
+            (fan_in = C/G * kh * kw, as PyTorch).
         dtype: float32 (default) or float64.
     """
 
@@ -55,6 +59,7 @@ class Conv2D(Layer):
         stride: int | tuple[int, int] = 1,
         padding: int | tuple[int, int] = 0,
         bias: bool = True,
+        groups: int = 1,
         *,
         rng: np.random.Generator | int | None = None,
         dtype: np.typing.DTypeLike = DEFAULT_DTYPE,
@@ -67,6 +72,7 @@ class Conv2D(Layer):
                 f"Conv2D needs in_channels and out_channels >= 1, "
                 f"got {in_channels} and {out_channels}"
             )
+        self.groups = _checked_groups(groups, self.in_channels, self.out_channels)
         self.kernel_size = as_pair(kernel_size, "kernel_size")
         self.stride = as_pair(stride, "stride")
         self.padding = as_pair(padding, "padding")
@@ -77,7 +83,9 @@ class Conv2D(Layer):
             )
         dtype = parameter_dtype(dtype)
         kh, kw = self.kernel_size
-        self.weight = Parameter(np.zeros((out_channels, in_channels, kh, kw), dtype=dtype))
+        self.weight = Parameter(
+            np.zeros((out_channels, in_channels // self.groups, kh, kw), dtype=dtype)
+        )
         self.bias = Parameter(np.zeros(out_channels, dtype=dtype)) if bias else None
         self._cache: tuple | None = None  # (kernel set, kernel cache) of a training forward
         self.reset_parameters(rng)
@@ -110,7 +118,9 @@ class Conv2D(Layer):
         kernels = active_kernels()
         bias = self.bias.data if self.bias is not None else None
         x = x.astype(self.weight.data.dtype, copy=False)
-        y, cache = kernels.conv2d_forward(x, self.weight.data, bias, self.stride, self.padding)
+        y, cache = kernels.conv2d_forward(
+            x, self.weight.data, bias, self.stride, self.padding, self.groups
+        )
         # An inference forward drops a training forward's cache: it holds big arrays.
         self._cache = (kernels, cache) if keeps_cache(training) else None
         return y
@@ -139,13 +149,26 @@ class Conv2D(Layer):
             "stride": list(self.stride),
             "padding": list(self.padding),
             "bias": self.bias is not None,
+            "groups": self.groups,
         }
 
     @classmethod
     def state_shapes(cls, config: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
         out_channels, in_channels = int(config["out_channels"]), int(config["in_channels"])
         kh, kw = as_pair(config["kernel_size"], "kernel_size")
-        shapes = {"weight": (out_channels, in_channels, kh, kw)}
+        groups = _checked_groups(config.get("groups", 1), in_channels, out_channels)
+        shapes = {"weight": (out_channels, in_channels // groups, kh, kw)}
         if config.get("bias", True):
             shapes["bias"] = (out_channels,)
         return shapes
+
+
+def _checked_groups(groups: Any, in_channels: int, out_channels: int) -> int:
+    """`groups` as an int; ValueError unless it is >= 1 and divides both channel counts."""
+    g = int(groups)
+    if g < 1 or in_channels % g or out_channels % g:
+        raise ValueError(
+            f"Conv2D groups={groups} must be >= 1 and divide in_channels={in_channels} "
+            f"and out_channels={out_channels}"
+        )
+    return g

@@ -15,7 +15,8 @@ from npcnn.nn.module import Parameter
 
 
 def fan_in(shape: tuple[int, ...]) -> int:
-    """Inputs feeding one output: `in` for Dense (out, in), `in*kh*kw` for Conv2D."""
+    """Inputs feeding one output: `in` for Dense (out, in), `in/groups*kh*kw` for a
+    Conv2D weight (out, in/groups, kh, kw), as PyTorch."""
     return int(np.prod(shape[1:])) if len(shape) > 1 else int(shape[0])
 
 

@@ -115,3 +115,32 @@ class AvgPool2D(_Pool2D):
         kernels, cache = self._cache
         dx = kernels.avg_pool2d_backward(dy, cache)
         return dx if need_input_grad else None
+
+
+class GlobalAvgPool2D(Layer):
+    """y[n, c] = mean over (h, w) of x[n, c, h, w]: (N, C, H, W) -> (N, C).
+
+    The output is flattened, as Keras' GlobalAveragePooling2D; PyTorch writes
+    it as AdaptiveAvgPool2d(1) followed by flatten (torch.flatten(x, 1)), so
+    a Dense layer can follow directly. Backward: dx[n, c, h, w] = dy[n, c] / (H*W).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache: tuple | None = None  # (kernel set, kernel cache) of a training forward
+
+    def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+        """x (N, C, H, W) floats -> y (N, C)."""
+        check_input(x, 4, self)
+        kernels = active_kernels()
+        y, cache = kernels.global_avg_pool2d_forward(x)
+        if keeps_cache(training):  # (an inference forward leaves a training forward's cache)
+            self._cache = (kernels, cache)
+        return y
+
+    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
+        """dy (N, C) -> dx (N, C, H, W) (None with need_input_grad=False)."""
+        if self._cache is None:
+            raise NoForwardError(self)
+        kernels, cache = self._cache
+        return kernels.global_avg_pool2d_backward(dy, cache) if need_input_grad else None

@@ -64,13 +64,15 @@ def _fused_blocks(model: Layer, layers: list[Layer]) -> dict[int, str]:
 def format_summary(rows: list[dict[str, Any]], input_shape: tuple[int, ...]) -> str:
     """The rows of `summarize` as a fixed-width text table; a fused block's name is written
     on its first row, its range of layers on the others."""
-    header = f"{'#':<4}{'Layer':<14}{'Output shape':<24}{'Params':>10}"
+    # The layer column fits the longest type name ("GlobalAvgPool2D") and a space.
+    tw = max(14, 1 + max((len(r["type"]) for r in rows[:-1]), default=0))
+    header = f"{'#':<4}{'Layer':<{tw}}{'Output shape':<24}{'Params':>10}"
     fused = any(r.get("fused") for r in rows[:-1])
     rule = "-" * (len(header) + (36 if fused else 0))
     lines = [f"Input shape: {(None, *input_shape)}", rule]
     lines += [header + ("  Fused" if fused else ""), rule]
     for i, r in enumerate(rows[:-1]):
-        line = f"{r['name']:<4}{r['type']:<14}{r['output_shape']!s:<24}{r['params']:>10,}"
+        line = f"{r['name']:<4}{r['type']:<{tw}}{r['output_shape']!s:<24}{r['params']:>10,}"
         block = r.get("fused")
         if block:
             first = i == 0 or rows[i - 1].get("fused") != block

@@ -18,7 +18,7 @@ tests/test_functional.py), not for speed: conv2d copies every receptive
 field (im2col) and pooling does too.
 
     conv.py        conv2d (grouped and depthwise too), im2col, col2im
-    pooling.py     max_pool2d, avg_pool2d
+    pooling.py     max_pool2d, avg_pool2d, global_avg_pool2d
     batchnorm.py   batch_norm, over (N, C) or (N, C, H, W)
     linear.py      dense, flatten
     activations.py relu, leaky_relu, sigmoid, tanh
@@ -62,6 +62,8 @@ from npcnn.nn.functional.loss import (
 from npcnn.nn.functional.pooling import (
     avg_pool2d_backward,
     avg_pool2d_forward,
+    global_avg_pool2d_backward,
+    global_avg_pool2d_forward,
     max_pool2d_backward,
     max_pool2d_forward,
 )
@@ -80,6 +82,8 @@ __all__ = [
     "dropout_forward",
     "flatten_backward",
     "flatten_forward",
+    "global_avg_pool2d_backward",
+    "global_avg_pool2d_forward",
     "im2col",
     "leaky_relu_backward",
     "leaky_relu_forward",

@@ -95,3 +95,24 @@ def avg_pool2d_backward(dy: np.ndarray, cache: tuple) -> np.ndarray:
     dwindows = np.repeat(dy_rows / (kh * kw), kh * kw, axis=1)  # (N*Ho*Wo*C, kh*kw)
     dcols = dwindows.reshape(-1, x_shape[1] * kh * kw)  # (N*Ho*Wo, C*kh*kw)
     return col2im(dcols, x_shape, kh, kw, stride, padding)
+
+
+def global_avg_pool2d_forward(x: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """y[n, c] = mean over (h, w) of x[n, c, h, w]: x (N, C, H, W) -> y (N, C).
+
+    Keras' GlobalAveragePooling2D; PyTorch's AdaptiveAvgPool2d(1) followed by
+    flatten. Returns (y, cache: x's shape). Raises ValueError unless x is
+    (N, C, H, W) with H, W >= 1.
+    """
+    if x.ndim != 4 or x.shape[2] < 1 or x.shape[3] < 1:
+        raise ValueError(f"global_avg_pool2d expects x (N, C, H, W), got shape {x.shape}")
+    return x.mean(axis=(2, 3)), x.shape
+
+
+def global_avg_pool2d_backward(dy: np.ndarray, cache: tuple[int, ...]) -> np.ndarray:
+    """dy (N, C) -> dx (N, C, H, W) with dx[n, c, h, w] = dy[n, c] / (H*W)."""
+    n, c, h, w = cache
+    check_shape(dy, (n, c), "global_avg_pool2d_backward: dy")
+    dx = np.empty(cache, dtype=dy.dtype)
+    dx[...] = (dy / (h * w))[:, :, None, None]
+    return dx
