@@ -347,7 +347,8 @@ def _threads_notes(config: dict[str, Any], previous: dict[str, Any] | None) -> l
     if before is None or before == config["threads"]:
         return []
     return [
-        f"note: the checkpoint's run used {before} threads, this one {config['threads']}: "
+        f"note: the checkpoint's run used {before} thread{'s' if before != 1 else ''}, "
+        f"this one {config['threads']}: "
         "sums are split differently, so the result may differ from an uninterrupted run "
         "in the last bits"
     ]
