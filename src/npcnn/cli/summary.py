@@ -36,5 +36,5 @@ def run(args: argparse.Namespace) -> int:
         preset = get_preset(args.preset or DEFAULT_PRESET)
         model = preset.model(seed=0)
         print(f"Preset: {preset.name} ({preset.description})")
-    model.summary((1, 28, 28))
+    model.summary(getattr(model, "input_shape", (1, 28, 28)))  # a Model knows its input
     return EXIT_OK
