@@ -17,6 +17,7 @@ import pytest
 
 import npcnn
 from npcnn import nn, optim
+from npcnn.cli.main import main
 from npcnn.training import Trainer
 from test_training_helpers import NUM_CLASSES, assert_same_state, batches, validation
 
@@ -223,6 +224,8 @@ def test_build_errors_name_the_layers_and_shapes() -> None:
         nn.Model(x, x)
     with pytest.raises(ValueError, match=r"expects input of shape \(N, 3, 8, 8\)"):
         nn.Model(x, a).forward(np.zeros((1, 3, 4, 4), np.float32))
+    with pytest.raises(TypeError, match="one numpy array"):
+        nn.Model(x, a).forward([np.zeros((1, 3, 8, 8), np.float32)])
 
 
 def test_summary_has_a_connected_to_column_and_marks_fused_blocks() -> None:
@@ -324,3 +327,18 @@ def test_the_readme_graph_example_runs(tmp_path, monkeypatch, capsys) -> None:
     assert namespace["logits"].shape == (4, 10)
     assert "block2.proj_bn.running_var" in model.state_dict()
     assert npcnn.load(tmp_path / "resnet.npz").config() == model.config()
+
+
+def test_the_cli_summarises_a_saved_model_and_refuses_a_broken_one(tmp_path, capsys) -> None:
+    npcnn.save(projection_block(), tmp_path / "block.npz")
+    assert main(["summary", str(tmp_path / "block.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "Connected to" in out and "proj_bn (BatchNorm2D)" in out and "bn2, proj_bn" in out
+
+    def no_output(config):
+        config["output"] = "nowhere"
+
+    assert main(["summary", _saved_architecture(tmp_path, no_output)]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("npcnn: error: ") and err.count("\n") == 1
+    assert "'nowhere' is no layer's name" in err

@@ -193,11 +193,14 @@ class Model(Layer):
         """x (N, *input_shape) floats -> the output node's output.
 
         Raises:
-            TypeError: non-float input. ValueError: x's shape is not (N, *input_shape).
+            TypeError: not an array, or not floats. ValueError: x's shape is not
+                (N, *input_shape).
         """
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"Model takes one numpy array (one input), got {type(x).__name__}")
         check_float(x, "Model")
-        if not isinstance(x, np.ndarray) or x.shape[1:] != self.input_shape:
-            shape = getattr(x, "shape", None)
+        if x.shape[1:] != self.input_shape:
+            shape = x.shape
             raise ValueError(
                 f"Model expects input of shape (N, {str(self.input_shape)[1:]}, got {shape}"
             )
