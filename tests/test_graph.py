@@ -8,8 +8,10 @@ bit for bit; the Trainer fits and resumes a Model exactly.
 
 from __future__ import annotations
 
+import gc
 import json
 import re
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -342,3 +344,12 @@ def test_the_cli_summarises_a_saved_model_and_refuses_a_broken_one(tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith("npcnn: error: ") and err.count("\n") == 1
     assert "'nowhere' is no layer's name" in err
+
+
+def test_a_dropped_model_frees_its_layers() -> None:
+    # The record that refuses a second call of a layer must not keep the layer alive.
+    model = identity_block()
+    probe = weakref.ref(next(model.children()))
+    del model
+    gc.collect()
+    assert probe() is None

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 _node_ids = itertools.count()
-#: The node each layer was called in (a layer is in one node at most).
-_node_of_layer: weakref.WeakKeyDictionary[Any, Node] = weakref.WeakKeyDictionary()
+#: The label of the node each layer was called in (a layer is in one node at most).
+#: Labels, not nodes: a node holds its layer, which would then never be freed.
+_node_of_layer: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 
 @dataclass(eq=False)
@@ -118,7 +119,7 @@ def call_symbolic(
     if previous is not None:
         raise ValueError(
             f"this {type(layer).__name__} is already called in a graph (as "
-            f"{node_label(previous)}): a layer instance may be called once (shared weights "
+            f"{previous}): a layer instance may be called once (shared weights "
             "are not supported); create another layer"
         )
     empty = [np.zeros((0, *t.shape[1:]), dtype=t.dtype) for t in inputs]
@@ -132,5 +133,5 @@ def call_symbolic(
         raise ValueError(f"cannot call {label} on {shapes}: {message}") from None
     node = Node(layer, inputs, merge, name)
     node.output = SymbolicTensor((None, *y.shape[1:]), node=node, dtype=y.dtype)
-    _node_of_layer[layer] = node
+    _node_of_layer[layer] = node_label(node)
     return node.output
