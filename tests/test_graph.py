@@ -222,6 +222,10 @@ def test_build_errors_name_the_layers_and_shapes() -> None:
         nn.Model(nn.Input((3,)), nn.ReLU()(other))
     with pytest.raises(ValueError, match="named 'conv1'"):
         nn.Model(x, nn.Conv2D(4, 4, 1)(a, name="conv1"))
+    with pytest.raises(ValueError, match="cannot name a layer 'nodes'"):
+        nn.Model(x, nn.ReLU()(a, name="nodes"))
+    with pytest.raises(ValueError, match="cannot register layer 'forward'"):
+        nn.Model(x, nn.ReLU()(a, name="forward"))
     with pytest.raises(ValueError, match="no layers"):
         nn.Model(x, x)
     with pytest.raises(ValueError, match=r"expects input of shape \(N, 3, 8, 8\)"):

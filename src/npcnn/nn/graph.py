@@ -95,11 +95,20 @@ def _graph_nodes(inputs: SymbolicTensor, outputs: SymbolicTensor) -> list[Node]:
     return [found[i] for i in sorted(found)]
 
 
+#: Attributes a Model sets on itself: a child layer may not take these names.
+MODEL_ATTRIBUTES = frozenset(
+    ("input_name", "input_shape", "nodes", "output_name", "chains", "released")
+)
+
+
 def _names(nodes: list[Node], input_name: str) -> dict[Node, str]:
     """Each node's child name: the one it was called with, else "<type>_<k>" (k = 1, 2...
-    among the nodes of that type without a name). Raises ValueError on a name given twice."""
+    among the nodes of that type without a name). Raises ValueError on a name given twice
+    or one of the Model's own attributes (`MODEL_ATTRIBUTES`)."""
     taken = {input_name}
     for node in nodes:
+        if node.name in MODEL_ATTRIBUTES:
+            raise ValueError(f"cannot name a layer {node.name!r}: the Model uses that name")
         if node.name is not None:
             if node.name in taken:
                 raise ValueError(f"two layers of the Model are named {node.name!r}")
