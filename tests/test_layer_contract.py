@@ -55,13 +55,16 @@ class Example:
     """One row: `make()` builds a fresh layer, fed batches of `shape` (batch axis first).
 
     `known_failures` maps a contract ("save_load", or "save_load:training" for one
-    mode) to the reason it fails; those cases are strict xfails.
+    mode) to the reason it fails; those cases are strict xfails. `subject` names the
+    layer type the row is for when it is not `make()`'s own type: a layer with several
+    inputs (Add, Concatenate) is tested inside a one-input `nn.Model`.
     """
 
     name: str
     make: Callable[[], nn.Layer]
     shape: tuple[int, ...]
     known_failures: Mapping[str, str] = field(default_factory=dict)
+    subject: str = ""
 
 
 def _chain_with_the_notebook_s_fusions() -> nn.Sequential:
@@ -116,6 +119,35 @@ def _depthwise_separable_chain() -> nn.Sequential:
     )
 
 
+def _add_graph() -> nn.Model:
+    """(2, 2, 4, 4) -> (2, 2, 4, 4): x + conv(x) + tanh(conv(x)), x used twice."""
+    x = nn.Input((2, 4, 4))
+    a = nn.Conv2D(2, 2, 3, padding=1, rng=0)(x)
+    return nn.Model(x, nn.Add()([x, a, nn.Tanh()(a)]))
+
+
+def _concatenate_graph() -> nn.Model:
+    """(2, 2, 4, 4) -> (2, 7, 4, 4): a 1x1 conv, x itself and a 3x3 max pool, joined."""
+    x = nn.Input((2, 4, 4))
+    branches = [nn.Conv2D(2, 3, 1, rng=0)(x), x, nn.MaxPool2D(3, 1, 1)(x)]
+    return nn.Model(x, nn.Concatenate()(branches))
+
+
+def _residual_graph() -> nn.Model:
+    """(3, 2, 6, 6) -> (3, 4): a residual block with a projection shortcut (1x1 conv,
+    stride 2, batch norm) inside a graph, used as a layer, then Flatten+Dense."""
+    x = nn.Input((2, 6, 6))
+    y = nn.Conv2D(2, 4, 3, stride=2, padding=1, bias=False, rng=0)(x, name="conv1")
+    y = nn.ReLU()(nn.BatchNorm2D(4)(y, name="bn1"))
+    y = nn.BatchNorm2D(4)(nn.Conv2D(4, 4, 3, padding=1, bias=False, rng=1)(y), name="bn2")
+    s = nn.Conv2D(2, 4, 1, stride=2, bias=False, rng=2)(x, name="proj")
+    s = nn.BatchNorm2D(4)(s, name="proj_bn")
+    block = nn.Model(x, nn.ReLU()(nn.Add()([y, s])))
+    outer = nn.Input((2, 6, 6))
+    y = nn.Dense(36, 4, rng=3)(nn.Flatten()(block(outer, name="block1")), name="fc")
+    return nn.Model(outer, y)
+
+
 #: One row per registered built-in layer type, and rows for the variants that
 #: take other code paths (strides, padding, no bias, cumulative statistics).
 EXAMPLES: tuple[Example, ...] = (
@@ -155,6 +187,9 @@ EXAMPLES: tuple[Example, ...] = (
     Example("Sequential", _chain_with_the_notebook_s_fusions, (3, 2, 6, 6)),
     Example("Sequential-other-fusions", _chain_with_the_other_fusions, (3, 2, 10, 10)),
     Example("Sequential-depthwise-separable", _depthwise_separable_chain, (3, 2, 6, 6)),
+    Example("Add", _add_graph, (2, 2, 4, 4), subject="Add"),
+    Example("Concatenate", _concatenate_graph, (2, 2, 4, 4), subject="Concatenate"),
+    Example("Model", _residual_graph, (3, 2, 6, 6)),
 )
 
 
@@ -272,7 +307,7 @@ def _assert_same(ours: Pass, theirs: Pass, exact: bool = False) -> None:
 
 def test_every_registered_built_in_layer_has_an_example() -> None:
     built_in = {name for name, cls in nn.LAYERS.items() if cls.__module__.split(".")[0] == "npcnn"}
-    covered = {layer_type_name(type(example.make())) for example in EXAMPLES}
+    covered = {example.subject or layer_type_name(type(example.make())) for example in EXAMPLES}
     missing = sorted(built_in - covered)
     assert not missing, f"add a row to EXAMPLES for {', '.join(missing)}"
 

@@ -413,3 +413,118 @@ def test_small_model_optimisers(make_opt, make_torch_opt) -> None:
     ]
     _train_both(model, module, make_opt, make_torch_opt, batches)
     _assert_same_state(model, module, rtol=1e-4, atol=1e-5)
+
+
+# --- graphs (nn.Model) -----------------------------------------------------------------------
+
+
+def _block(x: nn.SymbolicTensor, out_channels: int, stride: int, rng) -> nn.SymbolicTensor:
+    """ResNet's BasicBlock as a graph, its layers named as _TorchBlock's attributes."""
+    c = x.shape[1]
+    y = nn.Conv2D(c, out_channels, 3, stride=stride, padding=1, bias=False, rng=rng)(
+        x, name="conv1"
+    )
+    y = nn.ReLU()(nn.BatchNorm2D(out_channels)(y, name="bn1"))
+    y = nn.Conv2D(out_channels, out_channels, 3, padding=1, bias=False, rng=rng)(y, name="conv2")
+    y = nn.BatchNorm2D(out_channels)(y, name="bn2")
+    if stride != 1 or c != out_channels:
+        x = nn.Conv2D(c, out_channels, 1, stride=stride, bias=False, rng=rng)(x, name="proj")
+        x = nn.BatchNorm2D(out_channels)(x, name="proj_bn")
+    return nn.ReLU()(nn.Add()([y, x]))
+
+
+def _resnet(rng: np.random.Generator) -> nn.Model:
+    """(N, 1, 28, 28) -> (N, 10): stem, an identity block, a projection block (stride 2),
+    max pool, dense head; each block a Model used as a layer."""
+    x = nn.Input((1, 28, 28))
+    y = nn.Conv2D(1, 4, 3, padding=1, bias=False, rng=rng)(x, name="stem")
+    y = nn.ReLU()(nn.BatchNorm2D(4)(y, name="stem_bn"))
+    for name, (c, out, stride) in (("block1", (4, 4, 1)), ("block2", (4, 8, 2))):
+        h = nn.Input((c, *y.shape[2:]))
+        y = nn.Model(h, _block(h, out, stride, rng))(y, name=name)
+    y = nn.Flatten()(nn.MaxPool2D(2)(y))
+    return nn.Model(x, nn.Dense(8 * 7 * 7, 10, rng=rng)(y, name="fc"))
+
+
+class _TorchBlock(tnn.Module):
+    def __init__(self, c: int, out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = tnn.Conv2d(c, out, 3, stride, 1, bias=False)
+        self.bn1 = tnn.BatchNorm2d(out)
+        self.conv2 = tnn.Conv2d(out, out, 3, 1, 1, bias=False)
+        self.bn2 = tnn.BatchNorm2d(out)
+        self.proj = None
+        if stride != 1 or c != out:
+            self.proj = tnn.Conv2d(c, out, 1, stride, bias=False)
+            self.proj_bn = tnn.BatchNorm2d(out)
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+        shortcut = x if self.proj is None else self.proj_bn(self.proj(x))
+        return torch.relu(y + shortcut)
+
+
+class _TorchResNet(tnn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = tnn.Conv2d(1, 4, 3, 1, 1, bias=False)
+        self.stem_bn = tnn.BatchNorm2d(4)
+        self.block1 = _TorchBlock(4, 4, 1)
+        self.block2 = _TorchBlock(4, 8, 2)
+        self.fc = tnn.Linear(8 * 7 * 7, 10)
+
+    def forward(self, x):
+        y = self.block2(self.block1(torch.relu(self.stem_bn(self.stem(x)))))
+        return self.fc(torch.flatten(torch.max_pool2d(y, 2), 1))
+
+
+def _inception(rng: np.random.Generator) -> nn.Model:
+    """(N, 3, 6, 6) -> (N, 4): 1x1 conv, 3x3 conv + ReLU and 3x3 max pool branches,
+    concatenated, then a dense head."""
+    x = nn.Input((3, 6, 6))
+    a = nn.Conv2D(3, 2, 1, rng=rng)(x, name="branch1")
+    b = nn.ReLU()(nn.Conv2D(3, 4, 3, padding=1, rng=rng)(x, name="branch3"))
+    c = nn.MaxPool2D(3, 1, 1)(x)
+    y = nn.Flatten()(nn.Concatenate()([a, b, c]))
+    return nn.Model(x, nn.Dense(9 * 36, 4, rng=rng)(y, name="fc"))
+
+
+class _TorchInception(tnn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.branch1 = tnn.Conv2d(3, 2, 1)
+        self.branch3 = tnn.Conv2d(3, 4, 3, padding=1)
+        self.fc = tnn.Linear(9 * 36, 4)
+
+    def forward(self, x):
+        branches = [self.branch1(x), torch.relu(self.branch3(x)), torch.max_pool2d(x, 3, 1, 1)]
+        return self.fc(torch.flatten(torch.cat(branches, 1), 1))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_graphs_match_torch(training: bool, rng: np.random.Generator) -> None:
+    check_layer(_resnet(rng), _TorchResNet(), _x(rng, (3, 1, 28, 28)), rng, training)
+    check_layer(_inception(rng), _TorchInception(), _x(rng, (3, 3, 6, 6)), rng, training)
+
+
+@pytest.mark.parametrize(
+    ("make_opt", "make_torch_opt"),
+    [
+        (
+            lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9),
+            lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+        ),
+        (
+            lambda ps: optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
+            lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1),
+        ),
+    ],
+    ids=["sgd_momentum", "adamw"],
+)
+def test_resnet_five_steps_match_torch(make_opt, make_torch_opt) -> None:
+    rng = np.random.default_rng(5)
+    model = _resnet(rng).astype(np.float64)
+    module = _TorchResNet().double()
+    batches = [(x.astype(np.float64), y) for x, y in _mnist_like_batches(rng, 5, 16)]
+    _train_both(model, module, make_opt, make_torch_opt, batches)
+    _assert_same_state(model, module, rtol=1e-9, atol=1e-10)

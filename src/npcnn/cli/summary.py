@@ -31,11 +31,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("give either MODEL or --preset, not both")
     if args.model is not None:
         model = load_model(args.model)
-        check_model_fits(model, (1, 28, 28), args.model)
+        check_model_fits(model, getattr(model, "input_shape", (1, 28, 28)), args.model)
         print(f"Model: {args.model}")
     else:
         preset = get_preset(args.preset or DEFAULT_PRESET)
         model = preset.model(seed=0)
         print(f"Preset: {preset.name} ({preset.description})")
-    model.summary((1, 28, 28))
+    model.summary(getattr(model, "input_shape", (1, 28, 28)))  # a Model knows its input
     return EXIT_OK

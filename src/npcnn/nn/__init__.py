@@ -9,17 +9,22 @@ from npcnn.nn.conv import Conv2D
 from npcnn.nn.dropout import Dropout
 from npcnn.nn.functional.loss import log_softmax, softmax
 from npcnn.nn.fusion import no_fusion, set_fusion
+from npcnn.nn.graph import Model
 from npcnn.nn.linear import Dense, Flatten
 from npcnn.nn.loss import CrossEntropyLoss
+from npcnn.nn.merge import Add, Concatenate, MergeLayer
 from npcnn.nn.module import Layer, NoForwardError, Parameter, inference_backward
 from npcnn.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from npcnn.nn.random_state import generator_states, set_generator_states
 from npcnn.nn.registry import LAYERS, register_layer
+from npcnn.nn.symbolic import Input, SymbolicTensor
 
 for _cls in (
+    Add,
     AvgPool2D,
     BatchNorm1D,
     BatchNorm2D,
+    Concatenate,
     Conv2D,
     Dense,
     Dropout,
@@ -28,6 +33,7 @@ for _cls in (
     Identity,
     LeakyReLU,
     MaxPool2D,
+    Model,
     ReLU,
     Sequential,
     Sigmoid,
@@ -38,9 +44,11 @@ del _cls
 
 __all__ = [
     "LAYERS",
+    "Add",
     "AvgPool2D",
     "BatchNorm1D",
     "BatchNorm2D",
+    "Concatenate",
     "Conv2D",
     "CrossEntropyLoss",
     "Dense",
@@ -48,14 +56,18 @@ __all__ = [
     "Flatten",
     "GlobalAvgPool2D",
     "Identity",
+    "Input",
     "Layer",
     "LeakyReLU",
     "MaxPool2D",
+    "MergeLayer",
+    "Model",
     "NoForwardError",
     "Parameter",
     "ReLU",
     "Sequential",
     "Sigmoid",
+    "SymbolicTensor",
     "Tanh",
     "functional",
     "generator_states",

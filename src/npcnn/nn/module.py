@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from npcnn.nn.symbolic import call_symbolic, is_symbolic
 from npcnn.text import names_list
 
 DEFAULT_DTYPE = np.float32
@@ -265,7 +266,15 @@ class Layer:
         if callable(backward) and not _takes_need_input_grad(backward):
             cls.backward = _accepting_need_input_grad(backward)  # type: ignore[method-assign]
 
-    def __call__(self, x: np.ndarray, training: bool = False) -> np.ndarray:
+    def __call__(self, x: Any, training: bool = False, *, name: str | None = None) -> Any:
+        """`forward(x, training)` on arrays. On a `SymbolicTensor` (or a list of them, for
+        a layer that takes several inputs) it records a node of a graph instead and
+        returns the symbolic output (`npcnn.nn.symbolic`); `name` is then the layer's
+        name in the Model (its state-dict prefix)."""
+        if isinstance(x, np.ndarray):
+            return self.forward(x, training=training)
+        if is_symbolic(x):
+            return call_symbolic(self, x, name)
         return self.forward(x, training=training)
 
     # --- walking the layers ------------------------------------------------

@@ -80,3 +80,70 @@ def format_summary(rows: list[dict[str, Any]], input_shape: tuple[int, ...]) -> 
         lines.append(line)
     lines += [rule, f"Total params: {rows[-1]['params']:,}"]
     return "\n".join(lines)
+
+
+def summarize_graph(
+    model: Any, print_fn: Callable[[str], Any] | None = print
+) -> list[dict[str, Any]]:
+    """The rows of a `Model` (`npcnn.nn.graph`): one per node, in order of execution, with
+    "connected_to" (the names of the tensors it takes, as Keras' "Connected to") and
+    "fused" as in `summarize` (node numbers); a last row "total"."""
+    index = {node.name: i for i, node in enumerate(model.nodes)}
+    fused: dict[str, str] = {}
+    for step in model.plan():
+        if step.fused:
+            members = [
+                node.name for node in model.nodes if any(node.layer is la for la in step.layers)
+            ]
+            for name in members:
+                fused[name] = f"{index[members[0]]}-{index[members[-1]]}: {step.name}"
+    rows = [
+        {
+            "name": node.name,
+            "type": type(node.layer).__name__,
+            "output_shape": node.output_shape,
+            "params": int(sum(p.data.size for p in node.layer.parameters())),
+            "connected_to": list(node.inbound),
+            "fused": fused.get(node.name),
+        }
+        for node in model.nodes
+    ]
+    rows.append(
+        {
+            "name": "total",
+            "type": "",
+            "output_shape": None,
+            "params": sum(r["params"] for r in rows),
+        }
+    )
+    if print_fn is not None:
+        print_fn(format_graph_summary(rows, model.input_name, model.input_shape))
+    return rows
+
+
+def format_graph_summary(
+    rows: list[dict[str, Any]], input_name: str, input_shape: tuple[int, ...]
+) -> str:
+    """The rows of `summarize_graph` as a fixed-width table with a "Connected to" column."""
+    width = max(12, *(len(r["name"]) + 2 for r in rows[:-1]))
+    header = f"{'#':<4}{'Layer (type)':<{width + 14}}{'Output shape':<22}{'Params':>9}"
+    header += f"  {'Connected to':<24}"
+    fused = any(r.get("fused") for r in rows[:-1])
+    rule = "-" * (len(header) + (36 if fused else 0))
+    lines = [
+        f"Input: {input_name} {(None, *input_shape)}",
+        rule,
+        header + ("Fused" if fused else ""),
+        rule,
+    ]
+    for i, r in enumerate(rows[:-1]):
+        layer = f"{r['name']} ({r['type']})"
+        line = f"{i:<4}{layer:<{width + 14}}{r['output_shape']!s:<22}{r['params']:>9,}"
+        line += f"  {', '.join(r['connected_to']):<24}"
+        block = r.get("fused")
+        if block:
+            first = i == 0 or rows[i - 1].get("fused") != block
+            line += block if first else block.split(":")[0]
+        lines.append(line.rstrip())
+    lines += [rule, f"Total params: {rows[-1]['params']:,}"]
+    return "\n".join(lines)

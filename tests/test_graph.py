@@ -1,0 +1,359 @@
+"""Graphs of layers (`nn.Model`, Keras' functional API) and the merge layers Add and Concatenate.
+
+Gradients against finite differences in float64 for the new layers and whole
+graphs; the Model's names, files, summary and build-time errors; the
+notebook network as a Model runs the same fused steps as the Sequential one,
+bit for bit; the Trainer fits and resumes a Model exactly.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import re
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import npcnn
+from npcnn import nn, optim
+from npcnn.cli.main import main
+from npcnn.training import Trainer
+from test_training_helpers import NUM_CLASSES, assert_same_state, batches, validation
+
+TOLERANCE = 1e-6
+
+
+def _assert_gradcheck(layer: nn.Layer, x: np.ndarray, training: bool = True) -> None:
+    layer.astype(np.float64)
+    result = npcnn.gradcheck(layer, x.astype(np.float64), training=training, max_elements=64)
+    assert set(result.errors) == {"input"} | {name for name, _ in layer.named_parameters()}
+    assert result.max_error < TOLERANCE, result.errors
+
+
+def _x(shape: tuple[int, ...], seed: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(shape)
+
+
+def residual_block(x: nn.SymbolicTensor, out_channels: int, stride: int, prefix: str):
+    """conv-bn-relu-conv-bn + shortcut, then ReLU; a projection shortcut (1x1 conv with
+    `stride`, batch norm) when the shape changes, else the identity."""
+    c = x.shape[1]
+    y = nn.Conv2D(c, out_channels, 3, stride=stride, padding=1, bias=False, rng=0)(
+        x, name=f"{prefix}conv1"
+    )
+    y = nn.ReLU()(nn.BatchNorm2D(out_channels)(y, name=f"{prefix}bn1"), name=f"{prefix}relu1")
+    y = nn.Conv2D(out_channels, out_channels, 3, padding=1, bias=False, rng=1)(
+        y, name=f"{prefix}conv2"
+    )
+    y = nn.BatchNorm2D(out_channels)(y, name=f"{prefix}bn2")
+    shortcut = x
+    if stride != 1 or c != out_channels:
+        shortcut = nn.Conv2D(c, out_channels, 1, stride=stride, bias=False, rng=2)(
+            x, name=f"{prefix}proj"
+        )
+        shortcut = nn.BatchNorm2D(out_channels)(shortcut, name=f"{prefix}proj_bn")
+    return nn.ReLU()(nn.Add()([y, shortcut], name=f"{prefix}add"), name=f"{prefix}relu2")
+
+
+def identity_block() -> nn.Model:
+    x = nn.Input((3, 6, 6))
+    return nn.Model(x, residual_block(x, 3, 1, ""))
+
+
+def projection_block() -> nn.Model:
+    x = nn.Input((2, 6, 6))
+    return nn.Model(x, residual_block(x, 4, 2, ""))
+
+
+def three_branches() -> nn.Model:
+    """1x1 conv, 3x3 conv and max pool branches, concatenated (an Inception block)."""
+    x = nn.Input((2, 5, 5))
+    a = nn.Conv2D(2, 3, 1, rng=0)(x)
+    b = nn.ReLU()(nn.Conv2D(2, 2, 3, padding=1, rng=1)(x))
+    c = nn.MaxPool2D(3, 1, 1)(x)
+    return nn.Model(x, nn.Concatenate()([a, b, c]))
+
+
+def four_uses() -> nn.Model:
+    """One tensor feeding four layers: two convs, an Add (twice) and a Concatenate."""
+    x = nn.Input((2, 4, 4))
+    t = nn.Tanh()(nn.Conv2D(2, 2, 3, padding=1, rng=0)(x))
+    u = nn.Conv2D(2, 2, 1, rng=1)(t)
+    v = nn.Sigmoid()(t)
+    s = nn.Add()([t, u, t])
+    return nn.Model(x, nn.Concatenate()([s, v, x]))
+
+
+def nested() -> nn.Model:
+    """Two residual blocks, each a Model used as a layer, then a dense head."""
+    x = nn.Input((2, 6, 6))
+    y = projection_block()(x, name="block1")
+    inner = nn.Input((4, 3, 3))
+    y = nn.Model(inner, residual_block(inner, 4, 1, ""))(y, name="block2")
+    y = nn.Dense(36, 3, rng=3)(nn.Flatten()(y), name="fc")
+    return nn.Model(x, y)
+
+
+GRAPHS = {
+    "identity-shortcut": (identity_block, (2, 3, 6, 6)),
+    "projection-shortcut": (projection_block, (3, 2, 6, 6)),
+    "three-branches": (three_branches, (2, 2, 5, 5)),
+    "four-uses": (four_uses, (2, 2, 4, 4)),
+    "graph-in-graph": (nested, (3, 2, 6, 6)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+@pytest.mark.parametrize("training", [True, False])
+def test_graphs_against_finite_differences(name: str, training: bool) -> None:
+    make, shape = GRAPHS[name]
+    _assert_gradcheck(make(), _x(shape), training)
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_add_and_concatenate_against_finite_differences(count: int) -> None:
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal((2, 3, 2, 2)) for _ in range(count)]
+    sizes = [1, 3, 2][:count]
+    cs = [rng.standard_normal((2, n, 2, 2)) for n in sizes]
+    for layer, inputs in ((nn.Add(), xs), (nn.Concatenate(), cs)):
+        y = layer.forward(inputs, training=True)
+        dy = rng.standard_normal(y.shape)
+        dxs = layer.backward(dy)
+        for i, x in enumerate(inputs):
+            numeric = np.zeros_like(x)
+            for j in np.ndindex(x.shape):
+                for sign in (1, -1):
+                    shifted = [a.copy() for a in inputs]
+                    shifted[i][j] += sign * 1e-6
+                    numeric[j] += sign * np.sum(layer.forward(shifted) * dy) / 2e-6
+            np.testing.assert_allclose(dxs[i], numeric, rtol=1e-6, atol=1e-8)
+    np.testing.assert_array_equal(nn.Add().forward(xs), sum(xs))
+
+
+def test_a_tensor_used_by_several_layers_gets_the_sum_of_their_gradients() -> None:
+    x = nn.Input((3,))
+    model = nn.Model(x, nn.Add()([x, x, x, x]))
+    model.forward(np.ones((2, 3)), training=True)
+    np.testing.assert_array_equal(model.backward(np.full((2, 3), 0.5)), np.full((2, 3), 2.0))
+    assert model.backward(np.ones((2, 3)), need_input_grad=False) is None
+
+
+def test_state_dict_names_follow_the_layer_names_and_nest() -> None:
+    model = nested()
+    names = list(model.state_dict())
+    assert names[:3] == ["block1.conv1.weight", "block1.bn1.weight", "block1.bn1.bias"]
+    assert "block1.proj_bn.running_var" in names and "fc.weight" in names
+    x = nn.Input((1, 4, 4))
+    y = nn.MaxPool2D(2)(nn.ReLU()(nn.BatchNorm2D(2)(nn.Conv2D(1, 2, 3, padding=1)(x))))
+    unnamed = nn.Model(x, y)
+    assert [name for name, _ in unnamed.named_children()] == [
+        "conv2d_1",
+        "batch_norm2d_1",
+        "relu_1",
+        "max_pool2d_1",
+    ]
+
+
+@pytest.mark.parametrize("name", sorted(GRAPHS))
+def test_save_and_load_round_trip(tmp_path, name: str) -> None:
+    make, shape = GRAPHS[name]
+    model = make()
+    x = _x(shape).astype(np.float32)
+    model.forward(x, training=True)  # running statistics away from their start
+    npcnn.save(model, tmp_path / "m.npz")
+    loaded = npcnn.load(tmp_path / "m.npz")
+    assert type(loaded) is nn.Model
+    assert loaded.config() == model.config()
+    json.dumps(loaded.config())
+    for key, value in model.state_dict().items():
+        np.testing.assert_array_equal(loaded.state_dict()[key], value)
+    np.testing.assert_array_equal(loaded.forward(x), model.forward(x))
+
+
+def _saved_architecture(tmp_path, edit) -> str:
+    """Save a small graph, let `edit` change its architecture record, write it back."""
+    model = identity_block()
+    npcnn.save(model, tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz") as f:
+        arrays = dict(f)
+    record = json.loads(str(arrays["__npcnn_architecture__"]))
+    edit(record["model"]["config"])
+    arrays["__npcnn_architecture__"] = np.array(json.dumps(record))
+    np.savez(tmp_path / "bad.npz", **arrays)
+    return str(tmp_path / "bad.npz")
+
+
+def test_load_refuses_a_graph_that_uses_a_tensor_before_it_is_made(tmp_path) -> None:
+    def cycle(config):  # the first layer takes the last one's output
+        config["layers"][0]["inbound"] = config["layers"][-1]["name"]
+
+    with pytest.raises(ValueError, match=r"conv1.*made by no earlier layer"):
+        npcnn.load(_saved_architecture(tmp_path, cycle))
+
+
+def test_build_errors_name_the_layers_and_shapes() -> None:
+    x = nn.Input((3, 8, 8))
+    a = nn.Conv2D(3, 4, 3, padding=1)(x, name="conv1")
+    with pytest.raises(
+        ValueError,
+        match=r"Add 'add'.*Conv2D 'conv1' \(None, 4, 8, 8\).*"
+        r"Input 'input' \(None, 3, 8, 8\).*one shape",
+    ):
+        nn.Add()([a, x], name="add")
+    b = nn.Conv2D(3, 2, 3)(x, name="conv2")
+    with pytest.raises(ValueError, match=r"Concatenate.*\(N, 4, 8, 8\) and \(N, 2, 6, 6\)"):
+        nn.Concatenate()([a, b])
+    with pytest.raises(ValueError, match=r"Conv2D 'c'.*expects 5 channels.*\(N, 3, 8, 8\)"):
+        nn.Conv2D(5, 2, 3)(x, name="c")
+    with pytest.raises(ValueError, match="Dense expects 10 features"):
+        nn.Dense(10, 2)(nn.Flatten()(x))
+    relu = nn.ReLU()
+    relu(a)
+    with pytest.raises(ValueError, match=r"already called in a graph.*shared weights"):
+        relu(b)
+    other = nn.Input((3,), name="other")
+    with pytest.raises(ValueError, match="depends on Input 'other'"):
+        nn.Model(x, nn.Concatenate()([nn.Flatten()(x), other]))
+    with pytest.raises(ValueError, match="does not depend on its input: nothing uses the input"):
+        nn.Model(nn.Input((3,)), nn.ReLU()(other))
+    with pytest.raises(ValueError, match="named 'conv1'"):
+        nn.Model(x, nn.Conv2D(4, 4, 1)(a, name="conv1"))
+    with pytest.raises(ValueError, match="cannot name a layer 'nodes'"):
+        nn.Model(x, nn.ReLU()(a, name="nodes"))
+    with pytest.raises(ValueError, match="cannot register layer 'forward'"):
+        nn.Model(x, nn.ReLU()(a, name="forward"))
+    with pytest.raises(ValueError, match="no layers"):
+        nn.Model(x, x)
+    with pytest.raises(ValueError, match=r"expects input of shape \(N, 3, 8, 8\)"):
+        nn.Model(x, a).forward(np.zeros((1, 3, 4, 4), np.float32))
+    with pytest.raises(TypeError, match="one numpy array"):
+        nn.Model(x, a).forward([np.zeros((1, 3, 8, 8), np.float32)])
+
+
+def test_summary_has_a_connected_to_column_and_marks_fused_blocks() -> None:
+    lines = []
+    rows = identity_block().summary(print_fn=lines.append)
+    text = lines[0]
+    assert "Connected to" in text
+    add = next(r for r in rows if r["type"] == "Add")
+    assert add["connected_to"] == ["bn2", "input"]
+    assert "BatchNorm2D+ReLU" in text
+    assert rows[-1]["params"] == sum(p.data.size for p in identity_block().parameters())
+
+
+def _notebook_layers() -> list[nn.Layer]:
+    return [
+        nn.Conv2D(1, 16, 3, padding=1, bias=False, rng=0),
+        nn.BatchNorm2D(16),
+        nn.ReLU(),
+        nn.MaxPool2D(2),
+        nn.Conv2D(16, 18, 4, padding=1, bias=False, rng=1),
+        nn.BatchNorm2D(18),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dense(18 * 13 * 13, 20, bias=False, rng=2),
+        nn.BatchNorm1D(20),
+        nn.ReLU(),
+        nn.Dense(20, 10, rng=3),
+    ]
+
+
+def test_the_notebook_network_as_a_model_equals_the_sequential_bit_for_bit() -> None:
+    sequential = nn.Sequential(_notebook_layers())
+    x = nn.Input((1, 28, 28))
+    y = x
+    for layer in _notebook_layers():
+        y = layer(y)
+    model = nn.Model(x, y)
+    model.load_state_dict(
+        dict(zip(model.state_dict(), sequential.state_dict().values(), strict=True))
+    )
+    assert [s.name for s in model.plan()] == [s.name for s in sequential.plan()]
+    assert any(s.fused for s in model.plan())
+    rng = np.random.default_rng(0)
+    images = rng.random((16, 1, 28, 28), dtype=np.float32)
+    labels = rng.integers(0, 10, 16)
+    outputs = []
+    for net in (sequential, model):
+        opt, loss = optim.SGD(net.parameters(), lr=0.1, momentum=0.9), nn.CrossEntropyLoss()
+        for _ in range(3):
+            net.zero_grad()
+            loss.forward(net.forward(images, training=True), labels)
+            dx = net.backward(loss.backward())
+            opt.step()
+        outputs.append((net.forward(images), dx, list(net.state_dict().values())))
+    (ys, dxs, ss), (ym, dxm, sm) = outputs
+    assert ys.dtype == np.float32
+    np.testing.assert_array_equal(ys, ym)
+    np.testing.assert_array_equal(dxs, dxm)
+    for a, b in zip(ss, sm, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _tiny_graph(seed: int = 0) -> nn.Model:
+    """tiny_model of the training tests with a residual block and a dropout in it."""
+    rng = np.random.default_rng(seed)
+    x = nn.Input((1, 8, 8))
+    y = nn.ReLU()(nn.BatchNorm2D(4)(nn.Conv2D(1, 4, 3, padding=1, rng=rng)(x)))
+    z = nn.BatchNorm2D(4)(nn.Conv2D(4, 4, 3, padding=1, rng=rng)(y))
+    y = nn.MaxPool2D(2)(nn.ReLU()(nn.Add()([y, z])))
+    y = nn.Dropout(0.25, rng=rng.integers(2**32))(nn.Flatten()(y))
+    return nn.Model(x, nn.Dense(4 * 4 * 4, NUM_CLASSES, rng=rng)(y))
+
+
+def _trainer(seed: int = 0, checkpoint_path=None) -> Trainer:
+    model = _tiny_graph(seed)
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return Trainer(model, nn.CrossEntropyLoss(), opt, checkpoint_path=checkpoint_path)
+
+
+def test_trainer_fits_a_model_and_resumes_it_exactly(tmp_path) -> None:
+    straight = _trainer()
+    full = straight.fit(batches(), 4, validation=validation())
+    assert full.epochs[-1]["val_accuracy"] > 0.5
+    ckpt = tmp_path / "ckpt.npz"
+    _trainer(checkpoint_path=ckpt).fit(batches(), 2, validation=validation())
+    resumed = _trainer(seed=7, checkpoint_path=ckpt)
+    resumed.fit(batches(seed=99), 4, validation=validation(), resume_from=ckpt)
+    assert_same_state(straight, resumed)
+
+
+def test_the_readme_graph_example_runs(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)  # it saves resnet.npz in the current directory
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Graphs") :]
+    namespace: dict = {}
+    exec(re.search(r"```python\n(.*?)```", section, re.S).group(1), namespace)
+    model = namespace["model"]
+    assert "Connected to" in capsys.readouterr().out
+    assert namespace["logits"].shape == (4, 10)
+    assert "block2.proj_bn.running_var" in model.state_dict()
+    assert npcnn.load(tmp_path / "resnet.npz").config() == model.config()
+
+
+def test_the_cli_summarises_a_saved_model_and_refuses_a_broken_one(tmp_path, capsys) -> None:
+    npcnn.save(projection_block(), tmp_path / "block.npz")
+    assert main(["summary", str(tmp_path / "block.npz")]) == 0
+    out = capsys.readouterr().out
+    assert "Connected to" in out and "proj_bn (BatchNorm2D)" in out and "bn2, proj_bn" in out
+
+    def no_output(config):
+        config["output"] = "nowhere"
+
+    assert main(["summary", _saved_architecture(tmp_path, no_output)]) != 0
+    err = capsys.readouterr().err
+    assert err.startswith("npcnn: error: ") and err.count("\n") == 1
+    assert "'nowhere' is no layer's name" in err
+
+
+def test_a_dropped_model_frees_its_layers() -> None:
+    # The record that refuses a second call of a layer must not keep the layer alive.
+    model = identity_block()
+    probe = weakref.ref(next(model.children()))
+    del model
+    gc.collect()
+    assert probe() is None
