@@ -205,3 +205,13 @@ def test_a_signal_after_the_last_epoch_saves_the_model(tmp_path) -> None:
         code = main([str(a) for a in ["train", "--epochs", "1", "--out", out_dir, *QUICK]])
     assert code == 128 + signal.SIGTERM
     assert (out_dir / "model.npz").is_file() and not (out_dir / "metrics.json").exists()
+
+
+def test_a_result_that_cannot_be_written_is_an_error() -> None:
+    """summary's output is its result: a full disk fails it (a closed pipe does not)."""
+    argv = f"{sys.executable} -m npcnn summary --preset small"
+    full = subprocess.run(argv + " > /dev/full", shell=True, stderr=subprocess.PIPE, text=True)
+    assert full.returncode == 1
+    assert full.stderr == "npcnn: error: cannot write the output: No space left on device\n"
+    piped = subprocess.run(argv + " | head -1", shell=True, capture_output=True, text=True)
+    assert piped.returncode == 0 and piped.stdout.startswith("Preset: small")

@@ -30,6 +30,7 @@ from npcnn.cli.streams import pipe_safe_output
 from npcnn.training.interrupts import terminate_as_interrupt
 
 COMMANDS = (train, evaluate, predict, summary, gradcheck)
+COMMAND_NAMES = ("train", "evaluate", "predict", "summary", "gradcheck")
 
 
 class Parser(argparse.ArgumentParser):
@@ -68,9 +69,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     Warnings (NumPy's overflows, Pillow's, matplotlib's) print as one line
     each, ``npcnn: warning: ...``, so that they never bury a one-line error.
     Output to a pipe whose reader has gone is dropped, and the command goes on.
+    A command whose printed output is its result (all but train, whose
+    results are files) fails when that output could not be written (a full
+    disk), rather than exit 0 with the result lost.
     """
-    with pipe_safe_output(), one_line_warnings(), terminate_as_interrupt():
-        return run_command_line(argv)
+    with pipe_safe_output() as stdout, one_line_warnings(), terminate_as_interrupt():
+        code = run_command_line(argv)
+        command = next(
+            (a for a in (sys.argv[1:] if argv is None else argv) if a in COMMAND_NAMES), None
+        )
+        if code == 0 and stdout.failure is not None and command not in (None, "train"):
+            print_error(f"cannot write the output: {stdout.failure.strerror or stdout.failure}")
+            return EXIT_FAILURE
+        return code
 
 
 class OneLineWarnings:

@@ -22,31 +22,36 @@ class PipeSafeStream:
 
     Everything but ``write`` and ``flush`` is the wrapped stream's
     (``isatty``, ``encoding``, ``fileno`` ...). ``reader_gone`` tells whether
-    output is being dropped.
+    output is being dropped; ``failure`` holds the error of a write that
+    failed for another reason than a reader that left (a full disk), for a
+    command whose output is its result to report.
     """
 
     def __init__(self, stream: TextIO | None) -> None:
         # A descriptor closed at start-up (`>&-`) leaves Python no stream at all.
         self.stream = stream if stream is not None else open(os.devnull, "w")
         self.reader_gone = stream is None
+        self.failure: OSError | None = None
 
     def write(self, text: str) -> int:
         if not self.reader_gone:
             try:
                 return self.stream.write(text)
-            except (OSError, ValueError):  # a broken pipe, a full device, a closed stream
-                self._silence()
+            except (OSError, ValueError) as err:  # a broken pipe, a full device, closed
+                self._silence(err)
         return len(text)
 
     def flush(self) -> None:
         if not self.reader_gone:
             try:
                 self.stream.flush()
-            except (OSError, ValueError):
-                self._silence()
+            except (OSError, ValueError) as err:
+                self._silence(err)
 
-    def _silence(self) -> None:
+    def _silence(self, err: Exception) -> None:
         self.reader_gone = True
+        if isinstance(err, OSError) and not isinstance(err, BrokenPipeError):
+            self.failure = err
         # The stream's buffer still holds what could not be written; pointing its
         # file descriptor at the null device lets the interpreter's last flush
         # succeed instead of printing "Exception ignored ... BrokenPipeError"
@@ -62,12 +67,13 @@ class PipeSafeStream:
 
 
 @contextlib.contextmanager
-def pipe_safe_output() -> Iterator[None]:
-    """Within the block, sys.stdout and sys.stderr are :class:`PipeSafeStream` wrappers."""
+def pipe_safe_output() -> Iterator[PipeSafeStream]:
+    """Within the block, sys.stdout and sys.stderr are :class:`PipeSafeStream` wrappers;
+    yields the one of stdout."""
     saved = sys.stdout, sys.stderr
     sys.stdout, sys.stderr = PipeSafeStream(sys.stdout), PipeSafeStream(sys.stderr)
     try:
-        yield
+        yield sys.stdout
     finally:
         for wrapper in (sys.stdout, sys.stderr):
             if isinstance(wrapper, PipeSafeStream):
