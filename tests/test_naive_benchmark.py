@@ -110,3 +110,57 @@ def test_batch_throughput_times_consecutive_training_steps() -> None:
     steps = 5 * bench.BATCHES_PER_PASS
     # Every training step (warm-up and timed) runs before any inference.
     assert runner.calls == ["train"] * steps + ["predict"] * steps
+
+
+def test_naive_matches_npcnn_graph() -> None:
+    """The Model contender trains the same network as the loops (and so as Sequential)."""
+    runner = bench.NpcnnGraphRunner(os.cpu_count() or 1, seed=0, dtype=np.float64)
+    _compare(runner, lambda r: {k: np.array(v) for k, v in r.model.state_dict().items()})
+
+
+def test_graph_contender_has_the_sequential_weights_and_fused_plan() -> None:
+    sequential = bench.NpcnnRunner(1, seed=0).model
+    graph = bench.NpcnnGraphRunner(1, seed=0).model
+    assert type(graph).__name__ == "Model"
+    assert list(graph.state_dict()) == list(sequential.state_dict())
+    for name, value in sequential.state_dict().items():
+        np.testing.assert_array_equal(graph.state_dict()[name], value, err_msg=name)
+    # The comparison is about fusions: both must run the same fused steps.
+    assert [s.name for s in graph.plan()] == [s.name for s in sequential.plan()]
+    assert "BatchNorm2D+ReLU+MaxPool2D" in [s.name for s in graph.plan()]
+
+
+def _fake_result(framework: str, task: str, seconds: float) -> dict:
+    return {
+        "framework": framework,
+        "task": task,
+        "train_s": [seconds],
+        "infer_s": [seconds / 2],
+        "peak_rss_increase_mb": 1.0,
+        "peak_rss_mb": 2.0,
+        "info": {"dtype": "float32"},
+    }
+
+
+def test_driver_alternates_sequential_and_graph_and_judges_the_graph_target(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls: list[tuple[str, str]] = []
+    # The graph is 5% slower than Sequential: the 3% target must be NOT MET.
+    seconds = {"npcnn": 1.0, "npcnn-graph": 1.05}
+
+    def fake_spawn(framework: str, task: str, *args, **kwargs) -> dict:
+        calls.append((framework, task))
+        return _fake_result(framework, task, seconds[framework])
+
+    monkeypatch.setattr(bench, "spawn_worker", fake_spawn)
+    assert bench.main(["--repeats", "2", "--skip-naive", "--skip-torch"]) == 0
+    seq, graph = "npcnn", "npcnn-graph"
+    assert calls == [
+        (seq, "notebook"), (graph, "notebook"), (seq, "batch128"), (graph, "batch128"),
+        (graph, "notebook"), (seq, "notebook"), (graph, "batch128"), (seq, "batch128"),
+    ]  # fmt: skip
+    out = capsys.readouterr().out
+    target = next(ln for ln in out.splitlines() if "graph / Sequential training time" in ln)
+    assert "1.050" in target and target.endswith("NOT MET")
+    assert "iteration time npcnn-graph (Model) / npcnn (Sequential): 1.050" in out
