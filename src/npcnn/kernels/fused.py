@@ -176,26 +176,39 @@ def _normalise_winners(
 ) -> np.ndarray:
     """relu(z) at the winners (B, Ho, Wo, C), computed as batch norm computes z."""
     _, ho, wo, _ = winners.shape
-    scale = weight * invstd
-    # Per-channel vectors tiled to a whole image: NumPy then runs along image rows.
-    mean_t, scale_t = np.tile(mean, (ho, wo, 1)), np.tile(scale, (ho, wo, 1))
-    bias_t = np.tile(bias if training else bias - mean * scale, (ho, wo, 1))
+    return _affine_relu(winners, mean, weight * invstd, bias, training, (ho, wo, 1))[0]
+
+
+def _affine_relu(
+    x: np.ndarray,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    training: bool,
+    reps: tuple[int, ...],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(relu(z), mean tiled) for z = batch norm of x with per-channel `mean`, `scale`
+    (weight * invstd) and `bias`, computed in batch norm's own order of operations,
+    so that z is the value the layers one by one give; `reps` tiles the per-channel
+    vectors to one row of x (NumPy then runs along whole rows)."""
+    mean_t, scale_t = np.tile(mean, reps), np.tile(scale, reps)
+    bias_t = np.tile(bias if training else bias - mean * scale, reps)
     zeros = np.zeros_like(mean_t)  # NumPy's loops run faster on two arrays than on z and 0
-    y = memory.empty(winners.shape, winners.dtype)
+    y = memory.empty(x.shape, x.dtype)
 
     def run(rows: range) -> None:
         sl = slice(rows.start, rows.stop)
         yb = y[sl]
         if training:  # (x - mean) * scale + bias
-            np.subtract(winners[sl], mean_t, out=yb)
+            np.subtract(x[sl], mean_t, out=yb)
             yb *= scale_t
         else:  # x * scale + (bias - mean * scale)
-            np.multiply(winners[sl], scale_t, out=yb)
+            np.multiply(x[sl], scale_t, out=yb)
         yb += bias_t
         np.maximum(yb, zeros, out=yb)
 
     parallel_map(run, chunk_ranges(len(y), 2 * y[:1].nbytes, STREAM_CHUNK_BYTES))
-    return y
+    return y, mean_t
 
 
 @with_single_threaded_blas
@@ -282,24 +295,7 @@ def batch_norm_relu_forward(
         x2, reps, weight.dtype, (running_mean, running_var), training, momentum, num_batches_tracked
     )
     invstd = bn.inverse_std(var, eps, weight.dtype)
-    scale = weight * invstd
-    mean_t, scale_t = np.tile(mean, reps), np.tile(scale, reps)
-    bias_t = np.tile(bias if training else bias - mean * scale, reps)
-    zeros = np.zeros_like(mean_t)  # NumPy's loops run faster on two arrays than on z and 0
-    y = memory.empty_like(x2)
-
-    def run(rows: range) -> None:  # y = relu(batch_norm(x)), as batch_norm_forward computes it
-        sl = slice(rows.start, rows.stop)
-        yb = y[sl]
-        if training:  # (x - mean) * scale + bias
-            np.subtract(x2[sl], mean_t, out=yb)
-            yb *= scale_t
-        else:  # x * scale + (bias - mean * scale)
-            np.multiply(x2[sl], scale_t, out=yb)
-        yb += bias_t
-        np.maximum(yb, zeros, out=yb)
-
-    parallel_map(run, chunk_ranges(len(x2), 2 * x2[:1].nbytes, STREAM_CHUNK_BYTES))
+    y, mean_t = _affine_relu(x2, mean, weight * invstd, bias, training, reps)
     cache = (True, x2, reps, mean_t, invstd, y, weight) if training and need_cache else None
     return bn.from_rows(y, x.shape), cache, running_mean, running_var
 
