@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 
 from npcnn.kernels.grouped_conv import grouped_backward, grouped_forward
-from npcnn.kernels.layout import from_channels_last, padded, to_channels_last
+from npcnn.kernels.layout import from_channels_last, padded, spread_by_stride, to_channels_last
 from npcnn.runtime import memory
 from npcnn.runtime.threads import chunk_ranges, parallel_map, with_single_threaded_blas
 from npcnn.shapes import Pair, as_pair, check_shape, output_size
@@ -209,28 +209,17 @@ def _input_and_weight_grads(
 ) -> tuple[np.ndarray, np.ndarray]:
     """dL/dx (an NCHW view of channels-last memory) and dL/dW (O, C, kh, kw), both from
     the column matrix of the spread output gradient (see the module docstring)."""
-    (sh, sw), (ph, pw) = stride, padding
+    ph, pw = padding
     (n, h, w, c), (o, _, kh, kw) = x_cl.shape, weight.shape
-    _, ho, wo, _ = dy_cl.shape
     dtype = x_cl.dtype
     dx = memory.empty((n, h, w, c), dtype=dtype)
     # Flipped kernel with in/out swapped: (O, C, kh, kw) -> (kh*kw*O, C).
     w_flip = weight[:, :, ::-1, ::-1].transpose(2, 3, 0, 1).reshape(-1, c)
-    # dy spread by the stride and padded so that a plain stride-1 correlation
-    # with the flipped kernel yields dL/dx (rows beyond the last window stay 0).
-    hd = max(kh - 1 + sh * (ho - 1) + 1, ph + h + kh - 1)
-    wd = max(kw - 1 + sw * (wo - 1) + 1, pw + w + kw - 1)
 
     def chunk(rows: range) -> np.ndarray:
         """This chunk's dL/dx, and its dL/dW as (C, kh*kw*O) of the flipped kernel."""
         sl = slice(rows.start, rows.stop)
-        spread = memory.scratch("spread", (len(rows), hd, wd, o), dtype)
-        spread.fill(0)
-        spread[
-            :,
-            kh - 1 : kh - 1 + sh * (ho - 1) + 1 : sh,
-            kw - 1 : kw - 1 + sw * (wo - 1) + 1 : sw,
-        ] = dy_cl[sl]
+        spread = spread_by_stride(dy_cl[sl], (kh, kw), stride, padding, (h, w))
         dcols = im2col(spread, kh, kw, 1, 1, h, w, top=ph, left=pw, name="dcols")
         np.matmul(dcols, w_flip, out=dx[sl].reshape(-1, c))
         # Row (b, p, q) of dcols holds the dy values that input pixel (p, q)

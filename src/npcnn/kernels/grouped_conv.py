@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from npcnn.kernels.layout import from_channels_last, padded
+from npcnn.kernels.layout import from_channels_last, padded, spread_by_stride
 from npcnn.runtime import memory
 from npcnn.runtime.threads import chunk_ranges, parallel_map
 
@@ -149,25 +149,16 @@ def _grouped_input_and_weight_grads(
     """dx and dW from the grouped column matrix of the spread dy (as `npcnn.kernels.conv`)."""
     (sh, sw), (ph, pw) = geometry
     (n, h, w, c), (o, cg, kh, kw) = x_cl.shape, weight.shape
-    _, ho, wo, _ = dy_cl.shape
     og, dtype = o // groups, x_cl.dtype
     dx = memory.empty((n, h, w, c), dtype=dtype)
     # Flipped kernel, in/out swapped per group: (O, C/G, kh, kw) -> (G, kh*kw*O/G, C/G).
     w_flip = weight.reshape(groups, og, cg, kh, kw)[..., ::-1, ::-1].transpose(0, 3, 4, 1, 2)
     w_flip = np.ascontiguousarray(w_flip).reshape(groups, kh * kw * og, cg)
-    hd = max(kh - 1 + sh * (ho - 1) + 1, ph + h + kh - 1)
-    wd = max(kw - 1 + sw * (wo - 1) + 1, pw + w + kw - 1)
 
     def chunk(rows: range) -> np.ndarray:
         """This chunk's dx, and its flipped dW as (G, C/G, kh*kw*O/G)."""
         sl = slice(rows.start, rows.stop)
-        spread = memory.scratch("spread", (len(rows), hd, wd, o), dtype)
-        spread.fill(0)
-        spread[
-            :,
-            kh - 1 : kh - 1 + sh * (ho - 1) + 1 : sh,
-            kw - 1 : kw - 1 + sw * (wo - 1) + 1 : sw,
-        ] = dy_cl[sl]
+        spread = spread_by_stride(dy_cl[sl], (kh, kw), (sh, sw), (ph, pw), (h, w))
         dcols = grouped_im2col(spread, groups, kh, kw, (1, 1), (h, w), (ph, pw), "dgcols")
         np.matmul(dcols, w_flip, out=_by_group(dx[sl], groups))
         return np.matmul(_by_group(x_cl[sl], groups).transpose(0, 2, 1), dcols)

@@ -51,3 +51,27 @@ def padded(x_cl: np.ndarray, ph: int, pw: int) -> np.ndarray:
     xp = memory.scratch("padded", (b, h + 2 * ph, w + 2 * pw, c), x_cl.dtype)
     pad_into(x_cl, xp, ph, pw)
     return xp
+
+
+def spread_by_stride(
+    dy_cl: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    size: tuple[int, int],
+) -> np.ndarray:
+    """A conv's output gradient (B, Ho, Wo, O), channels-last, spread out by the stride
+    and padded, in a per-thread scratch buffer, so that a plain stride-1 correlation
+    of it with the flipped kernel gives dL/dx of the (H, W) = `size` input (rows
+    beyond the last window stay 0). Valid until the thread's next "spread" request.
+    """
+    (kh, kw), (sh, sw), (ph, pw), (h, w) = kernel, stride, padding, size
+    b, ho, wo, o = dy_cl.shape
+    hd = max(kh - 1 + sh * (ho - 1) + 1, ph + h + kh - 1)
+    wd = max(kw - 1 + sw * (wo - 1) + 1, pw + w + kw - 1)
+    spread = memory.scratch("spread", (b, hd, wd, o), dy_cl.dtype)
+    spread.fill(0)
+    spread[
+        :, kh - 1 : kh - 1 + sh * (ho - 1) + 1 : sh, kw - 1 : kw - 1 + sw * (wo - 1) + 1 : sw
+    ] = dy_cl
+    return spread
