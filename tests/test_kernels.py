@@ -192,6 +192,10 @@ CASES: dict[str, Case] = {
     "conv2d_many_channels": Case("conv2d", _conv(2, 6, 7, 5, 3, (3, 2), (2, 1), (1, 0))),
     "conv2d_channels_last": Case("conv2d", _conv(2, 5, 6, 6, 4, 4, 1, 1), channels_last=True),
     "conv2d_stride_3": Case("conv2d", _conv(2, 4, 9, 7, 5, (4, 2), (3, 2), (2, 1))),
+    # strided with dx: col2im of dy @ W^T; a 1x1 projection over several chunks of
+    # images, and a stride over the kernel's size (pixels no window reads)
+    "conv2d_1x1_stride_2": Case("conv2d", _conv(11, 6, 7, 8, 5, 1, 2, 0, bias=False)),
+    "conv2d_stride_over_kernel": Case("conv2d", _conv(2, 4, 9, 10, 3, 2, 3, 1)),
     "conv2d_no_dx": Case("conv2d", _conv(2, 5, 6, 6, 4, 3, 1, 1), back=NO_INPUT_GRAD),
     "conv2d_no_dx_one_channel": Case("conv2d", _conv(2, 1, 6, 6, 4, 3, 2, 1), back=NO_INPUT_GRAD),
     # grouped (a batched GEMM per chunk) and depthwise (shifted slices), with and without dx

@@ -17,6 +17,11 @@ Backward, given dy = dL/dy:
   (p, q) holds the dy values that pixel fed, so x^T @ dcols is dL/dW of the
   flipped kernel, and the input needs no second im2col. Without dx (a
   network's first layer) it is the textbook cols^T @ dy.
+- With a stride above 1, the spread dy is mostly zeros (3 in 4 at stride 2)
+  that those products would multiply. Strided convs take the textbook way
+  instead: dL/dW = cols^T @ dy, and dL/dx = col2im(dy @ W^T), each receptive
+  field's gradient row added back onto the pixels it came from (kh*kw
+  strided additions per chunk).
 
 The work is done in chunks of at most `MAX_IMAGES_PER_CHUNK` images, spread
 over the cores; each chunk's matrices live in its thread's scratch memory.
@@ -158,6 +163,8 @@ def conv2d_backward(
     if groups != 1:
         geometry = ((sh, sw), (ph, pw))
         dx, dweight = grouped_backward(x_cl, dy_cl, weight, geometry, groups, need_input_grad)
+    elif need_input_grad and (sh, sw) != (1, 1):
+        dx, dweight = _strided_input_and_weight_grads(x_cl, dy_cl, weight, (sh, sw), (ph, pw))
     elif need_input_grad:
         dx, dweight = _input_and_weight_grads(x_cl, dy_cl, weight, (sh, sw), (ph, pw))
     else:
@@ -233,3 +240,45 @@ def _input_and_weight_grads(
     dw_flip = sum(parallel_map(chunk, chunks), np.zeros_like(w_flip.T))
     dweight = dw_flip.reshape(c, kh, kw, o)[:, ::-1, ::-1].transpose(3, 0, 1, 2)
     return from_channels_last(dx), dweight
+
+
+def _strided_input_and_weight_grads(
+    x_cl: np.ndarray,
+    dy_cl: np.ndarray,
+    weight: np.ndarray,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """dL/dx (an NCHW view of channels-last memory) and dL/dW (O, C, kh, kw) of a strided
+    conv: cols^T @ dy, and col2im of dcols = dy @ W^T (see the module docstring)."""
+    (sh, sw), (ph, pw) = stride, padding
+    (n, h, w, c), (o, _, kh, kw) = x_cl.shape, weight.shape
+    _, ho, wo, _ = dy_cl.shape
+    dx = memory.empty((n, h, w, c), dtype=x_cl.dtype)
+    # (O, C, kh, kw) -> (O, kh*kw*C): a row of dy times it is a receptive field's gradient.
+    w_rows = weight.transpose(0, 2, 3, 1).reshape(o, -1)
+
+    def chunk(rows: range) -> np.ndarray:
+        """This chunk's dL/dx, and its dL/dW as (O, kh*kw*C)."""
+        sl = slice(rows.start, rows.stop)
+        cols = im2col(padded(x_cl[sl], ph, pw), kh, kw, sh, sw, ho, wo)
+        dy_2d = dy_cl[sl].reshape(-1, o)
+        dw = np.dot(cols.T, dy_2d).T if cols.flags.f_contiguous else np.dot(dy_2d.T, cols)
+        b = rows.stop - rows.start
+        dcols = memory.scratch("dcols", (b * ho * wo, kh * kw * c), x_cl.dtype)
+        np.dot(dy_2d, w_rows, out=dcols)
+        fields = dcols.reshape(b, ho, wo, kh, kw, c)
+        dxp = memory.scratch("dx_padded", (b, h + 2 * ph, w + 2 * pw, c), x_cl.dtype)
+        dxp.fill(0)
+        for i in range(kh):
+            for j in range(kw):
+                dxp[:, i : i + sh * (ho - 1) + 1 : sh, j : j + sw * (wo - 1) + 1 : sw] += fields[
+                    :, :, :, i, j
+                ]
+        dx[sl] = dxp[:, ph : ph + h, pw : pw + w]
+        return dw
+
+    per_image = ho * wo * kh * kw * c * x_cl.itemsize * 2  # cols and dcols
+    chunks = chunk_ranges(n, per_image, max_items=MAX_IMAGES_PER_CHUNK)
+    dw = sum(parallel_map(chunk, chunks), np.zeros((o, kh * kw * c), x_cl.dtype))
+    return from_channels_last(dx), dw.reshape(o, kh, kw, c).transpose(0, 3, 1, 2)
