@@ -1,12 +1,17 @@
 """Accuracy and epoch time of npcnn on full Fashion-MNIST (60,000 train / 10,000 test).
 
-Three parts, each with the target the project set for it:
+Five parts, each with the target the project set for it:
 
 - ``notebook-adam``: the ``notebook`` preset's architecture trained with Adam
   (lr 1e-3, batch 128) for 5 epochs; target: test accuracy >= 90.5 %.
 - ``strong``: the ``strong`` preset with its own recipe (optimiser, learning
   rate, weight decay, schedule, batch size, epochs, augmentation); target: test
   accuracy >= 93.0 % within 15 minutes of training wall-clock.
+- ``resnet``: the ``resnet`` preset with its recipe; target: test accuracy
+  >= 94.0 % within 15 minutes of training wall-clock.
+- ``resnet-epoch-vs-torch``: as ``epoch-vs-torch`` below, for the ``resnet``
+  preset's network and optimiser (PyTorch's twin in ``torch_twins.py``, built
+  from npcnn's initial weights); target: npcnn's epoch takes no longer.
 - ``epoch-vs-torch``: one epoch of the notebook network (Adam, batch 128)
   with npcnn and with PyTorch, each in a fresh subprocess with the same
   number of threads, alternating who goes first; target: npcnn's epoch takes
@@ -43,6 +48,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,13 +59,16 @@ import npcnn
 from npcnn import nn, optim
 from npcnn.data import BatchIterator, Dataset, load_dataset
 from npcnn.data.augment import Augmentation
-from npcnn.models import get_preset
+from npcnn.models import Recipe, get_preset
+from npcnn.models.resnet import STAGES as RESNET_STAGES
 from npcnn.training import Trainer, callbacks, evaluate, schedules
+from torch_twins import torch_notebook_net, torch_resnet
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 DATASET = "fashion-mnist"
-PARTS = ("epoch-vs-torch", "notebook-adam", "strong")  # the order of --part all
+# The order of --part all.
+PARTS = ("epoch-vs-torch", "resnet-epoch-vs-torch", "notebook-adam", "strong", "resnet")
 BATCH = 128
 ADAM_LR = 1e-3
 NOTEBOOK_EPOCHS = 5
@@ -67,8 +76,9 @@ EVAL_BATCH = 500
 RESULT_MARKER = "BENCH_FASHION_RESULT "
 
 TARGET_NOTEBOOK_ACCURACY = 0.905
-TARGET_STRONG_ACCURACY = 0.930
-TARGET_STRONG_SECONDS = 15 * 60.0
+#: The test accuracy each preset part must reach, within TARGET_PRESET_SECONDS.
+PRESET_TARGETS = {"strong": 0.930, "resnet": 0.940}
+TARGET_PRESET_SECONDS = 15 * 60.0
 
 
 # --- data and models ------------------------------------------------------------------
@@ -244,16 +254,18 @@ def part_notebook_adam(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-# --- part 2: the strong preset with its recipe ------------------------------------------
+# --- parts strong and resnet: a preset with its recipe ------------------------------------------
 
 
-def part_strong(args: argparse.Namespace) -> dict[str, Any]:
-    preset = get_preset("strong")
+def part_preset(args: argparse.Namespace, name: str) -> dict[str, Any]:
+    """Train preset `name` with its own recipe; judged against ``PRESET_TARGETS[name]``."""
+    preset = get_preset(name)
     recipe = preset.recipe
+    target_accuracy = PRESET_TARGETS[name]
     epochs = args.epochs or recipe.epochs
     batch = recipe.batch_size or 0
     print(
-        f"\n== strong preset: {recipe.optimizer} lr {recipe.lr:g} wd {recipe.weight_decay:g}, "
+        f"\n== {name} preset: {recipe.optimizer} lr {recipe.lr:g} wd {recipe.weight_decay:g}, "
         f"{recipe.schedule} schedule, augment {recipe.augment}, batch {batch}, {epochs} epochs, "
         f"seed {args.seed} =="
     )
@@ -275,18 +287,18 @@ def part_strong(args: argparse.Namespace) -> dict[str, Any]:
     )
     print_epoch_table(run)
 
-    reached = first_epoch_reaching(run, TARGET_STRONG_ACCURACY)
+    reached = first_epoch_reaching(run, target_accuracy)
     if reached is not None:
         print(
-            f"{100 * TARGET_STRONG_ACCURACY:.1f}% first reached after epoch {reached['epoch']}, "
+            f"{100 * target_accuracy:.1f}% first reached after epoch {reached['epoch']}, "
             f"{reached['elapsed_seconds']:.1f} s into training"
         )
     full = full_settings(args) and epochs == recipe.epochs
-    accuracy_ok = run.final_accuracy >= TARGET_STRONG_ACCURACY
-    time_ok = run.fit_seconds <= TARGET_STRONG_SECONDS
+    accuracy_ok = run.final_accuracy >= target_accuracy
+    time_ok = run.fit_seconds <= TARGET_PRESET_SECONDS
     return {
         "settings": {
-            "preset": "strong",
+            "preset": name,
             "recipe": asdict(recipe),
             "epochs": epochs,
             "batch_size": batch,
@@ -297,15 +309,15 @@ def part_strong(args: argparse.Namespace) -> dict[str, Any]:
         "first_epoch_reaching_target": reached,
         "targets": [
             target(
-                "strong preset: final test accuracy",
+                f"{name} preset: final test accuracy",
                 run.final_accuracy,
-                f">= {100 * TARGET_STRONG_ACCURACY:.1f}%",
+                f">= {100 * target_accuracy:.1f}%",
                 accuracy_ok if full else None,
             ),
             target(
-                "strong preset: training wall-clock (s)",
+                f"{name} preset: training wall-clock (s)",
                 run.fit_seconds,
-                f"<= {TARGET_STRONG_SECONDS:.0f} s",
+                f"<= {TARGET_PRESET_SECONDS:.0f} s",
                 time_ok if full else None,
             ),
         ],
@@ -326,36 +338,13 @@ def first_epoch_reaching(run: TrainingRun, accuracy: float) -> dict[str, float] 
 # --- part 3: one epoch, npcnn against PyTorch, each in its own process -------------------
 
 
-def torch_notebook_net(initial: nn.Sequential):
-    """The notebook network in PyTorch, starting from npcnn's initial weights (the layer
-    indices and parameter names are the same)."""
+def torch_train_epoch(model, batches: BatchIterator, recipe: Recipe) -> dict[str, float]:
+    """One epoch of the recipe's optimiser steps; per step also the loss as a float and
+    the correct predictions, which the Trainer computes too. Returns seconds, loss and
+    accuracy."""
     import torch
 
-    model = torch.nn.Sequential(
-        torch.nn.Conv2d(1, 16, 3, padding=1, bias=False),
-        torch.nn.BatchNorm2d(16),
-        torch.nn.ReLU(),
-        torch.nn.MaxPool2d(2),
-        torch.nn.Conv2d(16, 18, 4, padding=1, bias=False),
-        torch.nn.BatchNorm2d(18),
-        torch.nn.ReLU(),
-        torch.nn.Flatten(),
-        torch.nn.Linear(18 * 13 * 13, 20, bias=False),
-        torch.nn.BatchNorm1d(20),
-        torch.nn.ReLU(),
-        torch.nn.Linear(20, 10),
-    )
-    state = {k: torch.from_numpy(np.array(v)) for k, v in initial.state_dict().items()}
-    model.load_state_dict(state, strict=True)
-    return model
-
-
-def torch_train_epoch(model, batches: BatchIterator) -> dict[str, float]:
-    """One epoch of Adam steps; per step also the loss as a float and the correct
-    predictions, which the Trainer computes too. Returns seconds, loss and accuracy."""
-    import torch
-
-    opt = torch.optim.Adam(model.parameters(), lr=ADAM_LR)
+    opt = torch_optimizer(model, recipe)
     model.train()
     loss_sum, correct, count = 0.0, 0, 0
     start = time.perf_counter()
@@ -401,80 +390,137 @@ def warm_up(data: Dataset, steps: int, train_step) -> None:
         train_step(x, y)
 
 
-def epoch_worker(
-    framework: str,
-    seed: int,
-    threads: int,
-    warmup: int,
-    limit_train: int | None,
-    limit_test: int | None,
-) -> dict[str, Any]:
-    """Train the notebook network for one epoch in this process with ``framework``."""
-    npcnn.set_num_threads(threads)
-    data = load_fashion(limit_train, limit_test)
-    info: dict[str, Any] = {"numpy": np.__version__}
-    if framework == "npcnn":
-        scratch = build_notebook_net(seed + 1, "he")
-        scratch_opt = optim.Adam(scratch.parameters(), lr=ADAM_LR)
-        loss_fn = nn.CrossEntropyLoss()
+@dataclass(frozen=True)
+class EpochNetwork:
+    """A network timed against PyTorch: npcnn's model from a seed, its PyTorch twin
+    from npcnn's weights, and the optimiser both train it with."""
 
-        def step(x: np.ndarray, y: np.ndarray) -> None:
-            scratch_opt.zero_grad()
-            loss_fn.forward(scratch.forward(x, training=True), y)
-            scratch.backward(loss_fn.backward(), need_input_grad=False)
-            scratch_opt.step()
+    title: str
+    build: Callable[[int], nn.Layer]
+    twin: Callable[[nn.Layer], Any]
+    recipe: Recipe
 
-        warm_up(data, warmup, step)
-        model = build_notebook_net(seed, "he")
-        optimizer = optim.Adam(model.parameters(), lr=ADAM_LR)
-        run = train_npcnn(model, optimizer, None, data, 1, BATCH, seed, validate=False)
-        row = run.epochs[0]
-        result = {k: row[k] for k in ("train_seconds", "train_loss", "train_accuracy")}
-        result["test_accuracy"] = evaluate(
-            model, data.test_images, data.test_labels, batch_size=EVAL_BATCH
-        ).accuracy
-        info["npcnn"] = npcnn.__version__
-    else:
-        import torch
 
-        torch.set_num_threads(threads)
-        scratch = torch_notebook_net(build_notebook_net(seed + 1, "he"))
-        scratch_opt = torch.optim.Adam(scratch.parameters(), lr=ADAM_LR)
-
-        def step(x: np.ndarray, y: np.ndarray) -> None:
-            scratch_opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(
-                scratch(torch.from_numpy(x)), torch.from_numpy(y)
-            )
-            loss.backward()
-            scratch_opt.step()
-
-        warm_up(data, warmup, step)
-        model = torch_notebook_net(build_notebook_net(seed, "he"))
-        # The same batches, in the same order, as the Trainer draws for npcnn.
-        batches = BatchIterator(data.train_images, data.train_labels, BATCH, rng=shuffle_rng(seed))
-        result = torch_train_epoch(model, batches)
-        print(
-            f"torch epoch 1/1  loss {result['train_loss']:.4f}  "
-            f"acc {result['train_accuracy']:.4f}  {result['train_seconds']:.1f}s",
-            flush=True,
-        )
-        result["test_accuracy"] = torch_test_accuracy(model, data.test_images, data.test_labels)
-        info.update(torch=torch.__version__, torch_threads=torch.get_num_threads())
+def epoch_networks() -> dict[str, EpochNetwork]:
+    """The networks of the epoch-vs-torch parts, by part name."""
+    resnet = get_preset("resnet")
     return {
-        "framework": framework,
-        **result,
-        "images": len(data.train_labels),
-        "threads": threads,
-        "load_average_after": os.getloadavg(),
-        "info": info,
+        "epoch-vs-torch": EpochNetwork(
+            "the notebook network, He init",
+            lambda seed: build_notebook_net(seed, "he"),
+            torch_notebook_net,
+            Recipe(optimizer="adam", lr=ADAM_LR, batch_size=BATCH),
+        ),
+        "resnet-epoch-vs-torch": EpochNetwork(
+            "the resnet preset, its optimiser (no schedule, no augmentation)",
+            lambda seed: resnet.model(seed=seed),
+            lambda model: torch_resnet(model, RESNET_STAGES),
+            resnet.recipe,
+        ),
     }
 
 
-def spawn_epoch_worker(framework: str, args: argparse.Namespace) -> dict[str, Any]:
+def torch_optimizer(model, recipe: Recipe):
+    """The recipe's optimiser in PyTorch, with the same hyperparameters as npcnn's."""
+    import torch
+
+    params, lr, wd = model.parameters(), recipe.lr, recipe.weight_decay
+    if recipe.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=recipe.momentum, weight_decay=wd)
+    kind = torch.optim.Adam if recipe.optimizer == "adam" else torch.optim.AdamW
+    return kind(params, lr=lr, weight_decay=wd)
+
+
+def npcnn_epoch(network: EpochNetwork, data: Dataset, seed: int, warmup: int) -> dict[str, Any]:
+    """Warm up on a throwaway model, then train ``network`` one epoch with the Trainer."""
+    scratch = network.build(seed + 1)
+    scratch_opt = network.recipe.make_optimizer(scratch.parameters())
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step(x: np.ndarray, y: np.ndarray) -> None:
+        scratch_opt.zero_grad()
+        loss_fn.forward(scratch.forward(x, training=True), y)
+        scratch.backward(loss_fn.backward(), need_input_grad=False)
+        scratch_opt.step()
+
+    warm_up(data, warmup, step)
+    model = network.build(seed)
+    optimizer = network.recipe.make_optimizer(model.parameters())
+    run = train_npcnn(model, optimizer, None, data, 1, BATCH, seed, validate=False)
+    row = run.epochs[0]
+    result = {k: row[k] for k in ("train_seconds", "train_loss", "train_accuracy")}
+    result["test_accuracy"] = evaluate(
+        model, data.test_images, data.test_labels, batch_size=EVAL_BATCH
+    ).accuracy
+    return result
+
+
+def torch_epoch(
+    network: EpochNetwork, data: Dataset, seed: int, warmup: int, threads: int
+) -> dict[str, Any]:
+    """The same in PyTorch: npcnn's initial weights, the same batches in the same order."""
+    import torch
+
+    torch.set_num_threads(threads)
+    scratch = network.twin(network.build(seed + 1))
+    scratch_opt = torch_optimizer(scratch, network.recipe)
+
+    def step(x: np.ndarray, y: np.ndarray) -> None:
+        scratch_opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(scratch(torch.from_numpy(x)), torch.from_numpy(y))
+        loss.backward()
+        scratch_opt.step()
+
+    warm_up(data, warmup, step)
+    model = network.twin(network.build(seed))
+    batches = BatchIterator(data.train_images, data.train_labels, BATCH, rng=shuffle_rng(seed))
+    result = torch_train_epoch(model, batches, network.recipe)
+    print(
+        f"torch epoch 1/1  loss {result['train_loss']:.4f}  "
+        f"acc {result['train_accuracy']:.4f}  {result['train_seconds']:.1f}s",
+        flush=True,
+    )
+    result["test_accuracy"] = torch_test_accuracy(model, data.test_images, data.test_labels)
+    result["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads()}
+    return result
+
+
+def epoch_worker(args: argparse.Namespace) -> dict[str, Any]:
+    """Train one epoch-vs-torch network (``args.network``) for one epoch in this process
+    with ``args.worker``'s framework."""
+    npcnn.set_num_threads(args.threads)
+    network = epoch_networks()[args.network]
+    data = load_fashion(args.limit_train, args.limit_test)
+    if args.worker == "npcnn":
+        result = npcnn_epoch(network, data, args.seed, args.warmup_steps)
+    else:
+        result = torch_epoch(network, data, args.seed, args.warmup_steps, args.threads)
+    return {
+        "framework": args.worker,
+        **result,
+        "images": len(data.train_labels),
+        "threads": args.threads,
+        "load_average_after": os.getloadavg(),
+        "info": {"numpy": np.__version__, "npcnn": npcnn.__version__, "blas": blas_info()},
+    }
+
+
+def blas_info() -> dict[str, Any] | None:
+    """NumPy's BLAS as threadpoolctl sees it (library, version, kernel architecture)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    for info in threadpool_info():
+        if info.get("user_api") == "blas":
+            return {k: info.get(k) for k in ("internal_api", "version", "architecture")}
+    return None
+
+
+def spawn_epoch_worker(framework: str, part: str, args: argparse.Namespace) -> dict[str, Any]:
     """Run :func:`epoch_worker` in a fresh interpreter; its epoch line is passed through."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", framework]
-    cmd += ["--seed", str(args.seed), "--threads", str(args.threads)]
+    cmd += ["--network", part, "--seed", str(args.seed), "--threads", str(args.threads)]
     cmd += ["--warmup-steps", str(args.warmup_steps)]
     for flag, value in (("--limit-train", args.limit_train), ("--limit-test", args.limit_test)):
         if value is not None:
@@ -490,19 +536,30 @@ def spawn_epoch_worker(framework: str, args: argparse.Namespace) -> dict[str, An
     return {**json.loads(results[-1][len(RESULT_MARKER) :]), "load_average_before": load_before}
 
 
-def part_epoch_vs_torch(args: argparse.Namespace) -> dict[str, Any]:
-    print(
-        f"\n== one epoch of the notebook network, Adam lr {ADAM_LR:g}, batch {BATCH}: "
-        f"npcnn vs PyTorch, {args.threads} threads, {args.repeats} round(s), "
-        f"{args.warmup_steps} warm-up steps =="
-    )
-    samples: list[dict[str, Any]] = []
-    for round_ in range(args.repeats):
-        order = ("npcnn", "torch") if round_ % 2 == 0 else ("torch", "npcnn")
-        for framework in order:
-            print(f"round {round_ + 1}/{args.repeats}: {framework}", flush=True)
-            samples.append({"round": round_ + 1, **spawn_epoch_worker(framework, args)})
+def epoch_summary(samples: list[dict[str, Any]], repeats: int) -> dict[str, Any]:
+    """Median, best and per-round times of each framework, and npcnn / torch ratios."""
+    summary: dict[str, dict[str, float]] = {}
+    for framework in ("npcnn", "torch"):
+        times = [s["train_seconds"] for s in samples if s["framework"] == framework]
+        accs = [s["test_accuracy"] for s in samples if s["framework"] == framework]
+        summary[framework] = {
+            "median_seconds": statistics.median(times),
+            "min_seconds": min(times),
+            "max_seconds": max(times),
+            "median_test_accuracy": statistics.median(accs),
+        }
+    by_round = {(s["round"], s["framework"]): s["train_seconds"] for s in samples}
+    return {
+        "summary": summary,
+        "ratio_median": summary["npcnn"]["median_seconds"] / summary["torch"]["median_seconds"],
+        "ratio_best": summary["npcnn"]["min_seconds"] / summary["torch"]["min_seconds"],
+        "ratio_per_round": [
+            by_round[r, "npcnn"] / by_round[r, "torch"] for r in range(1, repeats + 1)
+        ],
+    }
 
+
+def print_epoch_samples(samples: list[dict[str, Any]], stats: dict[str, Any]) -> None:
     print(
         f"\n{'round':>5} {'framework':>9} {'epoch s':>8} {'img/s':>7} {'train loss':>10} "
         f"{'train acc':>9} {'test acc':>8} {'load before':>15}"
@@ -514,53 +571,52 @@ def part_epoch_vs_torch(args: argparse.Namespace) -> dict[str, Any]:
             f"{100 * s['train_accuracy']:>8.2f}% {100 * s['test_accuracy']:>7.2f}% "
             f"{' '.join(f'{v:.2f}' for v in s['load_average_before']):>15}"
         )
-    summary: dict[str, dict[str, float]] = {}
-    for framework in ("npcnn", "torch"):
-        times = [s["train_seconds"] for s in samples if s["framework"] == framework]
-        accs = [s["test_accuracy"] for s in samples if s["framework"] == framework]
-        summary[framework] = {
-            "median_seconds": statistics.median(times),
-            "min_seconds": min(times),
-            "max_seconds": max(times),
-            "median_test_accuracy": statistics.median(accs),
-        }
-    ratio = summary["npcnn"]["median_seconds"] / summary["torch"]["median_seconds"]
-    best_ratio = summary["npcnn"]["min_seconds"] / summary["torch"]["min_seconds"]
-    per_round = [
-        a["train_seconds"] / b["train_seconds"]
-        for r in range(1, args.repeats + 1)
-        for a in samples
-        for b in samples
-        if a["round"] == b["round"] == r and a["framework"] == "npcnn" and b["framework"] == "torch"
-    ]
     print(f"\n{'':>9} {'median s':>9} {'min s':>7} {'max s':>7} {'test acc':>9}")
-    for framework, s in summary.items():
+    for framework, s in stats["summary"].items():
         print(
             f"{framework:>9} {s['median_seconds']:>9.2f} {s['min_seconds']:>7.2f} "
             f"{s['max_seconds']:>7.2f} {100 * s['median_test_accuracy']:>8.2f}%"
         )
     print(
-        f"npcnn / torch epoch time: {ratio:.3f} (medians), {best_ratio:.3f} (best), "
-        f"per round: {', '.join(f'{r:.3f}' for r in per_round)}"
+        f"npcnn / torch epoch time: {stats['ratio_median']:.3f} (medians), "
+        f"{stats['ratio_best']:.3f} (best), per round: "
+        f"{', '.join(f'{r:.3f}' for r in stats['ratio_per_round'])}"
     )
+
+
+def part_epoch_vs_torch(args: argparse.Namespace, part: str) -> dict[str, Any]:
+    network = epoch_networks()[part]
+    recipe = network.recipe
+    print(
+        f"\n== one epoch of {network.title}, {recipe.optimizer} lr {recipe.lr:g} "
+        f"wd {recipe.weight_decay:g}, batch {BATCH}: npcnn vs PyTorch, {args.threads} threads, "
+        f"{args.repeats} round(s), {args.warmup_steps} warm-up steps =="
+    )
+    samples: list[dict[str, Any]] = []
+    for round_ in range(args.repeats):
+        order = ("npcnn", "torch") if round_ % 2 == 0 else ("torch", "npcnn")
+        for framework in order:
+            print(f"round {round_ + 1}/{args.repeats}: {framework}", flush=True)
+            samples.append({"round": round_ + 1, **spawn_epoch_worker(framework, part, args)})
+    stats = epoch_summary(samples, args.repeats)
+    print_epoch_samples(samples, stats)
+    ratio = stats["ratio_median"]
     return {
         "settings": {
-            "architecture": "notebook preset, He init; torch copies npcnn's initial weights",
-            "optimizer": "adam",
-            "lr": ADAM_LR,
+            "architecture": f"{network.title}; torch copies npcnn's initial weights",
+            "optimizer": recipe.optimizer,
+            "lr": recipe.lr,
+            "weight_decay": recipe.weight_decay,
             "batch_size": BATCH,
             "threads": args.threads,
             "repeats": args.repeats,
             "warmup_steps": args.warmup_steps,
         },
         "samples": samples,
-        "summary": summary,
-        "ratio_median": ratio,
-        "ratio_best": best_ratio,
-        "ratio_per_round": per_round,
+        **stats,
         "targets": [
             target(
-                "epoch time npcnn / torch (medians)",
+                f"{part}: epoch time npcnn / torch (medians)",
                 ratio,
                 "<= 1.0",
                 ratio <= 1.0 if args.limit_train is None else None,
@@ -639,20 +695,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--limit-train", type=int, metavar="N", help="first N training images")
     p.add_argument("--limit-test", type=int, metavar="N", help="first N test images")
     p.add_argument("--worker", choices=("npcnn", "torch"), help=argparse.SUPPRESS)
+    p.add_argument("--network", default="epoch-vs-torch", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker is not None:
-        result = epoch_worker(
-            args.worker,
-            args.seed,
-            args.threads,
-            args.warmup_steps,
-            args.limit_train,
-            args.limit_test,
-        )
+        result = epoch_worker(args)
         print(RESULT_MARKER + json.dumps(result), flush=True)
         return 0
 
@@ -660,9 +710,11 @@ def main(argv: list[str] | None = None) -> int:
     env = environment(args)
     parts = PARTS if args.part == "all" else (args.part,)
     runners = {
-        "epoch-vs-torch": part_epoch_vs_torch,
+        "epoch-vs-torch": lambda args: part_epoch_vs_torch(args, "epoch-vs-torch"),
+        "resnet-epoch-vs-torch": lambda args: part_epoch_vs_torch(args, "resnet-epoch-vs-torch"),
         "notebook-adam": part_notebook_adam,
-        "strong": part_strong,
+        "strong": lambda args: part_preset(args, "strong"),
+        "resnet": lambda args: part_preset(args, "resnet"),
     }
     print(
         f"npcnn {npcnn.__version__}, numpy {np.__version__}, {args.threads} threads, "

@@ -518,7 +518,15 @@ def _reference_chain(model: nn.Sequential, x: np.ndarray, labels: np.ndarray, tr
     return x, loss, dy, grads
 
 
-@pytest.mark.parametrize("preset", sorted(PRESETS))
+#: The chains of layers; a graph preset is held to the reference kernels by test_engine.py.
+SEQUENTIAL_PRESETS = sorted(n for n, p in PRESETS.items() if isinstance(p.model(), nn.Sequential))
+
+
+def test_the_chained_presets_are_the_sequential_ones() -> None:
+    assert {"small", "notebook", "strong"} <= set(SEQUENTIAL_PRESETS)
+
+
+@pytest.mark.parametrize("preset", SEQUENTIAL_PRESETS)
 @pytest.mark.parametrize("training", [True, False], ids=["training", "inference"])
 def test_model_matches_chained_kernels(preset: str, training: bool, rng) -> None:
     model = PRESETS[preset].build(np.random.default_rng(0)).astype(np.float64)

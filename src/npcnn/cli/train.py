@@ -18,6 +18,7 @@ import shlex
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,21 +89,30 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _preset_values(field: str, keep: Callable[[object], bool] = lambda value: True) -> str:
+    """ "small 5, notebook 50, ...": each preset's recipe value of `field` that `keep` accepts."""
+    values = ((name, getattr(p.recipe, field)) for name, p in PRESETS.items())
+    shown = (
+        f"{name} {FULL_BATCH if value is None else value}" for name, value in values if keep(value)
+    )
+    return ", ".join(shown)
+
+
 def _add_recipe_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--epochs",
         type=options.positive_int,
         metavar="N",
-        help="epochs to train, counting those of a resumed run (small 5, notebook 50, strong 20)",
+        help=f"epochs to train, counting those of a resumed run ({_preset_values('epochs')})",
     )
     g.add_argument(
         "--batch-size",
         type=options.batch_size,
         metavar="N|full",
         help=f"images per step; '{FULL_BATCH}' for full-batch gradient descent, one step "
-        "per epoch (small 64, notebook full, strong 128)",
+        f"per epoch ({_preset_values('batch_size')})",
     )
-    g.add_argument("--optimizer", choices=OPTIMIZERS, help="small adam, notebook sgd, strong adamw")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, help=_preset_values("optimizer"))
     g.add_argument("--lr", type=options.positive_float, metavar="RATE", help="learning rate")
     g.add_argument("--momentum", type=options.momentum, help="SGD momentum, in [0, 1)")
     g.add_argument("--weight-decay", type=options.non_negative_float, metavar="WD")
@@ -110,7 +120,8 @@ def _add_recipe_options(g: argparse._ArgumentGroup) -> None:
         "--schedule",
         choices=SCHEDULES,
         help="learning rate over the epochs: none keeps it; step multiplies it by --gamma "
-        "every --step-size epochs; cosine anneals it to 0 over the run (strong: cosine)",
+        "every --step-size epochs; cosine anneals it to 0 over the run "
+        f"({_preset_values('schedule', lambda value: value != 'none')})",
     )
     g.add_argument(
         "--step-size", type=options.positive_int, metavar="N", help="for step: (default: 5)"
@@ -123,13 +134,14 @@ def _add_recipe_options(g: argparse._ArgumentGroup) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="recompute batch-norm statistics on the training images before each test "
-        "(on for notebook)",
+        f"(on for {', '.join(n for n, p in PRESETS.items() if p.recipe.recompute_bn)})",
     )
     g.add_argument(
         "--augment",
         choices=AUGMENTATIONS,
         help="random changes to the training images: flip mirrors half of them left to "
-        "right (right for clothes, wrong for digits) (flip for strong)",
+        "right (right for clothes, wrong for digits) "
+        f"({_preset_values('augment', lambda value: value != 'none')})",
     )
 
 

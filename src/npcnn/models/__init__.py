@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from npcnn.models.notebook import NOTEBOOK, build_notebook
 from npcnn.models.recipe import AUGMENTATIONS, OPTIMIZERS, SCHEDULES, Preset, Recipe
+from npcnn.models.resnet import RESNET, build_resnet
 from npcnn.models.small import SMALL, build_small
 from npcnn.models.strong import STRONG, build_strong
 
 #: Every preset by name; "small" is the command line's default.
-PRESETS: dict[str, Preset] = {p.name: p for p in (SMALL, NOTEBOOK, STRONG)}
+PRESETS: dict[str, Preset] = {p.name: p for p in (SMALL, NOTEBOOK, STRONG, RESNET)}
 DEFAULT_PRESET = "small"
 
 
@@ -36,6 +37,7 @@ __all__ = [
     "Preset",
     "Recipe",
     "build_notebook",
+    "build_resnet",
     "build_small",
     "build_strong",
     "get_preset",
