@@ -171,6 +171,7 @@ def test_a_model_trained_on_the_sample_reads_handwritten_pngs(tmp_path, capsys) 
 def test_resume_continues_and_equals_an_uninterrupted_run(tmp_path, capsys) -> None:
     common = ["--seed", "3", "--limit-train", "128", "--limit-test", "32", "--batch-size", "32"]
     common += ["--augment", "flip"]  # the flips' random draws must resume exactly too
+    common += ["--label-smoothing", "0.2"]  # and the loss, with its smoothed targets
     assert run_cli(capsys, "train", "--epochs", "1", "--out", tmp_path / "a", *common)[0] == 0
     first = tmp_path / "a" / "checkpoint.npz"
     digest = hashlib.sha256(first.read_bytes()).hexdigest()
@@ -178,7 +179,8 @@ def test_resume_continues_and_equals_an_uninterrupted_run(tmp_path, capsys) -> N
     assert code == 0, out
     resumed = tmp_path / "a-resumed"
     assert "resuming training" in out and f"run directory: {resumed}" in out
-    assert "augment flip" in out  # the resumed run keeps the first run's settings
+    assert "augment flip, label smoothing 0.2" in out  # the resumed run keeps the settings
+    assert json.loads((resumed / "run.json").read_text())["config"]["label_smoothing"] == 0.2
     rows = (resumed / "log.csv").read_text().strip().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == ["1", "2"]
     assert hashlib.sha256(first.read_bytes()).hexdigest() == digest  # the old run is untouched

@@ -316,6 +316,12 @@ SIMPLE_OPS = {
         _loss_inputs,
         ("logits",),
     ),
+    "softmax_cross_entropy_smoothed": (
+        F.softmax_cross_entropy_forward,
+        F.softmax_cross_entropy_backward,
+        lambda r: {**_loss_inputs(r), "label_smoothing": 0.2},
+        ("logits",),
+    ),
 }
 
 
@@ -494,12 +500,32 @@ def test_dropout_layer_and_kernel_agree_on_a_given_mask(rng: np.random.Generator
     np.testing.assert_allclose(layer.backward(dy), F.dropout_backward(dy, cache), **TIGHT)
 
 
-def test_cross_entropy_loss_matches_kernel(rng: np.random.Generator) -> None:
+@pytest.mark.parametrize("smoothing", [0.0, 0.3])
+def test_cross_entropy_loss_matches_kernel(smoothing: float, rng: np.random.Generator) -> None:
     logits, labels = 5.0 * rng.standard_normal((7, 4)), rng.integers(0, 4, 7)
-    loss_fn = nn.CrossEntropyLoss()
-    loss, cache = F.softmax_cross_entropy_forward(logits, labels)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=smoothing)
+    loss, cache = F.softmax_cross_entropy_forward(logits, labels, label_smoothing=smoothing)
     assert loss_fn(logits, labels) == pytest.approx(float(loss), rel=1e-12)
     np.testing.assert_allclose(loss_fn.backward(), F.softmax_cross_entropy_backward(1.0, cache))
+
+
+def test_smoothing_spreads_the_target_over_the_classes() -> None:
+    """Equal logits: L = log K whatever the smoothing; the smoothed target is
+    (1 - e) onehot + e / K, so the gradient at the true class is (1/K - 1 + e - e/K) / N."""
+    logits, labels = np.zeros((2, 4)), np.array([1, 3])
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.2)
+    assert loss_fn(logits, labels) == pytest.approx(np.log(4), rel=1e-12)
+    grad = loss_fn.backward()
+    assert grad[0, 1] == pytest.approx((0.25 - 0.8 - 0.05) / 2, rel=1e-12)
+    assert grad[0, 0] == pytest.approx((0.25 - 0.05) / 2, rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.0, float("nan")])
+def test_label_smoothing_outside_0_1_is_refused(bad: float) -> None:
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        nn.CrossEntropyLoss(label_smoothing=bad)
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        F.softmax_cross_entropy_forward(np.zeros((1, 2)), np.array([0]), label_smoothing=bad)
 
 
 def _reference_chain(model: nn.Sequential, x: np.ndarray, labels: np.ndarray, training: bool):

@@ -216,14 +216,19 @@ def test_batchnorm_eval_forward_batch_of_one(rng: np.random.Generator) -> None:
     check_layer(layer, tnn.BatchNorm2d(3), _x(rng, (1, 3, 4, 5)), rng, training=False)
 
 
+@pytest.mark.parametrize("smoothing", [0.0, 0.1, 0.9])
 @pytest.mark.parametrize("scale", [1.0, 30.0])
-def test_cross_entropy_and_gradient(scale: float, rng: np.random.Generator) -> None:
+def test_cross_entropy_and_gradient(
+    scale: float, smoothing: float, rng: np.random.Generator
+) -> None:
     logits = (scale * rng.standard_normal((7, 10))).astype(np.float32)
     labels = rng.integers(0, 10, 7)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=smoothing)
     loss = loss_fn.forward(logits, labels)
     lt = t(logits, grad=True)
-    expected = torch.nn.functional.cross_entropy(lt, torch.from_numpy(labels))
+    expected = torch.nn.functional.cross_entropy(
+        lt, torch.from_numpy(labels), label_smoothing=smoothing
+    )
     expected.backward()
     assert loss == pytest.approx(expected.item(), rel=1e-5, abs=1e-6)
     assert_close(loss_fn.backward(), lt.grad)

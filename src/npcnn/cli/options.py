@@ -75,11 +75,15 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-def momentum(text: str) -> float:
+def unit_interval(text: str) -> float:
+    """A float in [0, 1): momentum, label smoothing."""
     value = _float(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {value:g}")
     return value
+
+
+momentum = unit_interval
 
 
 def seed(text: str) -> int:

@@ -143,6 +143,15 @@ def _add_recipe_options(g: argparse._ArgumentGroup) -> None:
         "right (right for clothes, wrong for digits) "
         f"({_preset_values('augment', lambda value: value != 'none')})",
     )
+    g.add_argument(
+        "--label-smoothing",
+        type=options.unit_interval,
+        metavar="E",
+        help="train towards (1 - E) on the true class and E/K spread over all K classes, "
+        "as PyTorch's CrossEntropyLoss(label_smoothing=E); the per-epoch losses in the "
+        "logs are then smoothed, metrics.json's test loss is the plain cross-entropy "
+        f"({_preset_values('label_smoothing', lambda value: value != 0) or 'no preset uses it'})",
+    )
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -250,12 +259,19 @@ def build_trainer(
     """
     import numpy as np
 
-    from npcnn import nn
     from npcnn.data import BatchIterator
     from npcnn.models import get_preset
     from npcnn.training import Trainer, callbacks
 
-    recipe_fields = ("optimizer", "lr", "momentum", "weight_decay", "schedule", "augment")
+    recipe_fields = (
+        "optimizer",
+        "lr",
+        "momentum",
+        "weight_decay",
+        "schedule",
+        "augment",
+        "label_smoothing",
+    )
     recipe = dataclasses.replace(
         get_preset(config["preset"]).recipe,
         **{key: config[key] for key in (*recipe_fields, "step_size", "gamma")},
@@ -271,7 +287,7 @@ def build_trainer(
     optimizer = recipe.make_optimizer(model.parameters())
     trainer = Trainer(
         model,
-        nn.CrossEntropyLoss(),
+        recipe.make_loss(),
         optimizer,
         scheduler=recipe.make_scheduler(optimizer, config["epochs"]),
         callbacks=[
@@ -546,6 +562,8 @@ def _banner(version: str, data: Any, config: dict[str, Any], resumed: bool) -> s
     size = config["batch_size"]
     batch = f"full ({len(data.train_labels)})" if size is None else str(size)
     augment = f"augment {config['augment']}, " if config["augment"] != "none" else ""
+    if config.get("label_smoothing"):
+        augment += f"label smoothing {config['label_smoothing']:g}, "
     schedule = config["schedule"]
     if schedule == "step":
         schedule += f" (x{config['gamma']:g} every {config['step_size']} epochs)"

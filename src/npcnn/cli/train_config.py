@@ -34,6 +34,7 @@ RECIPE_OPTIONS = (
     "limit_test",
     "recompute_bn",
     "augment",
+    "label_smoothing",
 )
 #: Recipe fields that the command line calls limit_*.
 RECIPE_FIELD = {"limit_train": "train_limit", "limit_test": "test_limit"}

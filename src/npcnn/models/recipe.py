@@ -37,6 +37,8 @@ class Recipe:
     training images under the current weights (for full-batch runs, where a
     running average lags far behind weights that change a lot every step).
     ``augment`` names a training-batch augmentation (one of AUGMENTATIONS).
+    ``label_smoothing`` in [0, 1) smooths the cross-entropy's targets
+    (`nn.CrossEntropyLoss`).
     """
 
     optimizer: str = "adam"
@@ -53,6 +55,7 @@ class Recipe:
     test_limit: int | None = None
     recompute_bn: bool = False
     augment: str = "none"
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -61,6 +64,11 @@ class Recipe:
             raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
+        nn.CrossEntropyLoss(self.label_smoothing)  # ValueError outside [0, 1)
+
+    def make_loss(self) -> nn.CrossEntropyLoss:
+        """The training loss: cross-entropy with this recipe's label smoothing."""
+        return nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
 
     def make_optimizer(self, params: Iterable[Parameter]) -> Optimizer:
         """The optimiser this recipe names, over `params`."""

@@ -4,9 +4,11 @@
     log_softmax(z)_k = z_k - logsumexp(z),  logsumexp(z) = m + log(sum_j exp(z_j - m)),  m = max(z)
 Every exponent z_j - m is <= 0, so nothing overflows, even for logits of 1e4.
 
-Cross-entropy of logits z (N, K) and integer labels t (N,), mean over the batch:
-    L = -1/N * sum_n log_softmax(z_n)[t_n]
-    dL/dz = (softmax(z) - onehot(t)) / N
+Cross-entropy of logits z (N, K) and integer labels t (N,), mean over the batch,
+with label smoothing e in [0, 1) (PyTorch's; e = 0 is the plain loss):
+    q_n   = (1 - e) * onehot(t_n) + e / K             the smoothed target
+    L     = -1/N * sum_n sum_k q_nk * log_softmax(z_n)_k
+    dL/dz = (softmax(z) - q) / N
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ def check_labels(y: np.ndarray, n: int, num_classes: int) -> np.ndarray:
     return y.astype(np.int64, copy=False)
 
 
+def check_label_smoothing(value: float) -> float:
+    """`value` as a float in [0, 1), or ValueError."""
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {value}")
+    return value
+
+
 def _as_float(logits: np.ndarray) -> np.ndarray:
     """Float logits as given; integers (which would wrap around) as float64."""
     logits = np.asarray(logits)
@@ -53,30 +63,32 @@ def softmax(logits: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def softmax_cross_entropy_forward(
-    logits: np.ndarray, labels: np.ndarray
+    logits: np.ndarray, labels: np.ndarray, label_smoothing: float = 0.0
 ) -> tuple[np.floating, tuple[np.ndarray, np.ndarray]]:
-    """L = -mean_n log_softmax(logits)[n, labels[n]]: logits (N, K), labels (N,) ints in [0, K).
+    """L = -mean_n sum_k q_nk log_softmax(logits)[n, k]: logits (N, K), labels (N,) ints
+    in [0, K), q the targets smoothed by `label_smoothing` (the module docstring).
 
-    Returns (L, a NumPy scalar of logits' dtype; cache: (softmax(logits), labels)).
-    Raises ValueError when logits are not (N, K) or the labels are not N
-    integers in [0, K).
+    Returns (L, a NumPy scalar of logits' dtype; cache: (softmax(logits), q)).
+    Raises ValueError when logits are not (N, K), the labels are not N
+    integers in [0, K), or label_smoothing is outside [0, 1).
     """
     if logits.ndim != 2:
         raise ValueError(f"cross-entropy expects logits of shape (N, K), got {logits.shape}")
     labels = check_labels(labels, *logits.shape)
+    e, k = check_label_smoothing(label_smoothing), logits.shape[1]
     logp = log_softmax(logits)  # (N, K)
-    loss = -logp[np.arange(len(labels)), labels].mean()
-    return loss, (np.exp(logp), labels)
+    targets = (1 - e) * np.eye(k, dtype=logp.dtype)[labels] + e / k  # q (N, K)
+    loss = -(targets * logp).sum(axis=1).mean()
+    return loss, (np.exp(logp), targets)
 
 
 def softmax_cross_entropy_backward(
     dloss: float, cache: tuple[np.ndarray, np.ndarray]
 ) -> np.ndarray:
-    """dL/dlogits = dloss * (softmax(logits) - onehot(labels)) / N, shape (N, K).
+    """dL/dlogits = dloss * (softmax(logits) - q) / N, shape (N, K).
 
     dloss is the gradient flowing into the loss: 1.0 when L is what is minimised.
     """
-    probs, labels = cache
-    n, k = probs.shape
-    onehot = np.eye(k, dtype=probs.dtype)[labels]  # (N, K)
-    return probs.dtype.type(dloss) * (probs - onehot) / n
+    probs, targets = cache
+    n = probs.shape[0]
+    return probs.dtype.type(dloss) * (probs - targets) / n
