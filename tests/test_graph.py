@@ -245,6 +245,18 @@ def test_summary_has_a_connected_to_column_and_marks_fused_blocks() -> None:
     assert rows[-1]["params"] == sum(p.data.size for p in identity_block().parameters())
 
 
+def test_summary_columns_stay_apart_for_long_names_and_types() -> None:
+    x = nn.Input((3, 4, 4))
+    y = nn.GlobalAvgPool2D()(x)  # default name global_avg_pool2d_1: 40 characters with its type
+    y = nn.Dense(3, 2)(y, name="a_dense_layer_with_a_rather_long_name")
+    lines: list[str] = []
+    nn.Model(x, y).summary(print_fn=lines.append)
+    rows = [line for line in lines[0].splitlines() if line[:1].isdigit()]
+    assert len(rows) == 2
+    for row in rows:
+        assert re.search(r"\)\s{2,}\(None, ", row), row
+
+
 def _notebook_layers() -> list[nn.Layer]:
     return [
         nn.Conv2D(1, 16, 3, padding=1, bias=False, rng=0),

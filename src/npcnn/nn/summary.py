@@ -125,7 +125,8 @@ def format_graph_summary(
     rows: list[dict[str, Any]], input_name: str, input_shape: tuple[int, ...]
 ) -> str:
     """The rows of `summarize_graph` as a fixed-width table with a "Connected to" column."""
-    width = max(12, *(len(r["name"]) + 2 for r in rows[:-1]))
+    # The "name (type)" column fits its longest entry, with two spaces to spare.
+    width = max(26, *(len(f"{r['name']} ({r['type']})") + 2 for r in rows[:-1])) - 14
     header = f"{'#':<4}{'Layer (type)':<{width + 14}}{'Output shape':<22}{'Params':>9}"
     header += f"  {'Connected to':<24}"
     fused = any(r.get("fused") for r in rows[:-1])
