@@ -247,8 +247,8 @@ def test_summary_has_a_connected_to_column_and_marks_fused_blocks() -> None:
 
 def test_summary_columns_stay_apart_for_long_names_and_types() -> None:
     x = nn.Input((3, 4, 4))
-    y = nn.GlobalAvgPool2D()(x)  # default name global_avg_pool2d_1: 40 characters with its type
-    y = nn.Dense(3, 2)(y, name="a_dense_layer_with_a_rather_long_name")
+    y = nn.GlobalAvgPool2D()(x)  # "global_avg_pool2d_1 (GlobalAvgPool2D)": a long type
+    y = nn.Dense(3, 2)(y, name="fc")
     lines: list[str] = []
     nn.Model(x, y).summary(print_fn=lines.append)
     rows = [line for line in lines[0].splitlines() if line[:1].isdigit()]
