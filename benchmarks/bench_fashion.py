@@ -145,13 +145,15 @@ def train_npcnn(
     seed: int,
     validate: bool = True,
     augment: Augmentation | None = None,
+    loss_fn: nn.CrossEntropyLoss | None = None,
 ) -> TrainingRun:
     """Train with the Trainer, printing one line per epoch; evaluate on the test split
-    after each epoch when ``validate``; ``augment`` changes the training batches."""
+    after each epoch when ``validate``; ``augment`` changes the training batches;
+    ``loss_fn`` defaults to the plain cross-entropy."""
     timer = StepTimer()
     trainer = Trainer(
         model,
-        nn.CrossEntropyLoss(),
+        loss_fn or nn.CrossEntropyLoss(),
         optimizer,
         scheduler=scheduler,
         callbacks=[timer, callbacks.EpochPrinter(lambda line: print(line, flush=True))],
@@ -284,6 +286,7 @@ def part_preset(args: argparse.Namespace, name: str) -> dict[str, Any]:
         batch,
         args.seed,
         augment=recipe.make_augmentation(),
+        loss_fn=recipe.make_loss(),
     )
     print_epoch_table(run)
 
@@ -352,7 +355,7 @@ def torch_train_epoch(model, batches: BatchIterator, recipe: Recipe) -> dict[str
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         opt.zero_grad(set_to_none=True)
         logits = model(xt)
-        loss = torch.nn.functional.cross_entropy(logits, yt)
+        loss = torch.nn.functional.cross_entropy(logits, yt, label_smoothing=recipe.label_smoothing)
         loss.backward()
         opt.step()
         loss_sum += loss.item() * len(y)
@@ -435,7 +438,7 @@ def npcnn_epoch(network: EpochNetwork, data: Dataset, seed: int, warmup: int) ->
     """Warm up on a throwaway model, then train ``network`` one epoch with the Trainer."""
     scratch = network.build(seed + 1)
     scratch_opt = network.recipe.make_optimizer(scratch.parameters())
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = network.recipe.make_loss()
 
     def step(x: np.ndarray, y: np.ndarray) -> None:
         scratch_opt.zero_grad()
@@ -446,7 +449,8 @@ def npcnn_epoch(network: EpochNetwork, data: Dataset, seed: int, warmup: int) ->
     warm_up(data, warmup, step)
     model = network.build(seed)
     optimizer = network.recipe.make_optimizer(model.parameters())
-    run = train_npcnn(model, optimizer, None, data, 1, BATCH, seed, validate=False)
+    loss_fn = network.recipe.make_loss()
+    run = train_npcnn(model, optimizer, None, data, 1, BATCH, seed, False, loss_fn=loss_fn)
     row = run.epochs[0]
     result = {k: row[k] for k in ("train_seconds", "train_loss", "train_accuracy")}
     result["test_accuracy"] = evaluate(
@@ -464,10 +468,12 @@ def torch_epoch(
     torch.set_num_threads(threads)
     scratch = network.twin(network.build(seed + 1))
     scratch_opt = torch_optimizer(scratch, network.recipe)
+    smoothing = network.recipe.label_smoothing
 
     def step(x: np.ndarray, y: np.ndarray) -> None:
         scratch_opt.zero_grad(set_to_none=True)
-        loss = torch.nn.functional.cross_entropy(scratch(torch.from_numpy(x)), torch.from_numpy(y))
+        logits, labels = scratch(torch.from_numpy(x)), torch.from_numpy(y)
+        loss = torch.nn.functional.cross_entropy(logits, labels, label_smoothing=smoothing)
         loss.backward()
         scratch_opt.step()
 
