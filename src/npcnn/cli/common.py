@@ -56,6 +56,8 @@ def load_model(path: str | os.PathLike[str]) -> Layer:
 
     if Path(path).is_dir():
         raise CLIError(f"{path} is a directory, not a model file")
+    if Path(path).suffix.lower() == ".onnx":
+        return load_onnx_model(path)
     remove_stale_temporaries_in(Path(path).parent)  # of a write killed in that run
     try:
         arrays = load_arrays(path)
@@ -70,6 +72,20 @@ def load_model(path: str | os.PathLike[str]) -> Layer:
     except PermissionError:
         raise CLIError(f"cannot read the model file {path}: permission denied") from None
     except ValueError as err:
+        raise CLIError(str(err)) from None
+
+
+def load_onnx_model(path: str | os.PathLike[str], allow_external_data: bool = False) -> Layer:
+    """The npcnn model of an ONNX file, every failure a one-line CLIError."""
+    from npcnn.onnx import OnnxMissingError, load
+
+    try:
+        return load(path, allow_external_data=allow_external_data)
+    except FileNotFoundError:
+        raise CLIError(f"no such model file: {path}") from None
+    except PermissionError:
+        raise CLIError(f"cannot read the model file {path}: permission denied") from None
+    except (OnnxMissingError, ValueError) as err:
         raise CLIError(str(err)) from None
 
 

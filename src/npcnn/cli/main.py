@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
-from npcnn.cli import evaluate, export, gradcheck, predict, summary, train
+from npcnn.cli import evaluate, export, gradcheck, onnx_import, predict, summary, train
 from npcnn.cli.errors import (
     EXIT_FAILURE,
     EXIT_USAGE,
@@ -29,8 +29,8 @@ from npcnn.cli.errors import (
 from npcnn.cli.streams import pipe_safe_output
 from npcnn.training.interrupts import terminate_as_interrupt
 
-COMMANDS = (train, evaluate, predict, summary, gradcheck, export)
-COMMAND_NAMES = ("train", "evaluate", "predict", "summary", "gradcheck", "export")
+COMMANDS = (train, evaluate, predict, summary, gradcheck, export, onnx_import)
+COMMAND_NAMES = ("train", "evaluate", "predict", "summary", "gradcheck", "export", "import")
 
 
 class Parser(argparse.ArgumentParser):

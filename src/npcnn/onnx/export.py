@@ -33,6 +33,7 @@ import numpy as np
 
 from npcnn import nn
 from npcnn.files import atomic_write_bytes
+from npcnn.onnx.metadata import npcnn_metadata
 from npcnn.onnx.requirements import require_onnx
 
 DEFAULT_OPSET = 17
@@ -251,6 +252,7 @@ def to_onnx(
         producer_name="npcnn",
         producer_version=_version(),
     )
+    onnx.helper.set_model_props(proto, npcnn_metadata(model))
     onnx.checker.check_model(proto, full_check=True)
     return proto
 

@@ -1,0 +1,115 @@
+"""An ONNX graph -> an npcnn `nn.Model`, node by node, through the operators of `ops`.
+
+The converter walks the nodes in order, keeping each value as data of the
+batch (`values.Batch`, a symbolic tensor of the model being built), a NumPy
+constant, or a `values.ShapeVector`. Each operator's handler (`ops.HANDLERS`,
+keyed by domain and name, and reading the model's opset where a signature
+changed) turns a node into npcnn layers called on symbolic tensors, or folds
+it into a constant. Anything npcnn cannot represent raises `UnsupportedOnnx`
+naming the node, the operator and what is unsupported; nothing is built
+half-way, since the model is only made at the end.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from npcnn import nn
+from npcnn.onnx.nodes import DEFAULT_DOMAINS, UnsupportedOnnx, attributes, label
+from npcnn.onnx.operators import handler_for
+from npcnn.onnx.values import Batch
+
+
+class Converter:
+    """State of one conversion: the values by name, the opset, the layer names used."""
+
+    def __init__(self, model: Any) -> None:
+        from onnx import numpy_helper
+
+        self.graph = model.graph
+        self.opset = next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), 1)
+        self.values: dict[str, Any] = {"": None}
+        for tensor in self.graph.initializer:
+            self.values[tensor.name] = numpy_helper.to_array(tensor)
+        self.consumers: dict[str, int] = {}
+        for node in self.graph.node:
+            for name in node.input:
+                self.consumers[name] = self.consumers.get(name, 0) + 1
+        self.layer_names: set[str] = set()
+        self.bias_of_matmul: dict[int, nn.Dense] = {}  # id(tensor) -> its Dense
+        self.export_batch: int | None = None
+
+    # --- the whole graph ---------------------------------------------------------------
+    def convert(self) -> nn.Model:
+        x = self._input()
+        for index, node in enumerate(self.graph.node):
+            handler = handler_for(node, self.opset)
+            inputs = [self._value(node, name) for name in node.input]
+            outputs = handler(self, node, inputs, attributes(node))
+            for name, value in zip(node.output, outputs, strict=False):
+                if name:
+                    self.values[name] = value
+            del index
+        return self._model(x)
+
+    def _input(self) -> nn.SymbolicTensor:
+        inputs = [v for v in self.graph.input if v.name not in self.values]
+        if len(inputs) != 1:
+            raise UnsupportedOnnx(
+                f"the graph has {len(inputs)} inputs ({', '.join(v.name for v in inputs)}); "
+                "npcnn models take one"
+            )
+        (value,) = inputs
+        dims = value.type.tensor_type.shape.dim
+        shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+        if len(shape) < 2 or any(n is None or n <= 0 for n in shape[1:]):
+            raise UnsupportedOnnx(
+                f"input {value.name!r} has shape {shape}: npcnn needs (batch, fixed sizes...)"
+            )
+        self.export_batch = shape[0]
+        x = nn.Input(tuple(shape[1:]))
+        self.values[value.name] = Batch.of(x)
+        return x
+
+    def _model(self, x: nn.SymbolicTensor) -> nn.Model:
+        if len(self.graph.output) != 1:
+            raise UnsupportedOnnx(f"the graph has {len(self.graph.output)} outputs; npcnn: one")
+        out = self.values.get(self.graph.output[0].name)
+        if not isinstance(out, Batch) or out.tensor is x:
+            raise UnsupportedOnnx("the graph's output does not depend on its input through layers")
+        return nn.Model(x, out.tensor)
+
+    def _value(self, node: Any, name: str) -> Any:
+        if name not in self.values:
+            raise UnsupportedOnnx(
+                f"{label(node)} reads {name!r}, an output npcnn does not compute "
+                "(a Dropout mask, pooling indices, ...)"
+            )
+        return self.values[name]
+
+    # --- helpers for the handlers ------------------------------------------------------
+    def call(
+        self,
+        layer: nn.Layer,
+        node: Any,
+        x: Batch | list[Batch],
+        onnx_shape: tuple[int | None, ...] | None = None,
+    ) -> Batch:
+        """`layer` called on `x` in the model being built, named after `node`."""
+        tensors = [b.tensor for b in x] if isinstance(x, list) else x.tensor
+        y = layer(tensors, name=self.layer_name(node))
+        return Batch(y, onnx_shape or tuple(y.shape))
+
+    def layer_name(self, node: Any) -> str:
+        """A unique child name from the node's name (dots and slashes become '_')."""
+        base = re.sub(r"[^0-9A-Za-z_]+", "_", node.name or "").strip("_")
+        base = base or f"{node.op_type.lower()}"
+        if base[0].isdigit():
+            base = f"{node.op_type.lower()}_{base}"
+        name, k = base, 1
+        while name in self.layer_names:
+            k += 1
+            name = f"{base}_{k}"
+        self.layer_names.add(name)
+        return name

@@ -1,0 +1,45 @@
+"""What every ONNX operator handler shares: naming a node, its attributes, the error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from npcnn.onnx.values import ShapeVector
+
+DEFAULT_DOMAINS = ("", "ai.onnx")
+
+
+class UnsupportedOnnx(ValueError):
+    """A node npcnn cannot represent; the message names it and says what is unsupported."""
+
+
+def label(node: Any) -> str:
+    """ "node 'conv1' (Conv)": a node as messages name it."""
+    return f"node {node.name or '(unnamed)'!r} ({node.op_type})"
+
+
+def fail(node: Any, what: str) -> UnsupportedOnnx:
+    """The error for `node`: its label, then `what` is unsupported."""
+    return UnsupportedOnnx(f"{label(node)}: {what}")
+
+
+def attributes(node: Any) -> dict[str, Any]:
+    """A node's attributes as Python values (bytes decoded to str)."""
+    from onnx import helper
+
+    result = {}
+    for attribute in node.attribute:
+        value = helper.get_attribute_value(attribute)
+        result[attribute.name] = value.decode() if isinstance(value, bytes) else value
+    return result
+
+
+def as_shape_vector(value: Any) -> ShapeVector | None:
+    """`value` as a ShapeVector (constants of integers too), or None."""
+    if isinstance(value, ShapeVector):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype.kind in "iu" and value.ndim <= 1:
+        return ShapeVector(tuple(int(v) for v in value.reshape(-1)))
+    return None

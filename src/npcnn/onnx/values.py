@@ -1,0 +1,42 @@
+"""What an ONNX value is while a graph is converted: data of the batch, a constant, or a shape.
+
+- `Batch`: computed from the input; a symbolic tensor of the npcnn model
+  being built, with the shape ONNX sees (`onnx_shape`, batch axis None),
+  which may differ from npcnn's by trailing axes of 1 (ONNX's
+  GlobalAveragePool gives (N, C, 1, 1) where npcnn's gives (N, C)).
+- a NumPy array: a constant (initializer, Constant node, or folded from
+  constants).
+- `ShapeVector`: a 1-D integer vector computed from a tensor's shape, in
+  which None stands for the batch size (the `x.view(x.size(0), -1)` chain:
+  Shape -> Gather -> Unsqueeze -> Concat -> Reshape keeps the batch symbolic).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from npcnn.nn.symbolic import SymbolicTensor
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A value that depends on the input batch: `tensor` in npcnn, seen by ONNX as
+    `onnx_shape` (batch axis None)."""
+
+    tensor: SymbolicTensor
+    onnx_shape: tuple[int | None, ...]
+
+    @classmethod
+    def of(cls, tensor: SymbolicTensor) -> Batch:
+        return cls(tensor, tuple(tensor.shape))
+
+    @property
+    def rank(self) -> int:
+        return len(self.onnx_shape)
+
+
+@dataclass(frozen=True)
+class ShapeVector:
+    """A 1-D vector of sizes from a shape; None is the (symbolic) batch size."""
+
+    values: tuple[int | None, ...]

@@ -1,0 +1,322 @@
+"""npcnn.onnx.load and ``npcnn import``: npcnn's files round trip, PyTorch's import, hostile
+files are refused with one clear line."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import npcnn
+from npcnn import nn
+from npcnn.cli.main import main
+from npcnn.models import PRESETS
+from npcnn.onnx import export, load
+from npcnn.serialization import ARCHITECTURE_KEY, model_to_arrays
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper  # noqa: E402
+
+
+def randomised(model: nn.Layer, rng: np.random.Generator) -> nn.Layer:
+    for _, layer in model.named_layers():
+        if isinstance(layer, nn.BatchNorm1D | nn.BatchNorm2D):
+            layer.weight.data[...] = rng.uniform(0.5, 2, layer.weight.shape)
+            layer.bias.data[...] = rng.standard_normal(layer.bias.shape)
+            layer.running_mean[...] = rng.standard_normal(layer.running_mean.shape)
+            layer.running_var[...] = rng.uniform(0.5, 2, layer.running_var.shape)
+            layer.num_batches_tracked[...] = rng.integers(1, 100)
+    return model
+
+
+# --- npcnn's own files ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_export_then_import_gives_back_the_same_model(preset, tmp_path, rng) -> None:
+    model = randomised(PRESETS[preset].model(seed=3), rng)
+    back = load(export(model, tmp_path / "m.onnx"))
+    assert str(model_to_arrays(back)[ARCHITECTURE_KEY]) == str(
+        model_to_arrays(model)[ARCHITECTURE_KEY]
+    )
+    theirs, ours = back.state_dict(), model.state_dict()
+    assert theirs.keys() == ours.keys()
+    for name in ours:
+        assert theirs[name].dtype == ours[name].dtype, name
+        np.testing.assert_array_equal(theirs[name], ours[name], err_msg=name)
+
+
+def _without_metadata(path, out):
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(out))
+    return out
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_the_graph_alone_converts_to_a_model_with_the_same_outputs(preset, tmp_path, rng):
+    model = randomised(PRESETS[preset].model(seed=4), rng)
+    bare = _without_metadata(export(model, tmp_path / "m.onnx"), tmp_path / "bare.onnx")
+    converted = load(bare)
+    assert isinstance(converted, nn.Model)
+    x = rng.random((3, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_allclose(converted.forward(x), model.forward(x), rtol=1e-5, atol=1e-5)
+
+
+def test_metadata_that_does_not_match_the_graph_is_ignored(tmp_path, rng) -> None:
+    """A file whose architecture record disagrees with its graph is read from the graph."""
+    model = randomised(PRESETS["small"].model(seed=0), rng)
+    proto = onnx.load(str(export(model, tmp_path / "m.onnx")))
+    other = model_to_arrays(nn.Sequential(nn.Flatten(), nn.Dense(784, 10)))
+    for prop in proto.metadata_props:
+        if prop.key == "npcnn.architecture":
+            prop.value = str(other[ARCHITECTURE_KEY])
+    onnx.save(proto, str(tmp_path / "lying.onnx"))
+    converted = load(tmp_path / "lying.onnx")
+    assert isinstance(converted, nn.Model) and len(list(converted.parameters())) > 2
+    x = rng.random((2, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_allclose(converted.forward(x), model.forward(x), rtol=1e-5, atol=1e-5)
+
+
+# --- PyTorch's exporters ------------------------------------------------------------------
+
+
+def _torch_nets():
+    import torch
+    from torch import nn as tnn
+
+    class ViewFlatten(tnn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = tnn.Conv2d(1, 6, 3, stride=2, padding=1)
+            self.bn = tnn.BatchNorm2d(6)
+            self.fc = tnn.Linear(6 * 7 * 7, 10)
+
+        def forward(self, x):
+            x = torch.max_pool2d(torch.relu(self.bn(self.conv(x))), 2)
+            return self.fc(x.view(x.size(0), -1))
+
+    class Block(tnn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(cout)
+            self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = tnn.BatchNorm2d(cout)
+            self.down = tnn.Sequential(
+                tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout)
+            )
+
+        def forward(self, x):
+            y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            return torch.relu(y + self.down(x))
+
+    sequential = tnn.Sequential(
+        tnn.Conv2d(1, 4, 3, padding=1, bias=False),
+        tnn.BatchNorm2d(4),
+        tnn.ReLU(),
+        tnn.MaxPool2d(2),
+        tnn.Conv2d(4, 8, 3, padding=1, groups=4),
+        tnn.LeakyReLU(0.2),
+        tnn.Flatten(),
+        tnn.Dropout(0.5),
+        tnn.Linear(8 * 14 * 14, 10),
+    )
+    ceil = tnn.Sequential(  # ceil_mode where the windows fit exactly: the same as floor
+        tnn.Conv2d(1, 4, 3, padding=1), tnn.Sigmoid(), tnn.MaxPool2d(2, ceil_mode=True)
+    )
+    ceil.extend([tnn.Flatten(), tnn.Linear(4 * 14 * 14, 10)])
+    resnet = tnn.Sequential(
+        tnn.Conv2d(1, 8, 3, padding=1, bias=False),
+        tnn.BatchNorm2d(8),
+        tnn.ReLU(),
+        Block(8, 16, 2),
+        tnn.AdaptiveAvgPool2d(1),
+        tnn.Flatten(),
+        tnn.Linear(16, 10),
+    )
+    return {"sequential": sequential, "view": ViewFlatten(), "ceil": ceil, "resnet": resnet}
+
+
+EXPORTS = [(False, 11), (False, 13), (False, 17), (True, 18), (True, 20)]
+
+
+def _export_torch(net, path, dynamo: bool, opset: int) -> None:
+    import torch
+
+    torch.manual_seed(0)
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            with torch.no_grad():
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2)
+                m.weight.uniform_(0.5, 2)
+    net.eval()
+    kwargs = {"dynamo": dynamo, "opset_version": opset, "input_names": ["input"]}
+    if dynamo:
+        kwargs["external_data"] = False
+    else:
+        kwargs["dynamic_axes"] = {"input": {0: "batch"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.rand(2, 1, 28, 28),), str(path), **kwargs)
+
+
+@pytest.mark.parametrize(("dynamo", "opset"), EXPORTS, ids=[f"dynamo{d}-{o}" for d, o in EXPORTS])
+@pytest.mark.parametrize("net", ["sequential", "view", "ceil", "resnet"])
+def test_pytorch_exports_import_and_match_at_another_batch_size(net, dynamo, opset, tmp_path):
+    torch = pytest.importorskip("torch")
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    module = _torch_nets()[net]
+    _export_torch(module, tmp_path / "t.onnx", dynamo, opset)
+    model = load(tmp_path / "t.onnx")
+    x = torch.rand(5, 1, 28, 28)  # the export used a batch of 2
+    with torch.no_grad():
+        expected = module(x).numpy()
+    np.testing.assert_allclose(model.forward(x.numpy()), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_ceil_mode_pool_with_a_partial_window_is_refused_by_name(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.MaxPool2d(3, 2, ceil_mode=True))
+    _export_torch(net, tmp_path / "c.onnx", False, 13)  # 26 -> 13 windows, the last partial
+    with pytest.raises(ValueError, match=r"\(MaxPool\): ceil_mode=1 here adds a partial window"):
+        load(tmp_path / "c.onnx")
+
+
+def test_the_imported_resnet_fine_tunes(tmp_path, rng) -> None:
+    pytest.importorskip("torch")
+    _export_torch(_torch_nets()["resnet"], tmp_path / "r.onnx", False, 17)
+    model = load(tmp_path / "r.onnx")
+    x, y = rng.random((32, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 32)
+    loss_fn, opt = nn.CrossEntropyLoss(), npcnn.optim.SGD(model.parameters(), lr=0.05)
+    losses = []
+    for _ in range(5):
+        opt.zero_grad()
+        losses.append(loss_fn(model.forward(x, training=True), y))
+        model.backward(loss_fn.backward())
+        opt.step()
+    assert losses[-1] < losses[0]
+
+
+# --- what npcnn cannot represent, and hostile files ------------------------------------
+
+
+def _graph_file(path, nodes, initializers=(), inputs=None, output="y", ir=8):
+    inputs = inputs or [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 4, 4])]
+    out = [helper.make_tensor_value_info(output, TensorProto.FLOAT, None)]
+    graph = helper.make_graph(nodes, "g", inputs, out, list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=ir)
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_an_unsupported_operator_is_named_and_nothing_is_written(tmp_path, capsys) -> None:
+    nodes = [helper.make_node("Elu", ["input"], ["y"], name="elu1")]
+    path = _graph_file(tmp_path / "elu.onnx", nodes)
+    with pytest.raises(ValueError, match=r"node 'elu1' \(Elu\): operator Elu .* not supported"):
+        load(path)
+    assert main(["import", str(path), str(tmp_path / "out.npz")]) == 1
+    assert "npcnn: error:" in capsys.readouterr().err
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_asymmetric_pads_are_refused_by_name(tmp_path) -> None:
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 3, 3], np.ones(18, np.float32))
+    node = helper.make_node("Conv", ["input", "w"], ["y"], name="c", pads=[0, 0, 1, 1])
+    path = _graph_file(tmp_path / "pads.onnx", [node], [w])
+    with pytest.raises(ValueError, match=r"node 'c' \(Conv\): asymmetric pads"):
+        load(path)
+
+
+def _check_refused(path, match: str) -> None:
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=match):
+        load(path)
+    assert time.perf_counter() - start < 5  # refused at once, not after allocating
+
+
+def test_truncated_and_random_files_are_refused(tmp_path, rng) -> None:
+    good = export(PRESETS["small"].model(), tmp_path / "good.onnx").read_bytes()
+    (tmp_path / "cut.onnx").write_bytes(good[: len(good) // 2])
+    (tmp_path / "noise.onnx").write_bytes(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    for name in ("cut", "noise", "empty"):
+        _check_refused(tmp_path / f"{name}.onnx", "is not an ONNX model|holds|declares")
+
+
+def test_huge_declared_dims_without_data_are_refused(tmp_path) -> None:
+    bomb = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[1 << 20, 1 << 20, 1, 1])
+    node = helper.make_node("Conv", ["input", "w"], ["y"], name="c")
+    _check_refused(_graph_file(tmp_path / "bomb.onnx", [node], [bomb]), "declares")
+    lie = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[4, 1, 3, 3])
+    lie.raw_data = b"\0" * 8
+    _check_refused(_graph_file(tmp_path / "lie.onnx", [node], [lie]), "but holds 8 bytes")
+
+
+def _external(path, location: str, length: int = 72):
+    tensor = TensorProto(name="w", data_type=TensorProto.FLOAT, dims=[2, 1, 3, 3])
+    tensor.data_location = TensorProto.EXTERNAL
+    for key, value in (("location", location), ("offset", "0"), ("length", str(length))):
+        entry = tensor.external_data.add()
+        entry.key, entry.value = key, value
+    node = helper.make_node("Conv", ["input", "w"], ["y"], name="c")
+    return _graph_file(path, [node], [tensor])
+
+
+def test_external_data_is_off_by_default_and_confined_to_the_folder(tmp_path) -> None:
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "w.bin").write_bytes(np.ones(18, np.float32).tobytes())
+    (tmp_path / "secret.bin").write_bytes(b"\1" * 72)
+    path = _external(folder / "m.onnx", "w.bin")
+    with pytest.raises(ValueError, match="external data is off"):
+        load(path)
+    model = load(path, allow_external_data=True)
+    np.testing.assert_array_equal(model.state_dict()["c.weight"], np.ones((2, 1, 3, 3)))
+    for location in ("../secret.bin", str(tmp_path / "secret.bin")):
+        with pytest.raises(ValueError, match="refused"):
+            load(_external(folder / "m.onnx", location), allow_external_data=True)
+    os.symlink(tmp_path / "secret.bin", folder / "link.bin")
+    with pytest.raises(ValueError, match="no links"):
+        load(_external(folder / "m.onnx", "link.bin"), allow_external_data=True)
+    with pytest.raises(ValueError, match="does not hold"):
+        load(_external(folder / "m.onnx", "w.bin", length=4), allow_external_data=True)
+
+
+def test_a_node_reading_an_undefined_name_is_refused(tmp_path) -> None:
+    nodes = [
+        helper.make_node("Relu", ["later"], ["y"], name="r"),
+        helper.make_node("Relu", ["input"], ["later"], name="s"),
+    ]
+    _check_refused(_graph_file(tmp_path / "order.onnx", nodes), "not in topological order")
+
+
+# --- the command line ---------------------------------------------------------------------
+
+
+def test_evaluate_and_import_take_onnx_files(tmp_path, capsys, rng) -> None:
+    model = randomised(PRESETS["small"].model(seed=0), rng)
+    path = export(model, tmp_path / "m.onnx")
+    assert main(["import", str(path), str(tmp_path / "m.npz")]) == 0
+    again = npcnn.load(tmp_path / "m.npz")
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(again.state_dict()[name], value)
+    capsys.readouterr()
+    assert main(["evaluate", str(path), "--data", "sample"]) == 0
+    from_onnx = capsys.readouterr().out
+    assert main(["evaluate", str(tmp_path / "m.npz"), "--data", "sample"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == from_onnx.splitlines()[-1]
+
+
+def test_without_onnx_import_says_what_to_install(tmp_path, capsys, monkeypatch) -> None:
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    assert main(["import", str(tmp_path / "m.onnx"), str(tmp_path / "m.npz")]) == 1
+    assert 'pip install "npcnn[onnx]"' in capsys.readouterr().err
