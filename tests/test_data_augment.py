@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from npcnn.data import BatchIterator, random_flip
+from npcnn.data import BatchIterator, random_crop, random_flip, random_flip_and_crop
 from npcnn.models import AUGMENTATIONS, Recipe
 
 
@@ -32,10 +32,33 @@ def test_random_flip_probability_zero_and_one():
     )
 
 
+def test_random_crop_cuts_the_drawn_window_of_the_zero_padded_image():
+    x = np.random.default_rng(1).random((30, 2, 5, 4)).astype(np.float32)
+    offsets = np.random.default_rng(3).integers(0, 5, size=(30, 2))
+    out = random_crop(x.copy(), np.random.default_rng(3), padding=2)
+    padded = np.pad(x, ((0, 0), (0, 0), (2, 2), (2, 2)))
+    for k, (i, j) in enumerate(offsets):
+        np.testing.assert_array_equal(out[k], padded[k, :, i : i + 5, j : j + 4])
+    assert len({(int(i), int(j)) for i, j in offsets}) > 5  # offsets vary per image
+    centred = (offsets == 2).all(axis=1)
+    np.testing.assert_array_equal(out[centred], x[centred])  # offset (2, 2): unchanged
+
+
+def test_flip_and_crop_draws_the_flips_first():
+    x = np.random.default_rng(2).random((20, 1, 6, 6)).astype(np.float32)
+    rng = np.random.default_rng(9)
+    expected = random_crop(random_flip(x.copy(), rng), rng)
+    np.testing.assert_array_equal(
+        random_flip_and_crop(x.copy(), np.random.default_rng(9)), expected
+    )
+
+
 def test_augmentations_by_name():
-    assert AUGMENTATIONS == ("none", "flip")
+    assert AUGMENTATIONS == ("none", "flip", "crop", "flip-crop")
     assert Recipe(augment="none").make_augmentation() is None
     assert Recipe(augment="flip").make_augmentation() is random_flip
+    assert Recipe(augment="crop").make_augmentation() is random_crop
+    assert Recipe(augment="flip-crop").make_augmentation() is random_flip_and_crop
     with pytest.raises(ValueError, match="augment must be one of"):
         Recipe(augment="rotate")
 

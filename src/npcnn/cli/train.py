@@ -140,7 +140,8 @@ def _add_recipe_options(g: argparse._ArgumentGroup) -> None:
         "--augment",
         choices=AUGMENTATIONS,
         help="random changes to the training images: flip mirrors half of them left to "
-        "right (right for clothes, wrong for digits) "
+        "right (right for clothes, wrong for digits); crop shifts each by up to 2 pixels "
+        "each way (PyTorch's RandomCrop with padding 2); flip-crop does both "
         f"({_preset_values('augment', lambda value: value != 'none')})",
     )
     g.add_argument(

@@ -6,7 +6,7 @@
 >>> x, y = next(iter(batches))             # x (64, 1, 28, 28) float32 in [0, 1]
 """
 
-from npcnn.data.augment import random_flip
+from npcnn.data.augment import random_crop, random_flip, random_flip_and_crop
 from npcnn.data.batches import BatchIterator
 from npcnn.data.checksums import FileSpec
 from npcnn.data.datasets import DATASETS, Dataset, DatasetSpec, dataset_spec
@@ -29,7 +29,9 @@ __all__ = [
     "directory_classes",
     "load_dataset",
     "load_directory",
+    "random_crop",
     "random_flip",
+    "random_flip_and_crop",
     "read_idx",
     "write_idx",
 ]

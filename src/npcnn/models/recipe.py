@@ -21,7 +21,7 @@ Builder = Callable[[np.random.Generator, int], nn.Sequential]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
-AUGMENTATIONS = ("none", "flip")
+AUGMENTATIONS = ("none", "flip", "crop", "flip-crop")
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,13 @@ class Recipe:
 
     def make_augmentation(self) -> Augmentation | None:
         """The training batches' augmentation this recipe names; None for "none"."""
-        from npcnn.data.augment import random_flip
+        from npcnn.data import augment
 
-        return random_flip if self.augment == "flip" else None
+        return {
+            "flip": augment.random_flip,
+            "crop": augment.random_crop,
+            "flip-crop": augment.random_flip_and_crop,
+        }.get(self.augment)
 
     def make_scheduler(self, optimizer: Optimizer, epochs: int | None = None) -> LRScheduler | None:
         """The recipe's learning-rate schedule over `epochs` (default: the recipe's epochs).
