@@ -1,11 +1,12 @@
-"""An ONNX graph -> an npcnn `nn.Model`, node by node, through the operators of `ops`.
+"""An ONNX graph -> an npcnn `nn.Model`, node by node, through the operators' handlers.
 
 The converter walks the nodes in order, keeping each value as data of the
 batch (`values.Batch`, a symbolic tensor of the model being built), a NumPy
-constant, or a `values.ShapeVector`. Each operator's handler (`ops.HANDLERS`,
-keyed by domain and name, and reading the model's opset where a signature
-changed) turns a node into npcnn layers called on symbolic tensors, or folds
-it into a constant. Anything npcnn cannot represent raises `UnsupportedOnnx`
+constant, or a `values.ShapeVector`. Each operator's handler
+(`operators.HANDLERS`: layers in `ops`, folded constants and shapes in
+`constants`; each reads the model's opset where a signature changed) turns
+a node into npcnn layers called on symbolic tensors, or folds it into a
+constant. Anything npcnn cannot represent raises `UnsupportedOnnx`
 naming the node, the operator and what is unsupported; nothing is built
 half-way, since the model is only made at the end.
 """
@@ -43,14 +44,13 @@ class Converter:
     # --- the whole graph ---------------------------------------------------------------
     def convert(self) -> nn.Model:
         x = self._input()
-        for index, node in enumerate(self.graph.node):
+        for node in self.graph.node:
             handler = handler_for(node, self.opset)
             inputs = [self._value(node, name) for name in node.input]
             outputs = handler(self, node, inputs, attributes(node))
             for name, value in zip(node.output, outputs, strict=False):
                 if name:
                     self.values[name] = value
-            del index
         return self._model(x)
 
     def _input(self) -> nn.SymbolicTensor:
