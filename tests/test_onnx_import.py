@@ -320,3 +320,18 @@ def test_without_onnx_import_says_what_to_install(tmp_path, capsys, monkeypatch)
     monkeypatch.setitem(sys.modules, "onnx", None)
     assert main(["import", str(tmp_path / "m.onnx"), str(tmp_path / "m.npz")]) == 1
     assert 'pip install "npcnn[onnx]"' in capsys.readouterr().err
+
+
+def test_the_readme_onnx_example_runs(tmp_path, monkeypatch, capsys) -> None:
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## ONNX: models in and out") :]
+    block = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(block, namespace)
+    assert float(capsys.readouterr().out) < 1e-4
+    theirs, ours = namespace["again"].state_dict(), namespace["model"].state_dict()
+    assert all(np.array_equal(theirs[k], ours[k]) for k in ours) and theirs.keys() == ours.keys()
