@@ -1,6 +1,5 @@
 """npcnn: convolutional networks written from scratch in NumPy."""
 
-import npcnn.runtime  # noqa: F401  (first: it picks OpenBLAS's kernels before NumPy loads)
 from npcnn import nn, optim
 from npcnn.gradcheck import gradcheck
 from npcnn.nn.backend import use_reference

@@ -1,10 +1,8 @@
-"""The runtime under the fast kernels: memory, threads and the BLAS kernels, and nothing else.
+"""The runtime under the fast kernels: memory and threads, and nothing else.
 
     memory.py   every kind of buffer the kernels use, with its lifetime: step
                 arrays from a cache that outlives a training step, per-thread
                 scratch for one chunk of a parallel loop, shared read-only zeros
-    openblas.py which kernels NumPy's OpenBLAS loads (AVX-512 on CPUs it does
-                not recognise yet), chosen before NumPy is imported
     threads.py  the helper threads (`parallel_map`, `chunk_ranges`, `elementwise`),
                 the thread count, and keeping BLAS to one thread while they work
 
@@ -14,12 +12,7 @@ containers do not. The public names `npcnn.empty_cache`,
 come from here.
 """
 
-from npcnn.runtime.openblas import select_coretype
-
-# Before memory and threads import NumPy: OpenBLAS reads its kernel type on loading.
-select_coretype()
-
-from npcnn.runtime.memory import empty_cache  # noqa: E402
-from npcnn.runtime.threads import get_num_threads, set_num_threads, single_threaded_blas  # noqa: E402
+from npcnn.runtime.memory import empty_cache
+from npcnn.runtime.threads import get_num_threads, set_num_threads, single_threaded_blas
 
 __all__ = ["empty_cache", "get_num_threads", "set_num_threads", "single_threaded_blas"]
