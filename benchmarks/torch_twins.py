@@ -48,7 +48,7 @@ def torch_notebook_net(initial: nn.Sequential):
 def torch_resnet(initial: nn.Model, stages: tuple[tuple[int, int], ...], num_classes: int = 10):
     """The `resnet` preset in PyTorch (torchvision's layout and names), from npcnn's weights.
 
-    `stages` is the preset's (channels, stride of the first block) per stage.
+    `stages` is the preset's (channels, stride of the first block, blocks) per stage.
     """
     import torch
     from torch import nn as tnn
@@ -77,8 +77,9 @@ def torch_resnet(initial: nn.Model, stages: tuple[tuple[int, int], ...], num_cla
             self.conv1 = tnn.Conv2d(1, STEM_CHANNELS, 3, 1, 1, bias=False)
             self.bn1 = tnn.BatchNorm2d(STEM_CHANNELS)
             cin = STEM_CHANNELS
-            for i, (cout, stride) in enumerate(stages, start=1):
-                blocks = [BasicBlock(cin, cout, stride), BasicBlock(cout, cout, 1)]
+            for i, (cout, stride, count) in enumerate(stages, start=1):
+                blocks = [BasicBlock(cin, cout, stride)]
+                blocks += [BasicBlock(cout, cout, 1) for _ in range(count - 1)]
                 setattr(self, f"layer{i}", tnn.Sequential(*blocks))
                 cin = cout
             self.fc = tnn.Linear(cin, num_classes)

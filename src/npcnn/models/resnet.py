@@ -53,16 +53,17 @@ def build_resnet(rng: np.random.Generator, num_classes: int = 10) -> nn.Model:
     y = nn.Conv2D(1, 32, 3, padding=1, bias=False, rng=rng)(x, name="conv1")
     y = nn.MaxPool2D(2)(nn.ReLU()(nn.BatchNorm2D(32)(y, name="bn1")), name="maxpool")
     shape = (32, 14, 14)
-    for stage, (channels, stride) in enumerate(STAGES, start=1):
-        first = basic_block(shape, channels, stride, rng)
+    for stage, (channels, stride, count) in enumerate(STAGES, start=1):
+        blocks = [basic_block(shape, channels, stride, rng)]
         shape = (channels, shape[1] // stride, shape[2] // stride)
-        y = nn.Sequential(first, basic_block(shape, channels, 1, rng))(y, name=f"layer{stage}")
+        blocks += [basic_block(shape, channels, 1, rng) for _ in range(count - 1)]
+        y = nn.Sequential(blocks)(y, name=f"layer{stage}")
     y = nn.Dense(shape[0], num_classes, rng=rng)(nn.GlobalAvgPool2D()(y, name="avgpool"), name="fc")
     return nn.Model(x, y)
 
 
-#: (channels, stride of the first block) of each stage.
-STAGES = ((64, 1), (128, 2))
+#: (channels, stride of the first block, blocks) of each stage.
+STAGES = ((48, 1, 1), (96, 2, 2))
 
 RESNET = Preset(
     name="resnet",
@@ -71,10 +72,11 @@ RESNET = Preset(
     recipe=Recipe(
         optimizer="adamw",
         lr=2e-3,
-        epochs=10,
+        epochs=14,
         batch_size=128,
-        weight_decay=5e-4,
+        weight_decay=0.05,
         schedule="cosine",
         augment="flip",
+        label_smoothing=0.1,
     ),
 )
