@@ -270,3 +270,16 @@ def test_train_reference_trains_on_the_reference_kernels(tmp_path, monkeypatch, 
     ):
         np.testing.assert_allclose(p.data, q.data, rtol=1e-4, atol=1e-5, err_msg=name)
     capsys.readouterr()
+
+
+def test_a_ceil_mode_pool_is_not_fused_and_the_chain_agrees(rng: np.random.Generator) -> None:
+    """The fused pooling kernels know floor-mode windows only: a ceil-mode pool runs alone."""
+    layers = [nn.BatchNorm2D(2), nn.ReLU(), nn.MaxPool2D(3, 2, ceil_mode=True)]
+    model = nn.Sequential(layers).astype(np.float64)
+    assert [step.name for step in model.plan()] == ["BatchNorm2D+ReLU", "MaxPool2D"]
+    x = rng.standard_normal((2, 2, 8, 8))
+    y = model.forward(x, training=True)
+    assert y.shape == (2, 2, 4, 4)
+    with npcnn.use_reference():
+        reference = copy.deepcopy(model).forward(x, training=True)
+    np.testing.assert_allclose(y, reference, **TIGHT)

@@ -171,6 +171,7 @@ EXAMPLES: tuple[Example, ...] = (
     Example("Dense-no-bias", lambda: nn.Dense(4, 3, bias=False, rng=0), (3, 4)),
     Example("MaxPool2D", lambda: nn.MaxPool2D(2), (2, 2, 4, 6)),
     Example("MaxPool2D-overlapping-padded", lambda: nn.MaxPool2D(3, 2, 1), (2, 2, 5, 6)),
+    Example("MaxPool2D-ceil-mode", lambda: nn.MaxPool2D(3, 2, ceil_mode=True), (2, 2, 6, 8)),
     Example("AvgPool2D", lambda: nn.AvgPool2D(2), (2, 2, 4, 6)),
     Example("AvgPool2D-overlapping-padded", lambda: nn.AvgPool2D(3, 2, 1), (2, 2, 5, 6)),
     Example("GlobalAvgPool2D", nn.GlobalAvgPool2D, (2, 3, 4, 5)),

@@ -182,12 +182,19 @@ def test_pytorch_exports_import_and_match_at_another_batch_size(net, dynamo, ops
     np.testing.assert_allclose(model.forward(x.numpy()), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_a_ceil_mode_pool_with_a_partial_window_is_refused_by_name(tmp_path) -> None:
+def test_a_ceil_mode_pool_with_a_partial_window_imports(tmp_path) -> None:
     torch = pytest.importorskip("torch")
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.MaxPool2d(3, 2, ceil_mode=True))
     _export_torch(net, tmp_path / "c.onnx", False, 13)  # 26 -> 13 windows, the last partial
-    with pytest.raises(ValueError, match=r"\(MaxPool\): ceil_mode=1 here adds a partial window"):
-        load(tmp_path / "c.onnx")
+    model = load(tmp_path / "c.onnx")
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    assert expected.shape == (3, 2, 13, 13)
+    np.testing.assert_allclose(model.forward(x.numpy()), expected, rtol=1e-5, atol=1e-6)
+    exported = export(model, tmp_path / "again.onnx")  # and out again, ceil_mode kept
+    attrs = [a for n in onnx.load(str(exported)).graph.node for a in n.attribute]
+    assert any(a.name == "ceil_mode" and a.i == 1 for a in attrs)
 
 
 def test_the_imported_resnet_fine_tunes(tmp_path, rng) -> None:

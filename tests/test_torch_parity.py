@@ -141,6 +141,20 @@ def test_pools(kind, shape, k, s, p, rng: np.random.Generator) -> None:
     check_layer(layer, module, _x(rng, shape), rng)
 
 
+@pytest.mark.parametrize(
+    ("shape", "k", "s", "p"),
+    [
+        ((2, 3, 26, 26), 3, 2, 0),  # 13 windows, the last partial
+        ((2, 2, 7, 9), 2, 2, 0),
+        ((1, 2, 8, 8), 3, 2, 1),  # the rule that drops a window starting in the padding
+        ((2, 1, 10, 7), (3, 2), (3, 2), (1, 0)),
+    ],
+)
+def test_ceil_mode_max_pool_matches_torch(shape, k, s, p, rng: np.random.Generator) -> None:
+    layer = nn.MaxPool2D(k, stride=s, padding=p, ceil_mode=True)
+    check_layer(layer, tnn.MaxPool2d(k, stride=s, padding=p, ceil_mode=True), _x(rng, shape), rng)
+
+
 def test_maxpool_ties_match_torch(rng: np.random.Generator) -> None:
     # After a ReLU many windows are all zeros; torch sends their gradient to the first.
     x = np.maximum(rng.integers(-2, 2, size=(2, 3, 9, 9)), 0).astype(np.float32)

@@ -3,8 +3,9 @@
 A container does not run its layers one by one: it asks `plan(layers)` for
 steps and runs those (`forward_steps`, `backward_steps`). The planner walks
 the chain of layers and, at each position, takes the first pattern of
-`FUSIONS` that the next layers' types match exactly; a layer that starts no
-pattern is a step of its own. A fused step holds the layers it covers,
+`FUSIONS` that the next layers' types match exactly and whose `accepts`
+they pass (no max-pool in ceil mode); a layer that starts no pattern is a
+step of its own. A fused step holds the layers it covers,
 reads their public parameters, buffers and settings, calls its fused kernel
 from `npcnn.kernels.fused` (or `pooling`), and keeps the kernel's cache
 between the two passes; the layers know nothing of it.
@@ -27,7 +28,7 @@ fused blocks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -198,12 +199,20 @@ class FlattenDense(FusedStep):
         return dx
 
 
+def plain_windows(*layers: Layer) -> bool:
+    """No max-pool among `layers` keeps ceil_mode's partial windows (the fused kernels
+    pool floor-mode windows only)."""
+    return not any(getattr(layer, "ceil_mode", False) for layer in layers)
+
+
 @dataclass(frozen=True)
 class Fusion:
-    """A pattern of layer types (matched exactly, subclasses not) and the step that runs it."""
+    """A pattern of layer types (matched exactly, subclasses not), the step that runs it,
+    and what else the layers must satisfy (`accepts`)."""
 
     pattern: tuple[type[Layer], ...]
     step: type[FusedStep]
+    accepts: Callable[..., bool] = plain_windows
 
 
 #: The fusion table, in order of precedence: longer patterns first.
@@ -264,7 +273,7 @@ def _match(layers: Sequence[Layer], i: int) -> Fusion | None:
     """The first fusion whose pattern the layers from position i match."""
     for fusion in FUSIONS:
         window = layers[i : i + len(fusion.pattern)]
-        if tuple(map(type, window)) == fusion.pattern:
+        if tuple(map(type, window)) == fusion.pattern and fusion.accepts(*window):
             return fusion
     return None
 

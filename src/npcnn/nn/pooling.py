@@ -66,12 +66,49 @@ class MaxPool2D(_Pool2D):
     row-major order, as PyTorch does. Ties are everywhere in real data
     (blank background is 0 after ReLU); sending the gradient to every tied
     maximum would multiply it. Overlapping windows add their gradients.
+
+    ceil_mode (PyTorch's): Ho = ceil((H + 2p - k) / s) + 1, so a last window
+    that runs past the padded input is kept, over the values it covers;
+    but a window that would start in the right padding is dropped
+    (Ho -= 1 when (Ho - 1) * s >= H + p). Computed as the same pooling of
+    the input extended at the bottom and right by -inf, which no window
+    picks.
     """
+
+    def __init__(
+        self,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] | None = None,
+        padding: int | tuple[int, int] = 0,
+        ceil_mode: bool = False,
+    ) -> None:
+        super().__init__(kernel_size, stride, padding)
+        self.ceil_mode = bool(ceil_mode)
+
+    def output_size(self, h: int, w: int) -> tuple[int, int]:
+        floor = super().output_size(h, w)
+        if not self.ceil_mode:
+            return floor
+        sizes = []
+        for size, k, s, p in zip((h, w), self.kernel_size, self.stride, self.padding, strict=True):
+            out = -(-(size + 2 * p - k) // s) + 1
+            sizes.append(out - 1 if (out - 1) * s >= size + p else out)
+        return sizes[0], sizes[1]
+
+    def _extension(self, h: int, w: int) -> tuple[int, int]:
+        """Rows and columns of -inf that ceil_mode adds at the bottom and right."""
+        ho, wo = self.output_size(h, w)
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        return max(0, (ho - 1) * sh + kh - h - 2 * ph), max(0, (wo - 1) * sw + kw - w - 2 * pw)
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """x (N, C, H, W) floats -> y (N, C, Ho, Wo)."""
         check_input(x, 4, self)
-        self.output_size(x.shape[2], x.shape[3])
+        extension = self._extension(x.shape[2], x.shape[3])
+        if any(extension):
+            x = np.pad(
+                x, ((0, 0), (0, 0), (0, extension[0]), (0, extension[1])), constant_values=-np.inf
+            )
         keep = keeps_cache(training)
         if keep:  # (an inference forward leaves a training forward's cache in place)
             self._cache = None  # let the previous step's memory serve this one
@@ -80,16 +117,24 @@ class MaxPool2D(_Pool2D):
             x, self.kernel_size, self.stride, self.padding, need_cache=keep
         )
         if keep:
-            self._cache = (kernels, cache)
+            self._cache = (kernels, cache, extension)
         return y
 
     def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         """dy (N, C, Ho, Wo) -> dx (N, C, H, W) (None with need_input_grad=False)."""
         if self._cache is None:
             raise NoForwardError(self)
-        kernels, cache = self._cache
+        kernels, cache, (eh, ew) = self._cache
         dx = kernels.max_pool2d_backward(dy, cache)
+        if eh or ew:
+            dx = dx[:, :, : dx.shape[2] - eh, : dx.shape[3] - ew]
         return dx if need_input_grad else None
+
+    def config(self) -> dict[str, Any]:
+        config = super().config()
+        if self.ceil_mode:  # (files of models without it stay as they were)
+            config["ceil_mode"] = True
+        return config
 
 
 class AvgPool2D(_Pool2D):

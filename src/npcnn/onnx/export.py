@@ -6,7 +6,7 @@ Every layer becomes the ONNX operators that compute its inference forward
     Conv2D          Conv (group = groups; weight (O, C/groups, kh, kw), as npcnn's)
     BatchNorm1D/2D  BatchNormalization (scale, B, input_mean, input_var = running stats)
     ReLU, LeakyReLU, Sigmoid, Tanh     Relu, LeakyRelu (alpha), Sigmoid, Tanh
-    MaxPool2D       MaxPool (pads = padding on both sides; padded values never win)
+    MaxPool2D       MaxPool (pads = padding on both sides; padded values never win; ceil_mode)
     AvgPool2D       AveragePool (count_include_pad = 1: npcnn's zeros count, as PyTorch's)
     GlobalAvgPool2D GlobalAveragePool, then Flatten (npcnn's output is (N, C))
     Flatten         Flatten (axis 1)
@@ -119,6 +119,10 @@ def _pool(op: str, **extra: Any) -> Emitter:
     return emit
 
 
+def _max_pool(b: GraphBuilder, layer: nn.MaxPool2D, xs: list[str], prefix: str) -> str:
+    return _pool("MaxPool", ceil_mode=int(layer.ceil_mode))(b, layer, xs, prefix)
+
+
 def _global_avg_pool(b: GraphBuilder, layer: Any, xs: list[str], prefix: str) -> str:
     pooled = b.node("GlobalAveragePool", xs, prefix + "GlobalAveragePool")
     return b.node("Flatten", [pooled], prefix + "Flatten", axis=1)
@@ -177,7 +181,7 @@ EMITTERS: dict[type, Emitter] = {
     nn.LeakyReLU: _leaky_relu,
     nn.Sigmoid: _simple("Sigmoid"),
     nn.Tanh: _simple("Tanh"),
-    nn.MaxPool2D: _pool("MaxPool"),
+    nn.MaxPool2D: _max_pool,
     nn.AvgPool2D: _pool("AveragePool", count_include_pad=1),
     nn.GlobalAvgPool2D: _global_avg_pool,
     nn.Flatten: _simple("Flatten", axis=1),

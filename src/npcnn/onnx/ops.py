@@ -124,10 +124,13 @@ def pool(kind: type) -> Handler:
         pads = symmetric_pads(node, at)
         if kind is nn.AvgPool2D and any(pads) and not at.get("count_include_pad", 0):
             raise fail(node, "count_include_pad=0 with padding (npcnn counts the zeros)")
-        if at.get("ceil_mode", 0):
+        ceil = bool(at.get("ceil_mode", 0))
+        if kind is nn.MaxPool2D:
+            return [cv.call(kind(kernel, stride, pads, ceil_mode=ceil), node, x)]
+        if ceil:
             for size, k, s, p in zip(x.onnx_shape[2:], kernel, stride, pads, strict=True):
                 if (size + 2 * p - k) % s:
-                    raise fail(node, "ceil_mode=1 here adds a partial window npcnn lacks")
+                    raise fail(node, "ceil_mode=1 here adds a partial average window")
         return [cv.call(kind(kernel, stride, pads), node, x)]
 
     return handle
