@@ -76,7 +76,7 @@ RESNET = Preset(
         batch_size=128,
         weight_decay=0.05,
         schedule="cosine",
-        augment="flip",
+        augment="flip-crop",
         label_smoothing=0.1,
     ),
 )
