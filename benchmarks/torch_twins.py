@@ -45,7 +45,9 @@ def torch_notebook_net(initial: nn.Sequential):
     return load_npcnn_weights(model, initial)
 
 
-def torch_resnet(initial: nn.Model, stages: tuple[tuple[int, int], ...], num_classes: int = 10):
+def torch_resnet(
+    initial: nn.Model, stages: tuple[tuple[int, int, int], ...], num_classes: int = 10
+):
     """The `resnet` preset in PyTorch (torchvision's layout and names), from npcnn's weights.
 
     `stages` is the preset's (channels, stride of the first block, blocks) per stage.
@@ -88,6 +90,7 @@ def torch_resnet(initial: nn.Model, stages: tuple[tuple[int, int], ...], num_cla
             x = torch.max_pool2d(torch.relu(self.bn1(self.conv1(x))), 2)
             for i in range(1, len(stages) + 1):
                 x = getattr(self, f"layer{i}")(x)
-            return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+            pooled = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1)
+            return self.fc(pooled)
 
     return load_npcnn_weights(ResNet(), initial)

@@ -1,15 +1,35 @@
 """A small residual network (ResNet's basic blocks) for 28x28 grayscale images.
 
-stem:    conv 3x3 (1 -> 32) - BN - ReLU - maxpool 2                  -> (32, 14, 14)
-stage 1: two basic blocks of 64 channels (the first projects 32 -> 64) -> (64, 14, 14)
-stage 2: two basic blocks of 128 channels, the first with stride 2    -> (128, 7, 7)
-head:    global average pooling (128) - dense 10
+stem:    conv 3x3 (1 -> 32) - BN - ReLU - maxpool 2                      -> (32, 14, 14)
+stage 1: one basic block of 64 channels (projecting 32 -> 64)             -> (64, 14, 14)
+stage 2: two basic blocks of 96 channels, the first with stride 2         -> (96, 7, 7)
+head:    global average pooling (96) - dense 10
 
 A basic block is conv 3x3 - BN - ReLU - conv 3x3 - BN, added to its input
 (or to a 1x1 conv - BN projection of it when the shape changes), then ReLU.
-Layer names follow torchvision's ResNet (`stem`, `layer1.0.conv1`,
+Layer names follow torchvision's ResNet (`conv1`, `bn1`, `layer1.0.conv1`,
 `layer1.0.downsample.0`, `fc`), so the state dict maps onto a PyTorch model
-written the same way.
+written the same way (benchmarks/torch_twins.py is one). 370,282 parameters.
+
+Trained with AdamW (lr 2e-3, weight decay 0.05) and a cosine schedule, batch
+128, for 13 epochs, on training images of which half, drawn afresh each
+epoch, are mirrored left to right, with label smoothing 0.1. On the 2-core
+machine (2 threads, its OpenBLAS set to Haswell's kernels) an epoch with its
+test takes about 66 s: 93.94% test accuracy on Fashion-MNIST after 859 s
+(seed 0; benchmarks/bench_fashion.py --part resnet), short of the 94.0% the
+preset was meant to reach in 15 minutes.
+
+How the recipe was chosen (test accuracy on Fashion-MNIST, seed 0):
+- two blocks of 64 and two of 128 channels (659k parameters), flips, no
+  smoothing, 10 epochs: 93.65% with AdamW, 93.31% with SGD (momentum 0.9,
+  lr 0.05, weight decay 5e-4); 99% train accuracy, and on 2 threads an epoch
+  takes 110 s, so 10 epochs do not fit in 15 minutes;
+- one block of 48 and two of 96 channels, 14 epochs, label smoothing 0.1:
+  93.89% in 791 s with flips (93.96% after epoch 13); 93.62% with flips and
+  2-pixel crops (the network no longer fits the data in 14 epochs: 94.9%
+  train accuracy); 93.67% with flips and dropout 0.25 before the classifier;
+- one block of 64 and two of 96, 13 epochs, flips, smoothing 0.1: 93.94%
+  in 859 s, this recipe.
 """
 
 from __future__ import annotations
@@ -58,25 +78,27 @@ def build_resnet(rng: np.random.Generator, num_classes: int = 10) -> nn.Model:
         shape = (channels, shape[1] // stride, shape[2] // stride)
         blocks += [basic_block(shape, channels, 1, rng) for _ in range(count - 1)]
         y = nn.Sequential(blocks)(y, name=f"layer{stage}")
-    y = nn.Dense(shape[0], num_classes, rng=rng)(nn.GlobalAvgPool2D()(y, name="avgpool"), name="fc")
+    y = nn.GlobalAvgPool2D()(y, name="avgpool")
+    y = nn.Dense(shape[0], num_classes, rng=rng)(y, name="fc")
     return nn.Model(x, y)
 
 
 #: (channels, stride of the first block, blocks) of each stage.
-STAGES = ((48, 1, 1), (96, 2, 2))
+STAGES = ((64, 1, 1), (96, 2, 2))
 
 RESNET = Preset(
     name="resnet",
-    description="small ResNet (basic blocks of 64 and 128 channels), mirrored images",
+    description="small ResNet (basic blocks of 64 and 96 channels), AdamW + cosine, "
+    "mirrored images, label smoothing; ~93.9% on Fashion-MNIST",
     build=build_resnet,
     recipe=Recipe(
         optimizer="adamw",
         lr=2e-3,
-        epochs=14,
+        epochs=13,
         batch_size=128,
         weight_decay=0.05,
         schedule="cosine",
-        augment="flip-crop",
+        augment="flip",
         label_smoothing=0.1,
     ),
 )
