@@ -297,6 +297,24 @@ def test_external_data_is_off_by_default_and_confined_to_the_folder(tmp_path) ->
         load(_external(folder / "m.onnx", "w.bin", length=4), allow_external_data=True)
 
 
+def test_initializers_listed_as_graph_inputs_are_weights(tmp_path, rng) -> None:
+    """Old IR versions list every initializer among the graph's inputs too."""
+    w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    weight = helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel())
+    inputs = [
+        helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 4, 4]),
+        helper.make_tensor_value_info("w", TensorProto.FLOAT, [2, 1, 3, 3]),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("Flatten", ["c"], ["y"], name="flat"),
+    ]
+    model = load(_graph_file(tmp_path / "old.onnx", nodes, [weight], inputs=inputs, ir=3))
+    np.testing.assert_array_equal(model.state_dict()["conv.weight"], w)
+    x = rng.standard_normal((2, 1, 4, 4)).astype(np.float32)
+    assert model.forward(x).shape == (2, 32)
+
+
 def test_a_node_reading_an_undefined_name_is_refused(tmp_path) -> None:
     nodes = [
         helper.make_node("Relu", ["later"], ["y"], name="r"),
