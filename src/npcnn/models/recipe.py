@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from npcnn.training.schedules import LRScheduler
 
 #: (rng, num_classes) -> a fresh model for (N, 1, 28, 28) float32 input.
-Builder = Callable[[np.random.Generator, int], nn.Sequential]
+Builder = Callable[[np.random.Generator, int], nn.Layer]
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
