@@ -297,6 +297,17 @@ def test_external_data_is_off_by_default_and_confined_to_the_folder(tmp_path) ->
         load(_external(folder / "m.onnx", "w.bin", length=4), allow_external_data=True)
 
 
+def test_a_layer_that_refuses_its_input_is_named(tmp_path) -> None:
+    """A conv on GlobalAveragePool's (N, C, 1, 1), which npcnn holds as (N, C)."""
+    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 1, 1], np.ones(2, np.float32))
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["input"], ["g"], name="gap"),
+        helper.make_node("Conv", ["g", "w"], ["y"], name="head"),
+    ]
+    with pytest.raises(ValueError, match=r"cannot import node 'head' \(Conv\): "):
+        load(_graph_file(tmp_path / "gap.onnx", nodes, [w]))
+
+
 def test_initializers_listed_as_graph_inputs_are_weights(tmp_path, rng) -> None:
     """Old IR versions list every initializer among the graph's inputs too."""
     w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)

@@ -98,7 +98,10 @@ class Converter:
     ) -> Batch:
         """`layer` called on `x` in the model being built, named after `node`."""
         tensors = [b.tensor for b in x] if isinstance(x, list) else x.tensor
-        y = layer(tensors, name=self.layer_name(node))
+        try:
+            y = layer(tensors, name=self.layer_name(node))
+        except (ValueError, TypeError) as err:  # shapes npcnn's layer refuses
+            raise UnsupportedOnnx(f"{label(node)}: {err}") from None
         return Batch(y, onnx_shape or tuple(y.shape))
 
     def layer_name(self, node: Any) -> str:
