@@ -297,6 +297,31 @@ def test_external_data_is_off_by_default_and_confined_to_the_folder(tmp_path) ->
         load(_external(folder / "m.onnx", "w.bin", length=4), allow_external_data=True)
 
 
+def test_a_trailing_softmax_is_dropped_the_logits_remain(tmp_path, rng) -> None:
+    import onnxruntime
+
+    model = randomised(PRESETS["small"].model(seed=0), rng)
+    path = export(model, tmp_path / "p.onnx", softmax=True)
+    back = load(path)
+    x = rng.random((3, 1, 28, 28), dtype=np.float32)
+    np.testing.assert_array_equal(back.forward(x), model.forward(x))  # logits, as before
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    probabilities = session.run(None, {"input": x})[0]
+    logits = back.forward(x)
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(probabilities, expected / expected.sum(1, keepdims=True), rtol=1e-5)
+
+
+def test_a_softmax_inside_the_network_is_refused(tmp_path) -> None:
+    nodes = [
+        helper.make_node("Flatten", ["input"], ["f"], name="flat"),
+        helper.make_node("Softmax", ["f"], ["s"], name="sm", axis=1),
+        helper.make_node("Relu", ["s"], ["y"], name="r"),
+    ]
+    with pytest.raises(ValueError, match=r"node 'sm' \(Softmax\): a Softmax inside the network"):
+        load(_graph_file(tmp_path / "sm.onnx", nodes))
+
+
 def test_a_layer_that_refuses_its_input_is_named(tmp_path) -> None:
     """A conv on GlobalAveragePool's (N, C, 1, 1), which npcnn holds as (N, C)."""
     w = helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 1, 1], np.ones(2, np.float32))

@@ -272,7 +272,13 @@ def concat(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list
 
 
 def softmax(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[Any]:
-    raise fail(node, "npcnn models output logits; export the network without its Softmax")
+    """A Softmax over the classes that gives the graph's output is dropped: npcnn models
+    output logits, and evaluate/predict (and the loss) apply the softmax themselves."""
+    x = batch_input(node, ins[0], 2)
+    outputs = {o.name for o in cv.graph.output}
+    if node.output[0] not in outputs or at.get("axis", -1) % 2 != 1:
+        raise fail(node, "a Softmax inside the network (npcnn models output logits)")
+    return [x]
 
 
 HANDLERS_LAYERS: dict[str, Handler] = {
