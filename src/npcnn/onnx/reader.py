@@ -95,7 +95,8 @@ def check_tensor(tensor: Any, path: Path, allow_external_data: bool) -> int:
         if not allow_external_data:
             raise ValueError(
                 f"{path}: tensor {name!r} keeps its data in another file; external data "
-                "is off (allow it with allow_external_data=True / --allow-external-data)"
+                "is off (npcnn.onnx.load(..., allow_external_data=True), or "
+                "npcnn import --allow-external-data, then use the .npz it writes)"
             )
         _inline_external(tensor, path, expected)
         return expected
