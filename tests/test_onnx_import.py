@@ -182,6 +182,35 @@ def test_pytorch_exports_import_and_match_at_another_batch_size(net, dynamo, ops
     np.testing.assert_allclose(model.forward(x.numpy()), expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize(("dynamo", "opset"), [(False, 9), (False, 11), (False, 17), (True, 18)])
+def test_zero_pad_nodes_fold_into_the_next_conv_or_average_pool(dynamo, opset, tmp_path):
+    torch = pytest.importorskip("torch")
+    if dynamo:
+        pytest.importorskip("onnxscript")
+    tnn = torch.nn
+    net = tnn.Sequential(
+        tnn.ZeroPad2d(1), tnn.Conv2d(1, 2, 3), tnn.ReLU(), tnn.ZeroPad2d(2), tnn.AvgPool2d(4, 2)
+    )
+    _export_torch(net, tmp_path / "pad.onnx", dynamo, opset)  # Pad's pads: an input from 11
+    model = load(tmp_path / "pad.onnx")
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        expected = net(x).numpy()
+    np.testing.assert_allclose(model.forward(x.numpy()), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_a_pad_that_npcnn_cannot_fold_is_refused(tmp_path) -> None:
+    torch = pytest.importorskip("torch")
+    tnn = torch.nn
+    for net, match in (
+        (tnn.Sequential(tnn.ZeroPad2d((1, 0, 1, 0)), tnn.Conv2d(1, 2, 3)), "pads H and W alike"),
+        (tnn.Sequential(tnn.ZeroPad2d(1), tnn.MaxPool2d(2)), "a zero Pad before it"),
+    ):
+        _export_torch(net, tmp_path / "p.onnx", False, 13)
+        with pytest.raises(ValueError, match=match):
+            load(tmp_path / "p.onnx")
+
+
 def test_a_ceil_mode_pool_with_a_partial_window_imports(tmp_path) -> None:
     torch = pytest.importorskip("torch")
     net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.MaxPool2d(3, 2, ceil_mode=True))

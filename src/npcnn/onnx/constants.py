@@ -1,6 +1,7 @@
 """Operators folded while converting: constants, and shapes with a symbolic batch size.
 
-They compute nothing in the npcnn model: Constant gives an array; Shape of
+They compute nothing in the npcnn model: Constant and ConstantOfShape give
+arrays; Shape of
 the data gives a `ShapeVector` (None for the batch size); Gather, Unsqueeze,
 Squeeze, Cast, Slice and Transpose apply to constants and shape vectors, so
 that `x.view(x.size(0), -1)`'s chain reaches Reshape as (None, -1).
@@ -32,6 +33,15 @@ def constant(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> li
         if name in at:
             return [np.array(at[name], dtype=np.int64)]
     raise fail(node, f"a Constant given as {', '.join(at) or 'nothing'} is not supported")
+
+
+def constant_of_shape(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[Any]:
+    from onnx import numpy_helper
+
+    if not isinstance(ins[0], np.ndarray):
+        raise fail(node, "a shape that depends on the data")
+    value = numpy_helper.to_array(at["value"]) if "value" in at else np.zeros(1, np.float32)
+    return [np.full(tuple(int(d) for d in np.ravel(ins[0])), value.reshape(-1)[0], value.dtype)]
 
 
 def shape(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[Any]:
@@ -115,6 +125,7 @@ def _slice(a: Any, node: Any, ins: list[Any], at: dict[str, Any], cv: Converter)
 
 HANDLERS_CONSTANTS: dict[str, Handler] = {
     "Constant": constant,
+    "ConstantOfShape": constant_of_shape,
     "Shape": shape,
     "Gather": vector_op(_gather),
     "Unsqueeze": vector_op(_unsqueeze),

@@ -76,7 +76,7 @@ class Converter:
         if len(self.graph.output) != 1:
             raise UnsupportedOnnx(f"the graph has {len(self.graph.output)} outputs; npcnn: one")
         out = self.values.get(self.graph.output[0].name)
-        if not isinstance(out, Batch) or out.tensor is x:
+        if not isinstance(out, Batch) or out.tensor is x or any(out.pad):
             raise UnsupportedOnnx("the graph's output does not depend on its input through layers")
         return nn.Model(x, out.tensor)
 

@@ -6,7 +6,7 @@ its attributes, and returns its output values. Signatures that changed
 between opsets are read by the model's opset (`Converter.opset`): Unsqueeze
 and Squeeze take their axes as an input from 13 on, Shape its start/end
 from 15, BatchNormalization its training_mode from 14, Reshape allowzero
-from 14, ReduceMean its axes from 18.
+from 14, ReduceMean its axes from 18, Pad its pads and value from 11.
 """
 
 from __future__ import annotations
@@ -26,13 +26,22 @@ if TYPE_CHECKING:
 Handler = Callable[["Converter", Any, list[Any], dict[str, Any]], list[Any]]
 
 
-def batch_input(node: Any, value: Any, rank: int | None = None) -> Batch:
-    """`value` as data of the batch (of `rank` axes), or UnsupportedOnnx."""
+def batch_input(node: Any, value: Any, rank: int | None = None, padded: bool = False) -> Batch:
+    """`value` as data of the batch (of `rank` axes), or UnsupportedOnnx. Data a Pad
+    node padded is taken only where `padded` (a conv or an average pool)."""
     if not isinstance(value, Batch):
         raise fail(node, "npcnn computes this operator on the input's data only")
     if rank is not None and value.rank != rank:
         raise fail(node, f"expects {rank}-D data, got shape {value.onnx_shape}")
+    if any(value.pad) and not padded:
+        raise fail(node, "a zero Pad before it (npcnn folds one into a Conv or AveragePool)")
     return value
+
+
+def unpadded(x: Batch) -> tuple[Batch, tuple[int, int]]:
+    """`x` as npcnn holds it (without a Pad node's zeros), and those zeros (rows, cols)."""
+    (n, c, h, w), (ph, pw) = x.onnx_shape, x.pad
+    return Batch(x.tensor, (n, c, h - 2 * ph, w - 2 * pw)), x.pad
 
 
 def constant_input(node: Any, value: Any, what: str) -> np.ndarray:
@@ -58,7 +67,7 @@ def symmetric_pads(node: Any, at: dict[str, Any], rank: int = 2) -> tuple[int, .
 
 
 def conv(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[Any]:
-    x = batch_input(node, ins[0], 4)
+    x, extra = unpadded(batch_input(node, ins[0], 4, padded=True))
     weight = constant_input(node, ins[1], "the weight")
     bias = ins[2] if len(ins) > 2 else None
     if bias is not None:
@@ -73,7 +82,7 @@ def conv(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[A
         weight.shape[0],
         weight.shape[2:],
         stride=tuple(at.get("strides", (1, 1))),
-        padding=symmetric_pads(node, at),
+        padding=tuple(p + e for p, e in zip(symmetric_pads(node, at), extra, strict=True)),
         bias=bias is not None,
         groups=groups,
     )
@@ -116,12 +125,19 @@ def passthrough(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) ->
 
 def pool(kind: type) -> Handler:
     def handle(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[Any]:
-        x = batch_input(node, ins[0], 4)
+        # A Pad's zeros join an average pool's padding (both count); a max pool's
+        # padding is never picked, so zeros before it are refused.
+        x, extra = unpadded(batch_input(node, ins[0], 4, padded=kind is nn.AvgPool2D))
         if any(node.output[1:]):
             raise fail(node, "pooling indices are not supported")
         kernel = tuple(at["kernel_shape"])
         stride = tuple(at.get("strides", (1, 1)))
         pads = symmetric_pads(node, at)
+        if any(extra):
+            if any(pads) and not at.get("count_include_pad", 0):
+                raise fail(node, "a Pad before a pool that does not count its own padding")
+            at = {**at, "count_include_pad": 1}
+            pads = tuple(p + e for p, e in zip(pads, extra, strict=True))
         if kind is nn.AvgPool2D and any(pads) and not at.get("count_include_pad", 0):
             raise fail(node, "count_include_pad=0 with padding (npcnn counts the zeros)")
         ceil = bool(at.get("ceil_mode", 0))
@@ -134,6 +150,30 @@ def pool(kind: type) -> Handler:
         return [cv.call(kind(kernel, stride, pads), node, x)]
 
     return handle
+
+
+def pad(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[Any]:
+    """Zero padding of H and W, the same on both sides: kept on the value for the next
+    conv or average pool (`values.Batch.pad`). Pads, the constant and (opset 18) the
+    axes are inputs from opset 11, attributes before."""
+    if cv.opset >= 11:
+        pads = np.ravel(constant_input(node, ins[1], "pads")).tolist()
+        value = ins[2] if len(ins) > 2 and ins[2] is not None else np.zeros(())
+        if len(ins) > 3 and ins[3] is not None:
+            raise fail(node, "pads over chosen axes are not supported")
+    else:
+        pads, value = list(at.get("pads", [])), np.array(at.get("value", 0.0))
+    if at.get("mode", "constant") != "constant" or np.any(constant_input(node, value, "value")):
+        raise fail(node, "only zero padding is supported")
+    if isinstance(ins[0], np.ndarray):
+        half = len(pads) // 2
+        return [np.pad(ins[0], list(zip(pads[:half], pads[half:], strict=True)))]
+    x = batch_input(node, ins[0], 4, padded=True)  # (Pads in a row add up)
+    (n0, c0, h0, w0), (n1, c1, h1, w1) = pads[:4], pads[4:]
+    if n0 or c0 or n1 or c1 or h0 != h1 or w0 != w1 or h0 < 0 or w0 < 0:
+        raise fail(node, f"pads {pads}: npcnn pads H and W alike on both sides only")
+    n, c, h, w = x.onnx_shape
+    return [Batch(x.tensor, (n, c, h + 2 * h0, w + 2 * w0), (x.pad[0] + h0, x.pad[1] + w0))]
 
 
 def global_average_pool(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[Any]:
@@ -235,7 +275,7 @@ def matmul(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list
 def add(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[Any]:
     if all(isinstance(v, np.ndarray) for v in ins):
         return [ins[0] + ins[1]]
-    batches = [v for v in ins if isinstance(v, Batch)]
+    batches = [batch_input(node, v) for v in ins if isinstance(v, Batch)]
     constants = [v for v in ins if isinstance(v, np.ndarray)]
     if constants:
         return [add_constant(cv, node, batches[0], constants[0])]
@@ -292,6 +332,7 @@ HANDLERS_LAYERS: dict[str, Handler] = {
     "Dropout": passthrough,
     "MaxPool": pool(nn.MaxPool2D),
     "AveragePool": pool(nn.AvgPool2D),
+    "Pad": pad,
     "GlobalAveragePool": global_average_pool,
     "ReduceMean": reduce_mean,
     "Flatten": flatten,

@@ -21,10 +21,13 @@ from npcnn.nn.symbolic import SymbolicTensor
 @dataclass(frozen=True)
 class Batch:
     """A value that depends on the input batch: `tensor` in npcnn, seen by ONNX as
-    `onnx_shape` (batch axis None)."""
+    `onnx_shape` (batch axis None). `pad` (rows, columns) is a zero padding ONNX
+    applied (a Pad node) that npcnn has not: the next conv or average pool takes
+    it into its own padding."""
 
     tensor: SymbolicTensor
     onnx_shape: tuple[int | None, ...]
+    pad: tuple[int, int] = (0, 0)
 
     @classmethod
     def of(cls, tensor: SymbolicTensor) -> Batch:
