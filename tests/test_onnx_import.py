@@ -351,6 +351,13 @@ def test_a_softmax_inside_the_network_is_refused(tmp_path) -> None:
         load(_graph_file(tmp_path / "sm.onnx", nodes))
 
 
+def test_pads_of_the_wrong_length_are_refused_by_name(tmp_path) -> None:
+    pads = helper.make_tensor("pads", TensorProto.INT64, [4], [0, 1, 0, 1])
+    nodes = [helper.make_node("Pad", ["input", "pads"], ["y"], name="p")]
+    with pytest.raises(ValueError, match=r"node 'p' \(Pad\): pads \[0, 1, 0, 1\] do not fit"):
+        load(_graph_file(tmp_path / "pad.onnx", nodes, [pads]))
+
+
 def test_a_layer_that_refuses_its_input_is_named(tmp_path) -> None:
     """A conv on GlobalAveragePool's (N, C, 1, 1), which npcnn holds as (N, C)."""
     w = helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 1, 1], np.ones(2, np.float32))

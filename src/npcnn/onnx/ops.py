@@ -166,9 +166,13 @@ def pad(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[An
     if at.get("mode", "constant") != "constant" or np.any(constant_input(node, value, "value")):
         raise fail(node, "only zero padding is supported")
     if isinstance(ins[0], np.ndarray):
+        if len(pads) != 2 * ins[0].ndim:
+            raise fail(node, f"pads {pads} do not fit a {ins[0].ndim}-D constant")
         half = len(pads) // 2
         return [np.pad(ins[0], list(zip(pads[:half], pads[half:], strict=True)))]
     x = batch_input(node, ins[0], 4, padded=True)  # (Pads in a row add up)
+    if len(pads) != 8:
+        raise fail(node, f"pads {pads} do not fit 4-D data")
     (n0, c0, h0, w0), (n1, c1, h1, w1) = pads[:4], pads[4:]
     if n0 or c0 or n1 or c1 or h0 != h1 or w0 != w1 or h0 < 0 or w0 < 0:
         raise fail(node, f"pads {pads}: npcnn pads H and W alike on both sides only")
