@@ -176,6 +176,29 @@ def conv2d_backward(
     return dx, dweight, dbias
 
 
+def _chunk_weight_grad(
+    x_chunk: np.ndarray,
+    dy_chunk: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(dL/dW of a chunk of images as (O, kh*kw*C) = cols^T @ dy, dy as (rows, O)),
+    from the forward's cols matrix of channels-last `x_chunk` (B, H, W, C) and
+    `dy_chunk` (B, Ho, Wo, O)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    _, ho, wo, o = dy_chunk.shape
+    cols = im2col(padded(x_chunk, ph, pw), kh, kw, sh, sw, ho, wo)
+    dy_2d = dy_chunk.reshape(-1, o)
+    # The same product either way; BLAS runs the first orientation faster when
+    # cols is the transposed few-channel matrix (benchmarks/README.md). np.dot,
+    # not @: matmul keeps the GIL for products of under 512 values (a 16x9
+    # weight gradient), which would run the chunks one at a time.
+    if cols.flags.f_contiguous:
+        return np.dot(cols.T, dy_2d).T, dy_2d
+    return np.dot(dy_2d.T, cols), dy_2d
+
+
 def _weight_grad(
     x_cl: np.ndarray,
     dy_cl: np.ndarray,
@@ -184,22 +207,12 @@ def _weight_grad(
     padding: tuple[int, int],
 ) -> np.ndarray:
     """dL/dW (O, C, kh, kw) = cols^T @ dy, summed over chunks of images."""
-    (sh, sw), (ph, pw) = stride, padding
     (n, _, _, c), (o, _, kh, kw) = x_cl.shape, weight.shape
     _, ho, wo, _ = dy_cl.shape
 
     def chunk(rows: range) -> np.ndarray:
-        """This chunk's dL/dW as (O, kh*kw*C), from the forward's cols matrix."""
         sl = slice(rows.start, rows.stop)
-        cols = im2col(padded(x_cl[sl], ph, pw), kh, kw, sh, sw, ho, wo)
-        dy_2d = dy_cl[sl].reshape(-1, o)
-        # The same product either way; BLAS runs the first orientation faster when
-        # cols is the transposed few-channel matrix (benchmarks/README.md). np.dot,
-        # not @: matmul keeps the GIL for products of under 512 values (a 16x9
-        # weight gradient), which would run the chunks one at a time.
-        if cols.flags.f_contiguous:
-            return np.dot(cols.T, dy_2d).T
-        return np.dot(dy_2d.T, cols)
+        return _chunk_weight_grad(x_cl[sl], dy_cl[sl], (kh, kw), stride, padding)[0]
 
     per_image = ho * wo * kh * kw * c * x_cl.itemsize  # cols
     chunks = chunk_ranges(n, per_image, max_items=MAX_IMAGES_PER_CHUNK)
@@ -261,9 +274,7 @@ def _strided_input_and_weight_grads(
     def chunk(rows: range) -> np.ndarray:
         """This chunk's dL/dx, and its dL/dW as (O, kh*kw*C)."""
         sl = slice(rows.start, rows.stop)
-        cols = im2col(padded(x_cl[sl], ph, pw), kh, kw, sh, sw, ho, wo)
-        dy_2d = dy_cl[sl].reshape(-1, o)
-        dw = np.dot(cols.T, dy_2d).T if cols.flags.f_contiguous else np.dot(dy_2d.T, cols)
+        dw, dy_2d = _chunk_weight_grad(x_cl[sl], dy_cl[sl], (kh, kw), stride, padding)
         b = rows.stop - rows.start
         dcols = memory.scratch("dcols", (b * ho * wo, kh * kw * c), x_cl.dtype)
         np.dot(dy_2d, w_rows, out=dcols)

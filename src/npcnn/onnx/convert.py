@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from npcnn import nn
-from npcnn.onnx.nodes import DEFAULT_DOMAINS, UnsupportedOnnx, attributes, label
+from npcnn.onnx.nodes import UnsupportedOnnx, attributes, default_opset, label
 from npcnn.onnx.operators import handler_for
 from npcnn.onnx.values import Batch
 
@@ -29,7 +29,7 @@ class Converter:
         from onnx import numpy_helper
 
         self.graph = model.graph
-        self.opset = next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), 1)
+        self.opset = default_opset(model)
         self.values: dict[str, Any] = {"": None}
         for tensor in self.graph.initializer:
             self.values[tensor.name] = numpy_helper.to_array(tensor)

@@ -22,7 +22,7 @@ from npcnn import nn
 from npcnn.onnx.convert import Converter
 from npcnn.onnx.export import to_onnx
 from npcnn.onnx.metadata import ARCHITECTURE_KEY, COUNTERS_KEY
-from npcnn.onnx.nodes import UnsupportedOnnx
+from npcnn.onnx.nodes import UnsupportedOnnx, default_opset
 from npcnn.onnx.reader import read_model
 
 
@@ -61,10 +61,10 @@ def _own_model(model: Any) -> nn.Layer | None:
         arrays.update({k: np.array(int(v), dtype=np.int64) for k, v in counters.items()})
         rebuilt = model_from_arrays(arrays, source="the ONNX metadata")
         shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim[1:])
-        opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+        opset = default_opset(model)
         softmax = any(n.op_type == "Softmax" for n in model.graph.node)
         again = to_onnx(rebuilt, shape, opset, softmax)
-    except (ValueError, TypeError, KeyError, StopIteration, json.JSONDecodeError):
+    except (ValueError, TypeError, KeyError, json.JSONDecodeError):
         return None
     return rebuilt if _same_graph(again.graph, model.graph) else None
 

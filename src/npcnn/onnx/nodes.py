@@ -15,6 +15,11 @@ class UnsupportedOnnx(ValueError):
     """A node npcnn cannot represent; the message names it and says what is unsupported."""
 
 
+def default_opset(model: Any) -> int:
+    """The version of the default (ai.onnx) operator set a ModelProto imports."""
+    return next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), 1)
+
+
 def label(node: Any) -> str:
     """ "node 'conv1' (Conv)": a node as messages name it."""
     return f"node {node.name or '(unnamed)'!r} ({node.op_type})"

@@ -63,6 +63,11 @@ def symmetric_pads(node: Any, at: dict[str, Any], rank: int = 2) -> tuple[int, .
     return tuple(pads[:rank])
 
 
+def with_pad(pads: tuple[int, ...], extra: tuple[int, int]) -> tuple[int, ...]:
+    """A layer's (ph, pw) plus the zeros of Pad nodes before it."""
+    return tuple(p + e for p, e in zip(pads, extra, strict=True))
+
+
 # --- layers ----------------------------------------------------------------------------
 
 
@@ -82,7 +87,7 @@ def conv(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[A
         weight.shape[0],
         weight.shape[2:],
         stride=tuple(at.get("strides", (1, 1))),
-        padding=tuple(p + e for p, e in zip(symmetric_pads(node, at), extra, strict=True)),
+        padding=with_pad(symmetric_pads(node, at), extra),
         bias=bias is not None,
         groups=groups,
     )
@@ -137,7 +142,7 @@ def pool(kind: type) -> Handler:
             if any(pads) and not at.get("count_include_pad", 0):
                 raise fail(node, "a Pad before a pool that does not count its own padding")
             at = {**at, "count_include_pad": 1}
-            pads = tuple(p + e for p, e in zip(pads, extra, strict=True))
+            pads = with_pad(pads, extra)
         if kind is nn.AvgPool2D and any(pads) and not at.get("count_include_pad", 0):
             raise fail(node, "count_include_pad=0 with padding (npcnn counts the zeros)")
         ceil = bool(at.get("ceil_mode", 0))
