@@ -176,6 +176,7 @@ EXAMPLES: tuple[Example, ...] = (
     Example("AvgPool2D-overlapping-padded", lambda: nn.AvgPool2D(3, 2, 1), (2, 2, 5, 6)),
     Example("GlobalAvgPool2D", nn.GlobalAvgPool2D, (2, 3, 4, 5)),
     Example("Identity", nn.Identity, (2, 3, 4, 4)),
+    Example("ZeroPad2D", lambda: nn.ZeroPad2D((0, 1, 2, 1)), (2, 3, 4, 5)),
     Example("BatchNorm1D", lambda: nn.BatchNorm1D(3), (4, 3)),
     Example("BatchNorm2D", lambda: nn.BatchNorm2D(2), (3, 2, 3, 4)),
     Example("BatchNorm2D-momentum-None", lambda: nn.BatchNorm2D(2, momentum=None), (3, 2, 3, 4)),

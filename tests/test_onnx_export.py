@@ -54,12 +54,14 @@ def test_every_preset_runs_in_onnx_runtime_as_in_npcnn(preset, tmp_path, rng) ->
 
 def _random_chain(rng: np.random.Generator) -> tuple[nn.Sequential, tuple[int, int, int]]:
     """Conv layers with drawn kernels, strides, paddings and groups, pools that overlap
-    or pad, activations, dropout and a dense head, on an odd input size."""
+    or pad, activations, dropout and a dense head, on an odd input size, after a
+    zero padding drawn side by side."""
     c, h, w = int(rng.choice([2, 4])), int(rng.integers(11, 18)), int(rng.integers(11, 18))
     groups = int(rng.choice([1, 2, c]))
     out = groups * int(rng.integers(1, 4))
     k, s = int(rng.integers(1, 4)), int(rng.integers(1, 3))
     layers = [
+        nn.ZeroPad2D(tuple(int(p) for p in rng.integers(0, 3, 4))),
         nn.Conv2D(c, out, k, stride=s, padding=int(rng.integers(0, k)), groups=groups, rng=rng),
         nn.BatchNorm2D(out),
         [nn.ReLU(), nn.LeakyReLU(0.1), nn.Sigmoid(), nn.Tanh()][int(rng.integers(4))],

@@ -199,16 +199,31 @@ def test_zero_pad_nodes_fold_into_the_next_conv_or_average_pool(dynamo, opset, t
     np.testing.assert_allclose(model.forward(x.numpy()), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_a_pad_that_npcnn_cannot_fold_is_refused(tmp_path) -> None:
+def test_pads_npcnn_cannot_fold_import_as_zero_pad_layers(tmp_path) -> None:
     torch = pytest.importorskip("torch")
     tnn = torch.nn
-    for net, match in (
-        (tnn.Sequential(tnn.ZeroPad2d((1, 0, 1, 0)), tnn.Conv2d(1, 2, 3)), "pads H and W alike"),
-        (tnn.Sequential(tnn.ZeroPad2d(1), tnn.MaxPool2d(2)), "a zero Pad before it"),
+    for net in (
+        tnn.Sequential(tnn.ZeroPad2d((1, 0, 2, 0)), tnn.Conv2d(1, 2, 3)),  # one side only
+        tnn.Sequential(tnn.ZeroPad2d(1), tnn.MaxPool2d(2)),  # zeros a max pool must see
     ):
         _export_torch(net, tmp_path / "p.onnx", False, 13)
-        with pytest.raises(ValueError, match=match):
-            load(tmp_path / "p.onnx")
+        model = load(tmp_path / "p.onnx")
+        assert any(isinstance(layer, nn.ZeroPad2D) for _, layer in model.named_layers())
+        x = torch.rand(3, 1, 28, 28) - 0.5
+        with torch.no_grad():
+            expected = net(x).numpy()
+        np.testing.assert_allclose(model.forward(x.numpy()), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_padding_other_than_zeros_of_h_and_w_is_refused(tmp_path) -> None:
+    pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 0, 1, 1, 0, 0, 1, 1])
+    node = helper.make_node("Pad", ["input", "pads"], ["y"], name="p", mode="reflect")
+    with pytest.raises(ValueError, match=r"node 'p' \(Pad\): only zero padding"):
+        load(_graph_file(tmp_path / "reflect.onnx", [node], [pads]))
+    pads = helper.make_tensor("pads", TensorProto.INT64, [8], [0, 1, 0, 0, 0, 0, 0, 0])
+    node = helper.make_node("Pad", ["input", "pads"], ["y"], name="p")
+    with pytest.raises(ValueError, match=r"node 'p' \(Pad\): pads .* H and W only"):
+        load(_graph_file(tmp_path / "channels.onnx", [node], [pads]))
 
 
 def test_a_ceil_mode_pool_with_a_partial_window_imports(tmp_path) -> None:
@@ -263,12 +278,51 @@ def test_an_unsupported_operator_is_named_and_nothing_is_written(tmp_path, capsy
     assert not (tmp_path / "out.npz").exists()
 
 
-def test_asymmetric_pads_are_refused_by_name(tmp_path) -> None:
-    w = helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 3, 3], np.ones(18, np.float32))
-    node = helper.make_node("Conv", ["input", "w"], ["y"], name="c", pads=[0, 0, 1, 1])
-    path = _graph_file(tmp_path / "pads.onnx", [node], [w])
-    with pytest.raises(ValueError, match=r"node 'c' \(Conv\): asymmetric pads"):
-        load(path)
+def test_asymmetric_conv_pads_become_a_zero_pad_layer(tmp_path, rng) -> None:
+    import onnxruntime
+
+    w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)
+    weight = helper.make_tensor("w", TensorProto.FLOAT, w.shape, w.ravel())
+    node = helper.make_node(
+        "Conv", ["input", "w"], ["y"], name="c", pads=[0, 0, 1, 1], strides=[2, 2]
+    )
+    path = _graph_file(tmp_path / "pads.onnx", [node], [weight])
+    model = load(path)
+    names = [name for name, _ in model.named_children()]
+    assert names == ["c_pad", "c"] and model.c_pad.padding == (0, 1, 0, 1)
+    x = rng.standard_normal((3, 1, 4, 4)).astype(np.float32)
+    expected = onnxruntime.InferenceSession(str(path)).run(None, {"input": x})[0]
+    np.testing.assert_allclose(model.forward(x), expected, rtol=1e-5, atol=1e-6)
+
+
+# --- Keras models through tf2onnx (files in tests/data/keras, see make_keras_onnx.py) ---
+
+KERAS = os.path.join(os.path.dirname(__file__), "data", "keras")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["keras_seq_op13", "keras_res_op17", "keras_flatten_dense_op13", "keras_rgb_op15"],
+)
+def test_keras_models_written_by_tf2onnx_import_and_give_keras_outputs(name, tmp_path) -> None:
+    """Channels-last input folded (the model takes NCHW), BN folded into the convs,
+    TensorFlow's one-sided SAME pads, Transpose back to NHWC before Flatten (the Dense
+    columns reordered), MatMul + Add, GlobalAveragePool + Squeeze: Keras' logits."""
+    io = np.load(os.path.join(KERAS, name.rsplit("_op", 1)[0] + "_io.npz"))
+    path = os.path.join(KERAS, name + ".onnx")
+    assert main(["import", path, str(tmp_path / "k.npz")]) == 0
+    for model in (load(path), npcnn.load(tmp_path / "k.npz")):
+        nchw = np.ascontiguousarray(io["x"].transpose(0, 3, 1, 2))
+        assert model.input_shape == nchw.shape[1:]
+        np.testing.assert_allclose(model.forward(nchw), io["y"], rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(model.forward(nchw[:1]), io["y"][:1], rtol=1e-5, atol=1e-5)
+
+
+def test_data_left_channels_last_is_refused_by_the_layer_that_reads_it(tmp_path) -> None:
+    perm = helper.make_node("Transpose", ["input"], ["t"], name="to_nhwc", perm=[0, 2, 3, 1])
+    relu = helper.make_node("Relu", ["t"], ["y"], name="r")
+    with pytest.raises(ValueError, match=r"node 'r' \(Relu\): data transposed away from NCHW"):
+        load(_graph_file(tmp_path / "t.onnx", [perm, relu]))
 
 
 def _check_refused(path, match: str) -> None:

@@ -172,9 +172,20 @@ def test_maxpool_ties_match_torch(rng: np.random.Generator) -> None:
         (nn.Tanh, tnn.Tanh),
         (nn.Flatten, tnn.Flatten),
         (nn.Identity, tnn.Identity),
+        (lambda: nn.ZeroPad2D((0, 1, 2, 3)), lambda: tnn.ZeroPad2d((0, 1, 2, 3))),
         (nn.GlobalAvgPool2D, lambda: tnn.Sequential(tnn.AdaptiveAvgPool2d(1), tnn.Flatten())),
     ],
-    ids=["relu", "leaky", "leaky0.3", "sigmoid", "tanh", "flatten", "identity", "global_avg"],
+    ids=[
+        "relu",
+        "leaky",
+        "leaky0.3",
+        "sigmoid",
+        "tanh",
+        "flatten",
+        "identity",
+        "zero_pad",
+        "global_avg",
+    ],
 )
 @pytest.mark.parametrize("training", [True, False])
 def test_parameterless_layers(make, make_torch, training, rng: np.random.Generator) -> None:

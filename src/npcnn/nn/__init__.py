@@ -14,6 +14,7 @@ from npcnn.nn.linear import Dense, Flatten
 from npcnn.nn.loss import CrossEntropyLoss
 from npcnn.nn.merge import Add, Concatenate, MergeLayer
 from npcnn.nn.module import Layer, NoForwardError, Parameter, inference_backward
+from npcnn.nn.padding import ZeroPad2D
 from npcnn.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from npcnn.nn.random_state import generator_states, set_generator_states
 from npcnn.nn.registry import LAYERS, register_layer
@@ -38,6 +39,7 @@ for _cls in (
     Sequential,
     Sigmoid,
     Tanh,
+    ZeroPad2D,
 ):
     register_layer(_cls)
 del _cls
@@ -69,6 +71,7 @@ __all__ = [
     "Sigmoid",
     "SymbolicTensor",
     "Tanh",
+    "ZeroPad2D",
     "functional",
     "generator_states",
     "inference_backward",

@@ -13,8 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from npcnn.onnx.nodes import as_shape_vector, fail
-from npcnn.onnx.ops import Handler
+from npcnn.onnx.nodes import Handler, as_shape_vector, fail
 from npcnn.onnx.values import Batch, ShapeVector
 
 if TYPE_CHECKING:

@@ -17,6 +17,7 @@ import re
 from typing import Any
 
 from npcnn import nn
+from npcnn.onnx.layout import CHANNELS_LAST, channels_last_input
 from npcnn.onnx.nodes import UnsupportedOnnx, attributes, default_opset, label
 from npcnn.onnx.operators import handler_for
 from npcnn.onnx.values import Batch
@@ -34,9 +35,11 @@ class Converter:
         for tensor in self.graph.initializer:
             self.values[tensor.name] = numpy_helper.to_array(tensor)
         self.consumers: dict[str, int] = {}
+        self.consumer_ops: dict[str, list[str]] = {}
         for node in self.graph.node:
             for name in node.input:
                 self.consumers[name] = self.consumers.get(name, 0) + 1
+                self.consumer_ops.setdefault(name, []).append(node.op_type)
         self.layer_names: set[str] = set()
         self.bias_of_matmul: dict[int, nn.Dense] = {}  # id(tensor) -> its Dense
         self.export_batch: int | None = None
@@ -68,6 +71,11 @@ class Converter:
                 f"input {value.name!r} has shape {shape}: npcnn needs (batch, fixed sizes...)"
             )
         self.export_batch = shape[0]
+        if channels_last_input(self, value.name, shape):  # (Keras through tf2onnx)
+            _, h, w, c = shape
+            x = nn.Input((c, h, w))
+            self.values[value.name] = Batch(x, (None, h, w, c), perm=CHANNELS_LAST)
+            return x
         x = nn.Input(tuple(shape[1:]))
         self.values[value.name] = Batch.of(x)
         return x
@@ -95,19 +103,21 @@ class Converter:
         node: Any,
         x: Batch | list[Batch],
         onnx_shape: tuple[int | None, ...] | None = None,
+        suffix: str = "",
     ) -> Batch:
-        """`layer` called on `x` in the model being built, named after `node`."""
+        """`layer` called on `x` in the model being built, named after `node` (and
+        `suffix`, for a layer that comes before the node's own)."""
         tensors = [b.tensor for b in x] if isinstance(x, list) else x.tensor
         try:
-            y = layer(tensors, name=self.layer_name(node))
+            y = layer(tensors, name=self.layer_name(node, suffix))
         except (ValueError, TypeError) as err:  # shapes npcnn's layer refuses
             raise UnsupportedOnnx(f"{label(node)}: {err}") from None
         return Batch(y, onnx_shape or tuple(y.shape))
 
-    def layer_name(self, node: Any) -> str:
+    def layer_name(self, node: Any, suffix: str = "") -> str:
         """A unique child name from the node's name (dots and slashes become '_')."""
         base = re.sub(r"[^0-9A-Za-z_]+", "_", node.name or "").strip("_")
-        base = base or f"{node.op_type.lower()}"
+        base = (base or f"{node.op_type.lower()}") + suffix
         if base[0].isdigit():
             base = f"{node.op_type.lower()}_{base}"
         name, k = base, 1

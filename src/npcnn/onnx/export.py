@@ -9,6 +9,7 @@ Every layer becomes the ONNX operators that compute its inference forward
     MaxPool2D       MaxPool (pads = padding on both sides; padded values never win; ceil_mode)
     AvgPool2D       AveragePool (count_include_pad = 1: npcnn's zeros count, as PyTorch's)
     GlobalAvgPool2D GlobalAveragePool, then Flatten (npcnn's output is (N, C))
+    ZeroPad2D       Pad (mode constant, pads as an int64 input)
     Flatten         Flatten (axis 1)
     Dense           Gemm (transB = 1: the weight stays (out, in))
     Add, Concatenate  Add (chained for more than two inputs), Concat (axis 1)
@@ -70,6 +71,14 @@ class GraphBuilder:
         self.initializers.append(numpy_helper.from_array(data, name))
         return name
 
+    def integers(self, name: str, values: list[int]) -> str:
+        """An int64 initializer called `name` (pads, shapes); returns its name."""
+        from onnx import numpy_helper
+
+        name = self.unique(name)
+        self.initializers.append(numpy_helper.from_array(np.array(values, np.int64), name))
+        return name
+
     def node(self, op: str, inputs: list[str], name: str, **attributes: Any) -> str:
         """Append an `op` node on `inputs`; returns the name of its one output."""
         output = self.unique(name)
@@ -121,6 +130,12 @@ def _pool(op: str, **extra: Any) -> Emitter:
 
 def _max_pool(b: GraphBuilder, layer: nn.MaxPool2D, xs: list[str], prefix: str) -> str:
     return _pool("MaxPool", ceil_mode=int(layer.ceil_mode))(b, layer, xs, prefix)
+
+
+def _zero_pad(b: GraphBuilder, layer: nn.ZeroPad2D, xs: list[str], prefix: str) -> str:
+    left, right, top, bottom = layer.padding
+    pads = b.integers(prefix + "pads", [0, 0, top, left, 0, 0, bottom, right])
+    return b.node("Pad", [xs[0], pads], prefix + "Pad", mode="constant")
 
 
 def _global_avg_pool(b: GraphBuilder, layer: Any, xs: list[str], prefix: str) -> str:
@@ -184,6 +199,7 @@ EMITTERS: dict[type, Emitter] = {
     nn.MaxPool2D: _max_pool,
     nn.AvgPool2D: _pool("AveragePool", count_include_pad=1),
     nn.GlobalAvgPool2D: _global_avg_pool,
+    nn.ZeroPad2D: _zero_pad,
     nn.Flatten: _simple("Flatten", axis=1),
     nn.Dense: _dense,
     nn.Add: _add,

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from npcnn.onnx.values import ShapeVector
+
+if TYPE_CHECKING:
+    from npcnn.onnx.convert import Converter
+
+#: An operator's handler: (converter, node, input values, attributes) -> output values.
+Handler = Callable[["Converter", Any, list[Any], dict[str, Any]], list[Any]]
 
 DEFAULT_DOMAINS = ("", "ai.onnx")
 

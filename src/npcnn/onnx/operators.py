@@ -1,15 +1,17 @@
-"""Every ONNX operator npcnn imports, by name: the layer handlers of `ops` and the folded
-ones of `constants`."""
+"""Every ONNX operator npcnn imports, by name: the layer handlers of `ops`, the folded
+ones of `constants`, and `layout`'s transposes and squeezes of the batch's data."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from npcnn.onnx.constants import HANDLERS_CONSTANTS
-from npcnn.onnx.nodes import DEFAULT_DOMAINS, fail
-from npcnn.onnx.ops import HANDLERS_LAYERS, Handler
+from npcnn.onnx.layout import HANDLERS_LAYOUT
+from npcnn.onnx.nodes import DEFAULT_DOMAINS, Handler, fail
+from npcnn.onnx.ops import HANDLERS_LAYERS
 
-HANDLERS: dict[str, Handler] = {**HANDLERS_LAYERS, **HANDLERS_CONSTANTS}
+# (the layer handlers' Squeeze hands constants on to the constants' one)
+HANDLERS: dict[str, Handler] = {**HANDLERS_CONSTANTS, **HANDLERS_LAYERS, **HANDLERS_LAYOUT}
 
 
 def handler_for(node: Any, opset: int) -> Handler:

@@ -17,20 +17,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from npcnn import nn
-from npcnn.onnx.nodes import as_shape_vector, fail
+from npcnn.onnx.constants import HANDLERS_CONSTANTS
+from npcnn.onnx.layout import flatten_columns, same_memory_order
+from npcnn.onnx.nodes import Handler, as_shape_vector, fail
 from npcnn.onnx.values import Batch, ShapeVector
 
 if TYPE_CHECKING:
     from npcnn.onnx.convert import Converter
 
-Handler = Callable[["Converter", Any, list[Any], dict[str, Any]], list[Any]]
 
-
-def batch_input(node: Any, value: Any, rank: int | None = None, padded: bool = False) -> Batch:
+def batch_input(
+    node: Any, value: Any, rank: int | None = None, padded: bool = False, laid_out: bool = False
+) -> Batch:
     """`value` as data of the batch (of `rank` axes), or UnsupportedOnnx. Data a Pad
-    node padded is taken only where `padded` (a conv or an average pool)."""
+    node padded is taken only where `padded` (a conv or an average pool); data laid
+    out otherwise than npcnn's (`layout`) only where `laid_out`."""
     if not isinstance(value, Batch):
         raise fail(node, "npcnn computes this operator on the input's data only")
+    if not (laid_out or value.laid_out_as_npcnn):
+        raise fail(node, "data transposed away from NCHW (npcnn computes in NCHW)")
     if rank is not None and value.rank != rank:
         raise fail(node, f"expects {rank}-D data, got shape {value.onnx_shape}")
     if any(value.pad) and not padded:
@@ -50,16 +55,22 @@ def constant_input(node: Any, value: Any, what: str) -> np.ndarray:
     return value
 
 
-def symmetric_pads(node: Any, at: dict[str, Any], rank: int = 2) -> tuple[int, ...]:
-    """(ph, pw) from ONNX's pads (begins then ends), or UnsupportedOnnx if they differ."""
+def explicit_pads(node: Any, at: dict[str, Any], rank: int = 2) -> list[int]:
+    """ONNX's pads (begins, then ends), checked: explicit (no auto_pad), no dilation."""
     auto_pad = at.get("auto_pad", "NOTSET")
     if auto_pad not in ("NOTSET", "VALID"):
         raise fail(node, f"auto_pad {auto_pad} is not supported (give explicit pads)")
     pads = list(at.get("pads", [0] * 2 * rank)) if auto_pad == "NOTSET" else [0] * 2 * rank
-    if pads[:rank] != pads[rank:]:
-        raise fail(node, f"asymmetric pads {pads} (npcnn pads both sides alike)")
     if any(d != 1 for d in at.get("dilations", [1] * rank)):
         raise fail(node, f"dilations {at['dilations']} are not supported")
+    return pads
+
+
+def symmetric_pads(node: Any, at: dict[str, Any], rank: int = 2) -> tuple[int, ...]:
+    """(ph, pw) from ONNX's pads (begins then ends), or UnsupportedOnnx if they differ."""
+    pads = explicit_pads(node, at, rank)
+    if pads[:rank] != pads[rank:]:
+        raise fail(node, f"asymmetric pads {pads} (npcnn pads both sides alike)")
     return tuple(pads[:rank])
 
 
@@ -72,7 +83,16 @@ def with_pad(pads: tuple[int, ...], extra: tuple[int, int]) -> tuple[int, ...]:
 
 
 def conv(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[Any]:
-    x, extra = unpadded(batch_input(node, ins[0], 4, padded=True))
+    """Conv; pads larger on one side (TensorFlow's "SAME" with a stride) become a
+    ZeroPad2D of the difference before a conv that pads both sides alike."""
+    x = batch_input(node, ins[0], 4, padded=True)
+    (top, left, bottom, right) = explicit_pads(node, at)
+    if (top, left) != (bottom, right):
+        ph, pw = min(top, bottom), min(left, right)
+        sides = (left - pw, right - pw, top - ph, bottom - ph)
+        x = zero_pad(cv, node, x, sides, suffix="_pad")
+        at = {**at, "pads": [ph, pw, ph, pw]}
+    x, extra = unpadded(x)
     weight = constant_input(node, ins[1], "the weight")
     bias = ins[2] if len(ins) > 2 else None
     if bias is not None:
@@ -158,9 +178,10 @@ def pool(kind: type) -> Handler:
 
 
 def pad(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[Any]:
-    """Zero padding of H and W, the same on both sides: kept on the value for the next
-    conv or average pool (`values.Batch.pad`). Pads, the constant and (opset 18) the
-    axes are inputs from opset 11, attributes before."""
+    """Zero padding of H and W. The same on both sides and read only by convs or average
+    pools: kept on the value for them to take into their own padding
+    (`values.Batch.pad`); otherwise a ZeroPad2D layer. Pads, the constant and (opset
+    18) the axes are inputs from opset 11, attributes before."""
     if cv.opset >= 11:
         pads = np.ravel(constant_input(node, ins[1], "pads")).tolist()
         value = ins[2] if len(ins) > 2 and ins[2] is not None else np.zeros(())
@@ -179,10 +200,23 @@ def pad(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[An
     if len(pads) != 8:
         raise fail(node, f"pads {pads} do not fit 4-D data")
     (n0, c0, h0, w0), (n1, c1, h1, w1) = pads[:4], pads[4:]
-    if n0 or c0 or n1 or c1 or h0 != h1 or w0 != w1 or h0 < 0 or w0 < 0:
-        raise fail(node, f"pads {pads}: npcnn pads H and W alike on both sides only")
-    n, c, h, w = x.onnx_shape
-    return [Batch(x.tensor, (n, c, h + 2 * h0, w + 2 * w0), (x.pad[0] + h0, x.pad[1] + w0))]
+    if n0 or c0 or n1 or c1 or min(h0, w0, h1, w1) < 0:
+        raise fail(node, f"pads {pads}: npcnn pads H and W only, by amounts >= 0")
+    readers = cv.consumer_ops.get(node.output[0], [])
+    if (h0, w0) == (h1, w1) and readers and set(readers) <= {"Conv", "AveragePool"}:
+        n, c, h, w = x.onnx_shape
+        return [Batch(x.tensor, (n, c, h + 2 * h0, w + 2 * w0), (x.pad[0] + h0, x.pad[1] + w0))]
+    return [zero_pad(cv, node, x, (w0, w1, h0, h1))]
+
+
+def zero_pad(
+    cv: Converter, node: Any, x: Batch, padding: tuple[int, int, int, int], suffix: str = ""
+) -> Batch:
+    """A ZeroPad2D layer (left, right, top, bottom) on `x` and any Pad zeros it carries."""
+    x, (ph, pw) = unpadded(x)
+    left, right, top, bottom = padding
+    layer = nn.ZeroPad2D((left + pw, right + pw, top + ph, bottom + ph))
+    return cv.call(layer, node, x, suffix=suffix)
 
 
 def global_average_pool(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[Any]:
@@ -207,21 +241,49 @@ def reduce_mean(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) ->
 
 def flatten_batch(cv: Converter, node: Any, x: Batch) -> Batch:
     """(N, d1, d2, ...) -> (N, d1*d2*...): a Flatten layer, or nothing when npcnn's
-    tensor is already flat (after GlobalAvgPool2D)."""
+    tensor is already flat (after GlobalAvgPool2D). Transposed data flattens in
+    npcnn's order, its ONNX column order kept in `columns` for the Dense after it."""
+    if x.columns is not None:
+        raise fail(node, "a flatten of data already flattened in another order")
     features = int(np.prod(x.onnx_shape[1:]))
+    columns = flatten_columns(x)
     if len(x.tensor.shape) == 2:
         return Batch(x.tensor, (None, features))
-    return cv.call(nn.Flatten(), node, x, (None, features))
+    y = cv.call(nn.Flatten(), node, Batch(x.tensor, tuple(x.tensor.shape)), (None, features))
+    return Batch(y.tensor, y.onnx_shape, columns=columns)
 
 
 def flatten(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[Any]:
     if isinstance(ins[0], np.ndarray):
         axis = at.get("axis", 1) % max(ins[0].ndim, 1)
         return [ins[0].reshape(int(np.prod(ins[0].shape[:axis])), -1)]
-    x = batch_input(node, ins[0])
+    x = batch_input(node, ins[0], laid_out=True)
     if at.get("axis", 1) % x.rank != 1:
         raise fail(node, f"axis {at['axis']}: npcnn flattens all but the batch axis")
     return [flatten_batch(cv, node, x)]
+
+
+def squeeze(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[Any]:
+    """Squeeze of axes of size 1 of the batch's data (the (N, C, 1, 1) of a global
+    pool): a new ONNX shape over the same npcnn tensor, or a Flatten."""
+    x = ins[0]
+    if not isinstance(x, Batch):
+        return HANDLERS_CONSTANTS["Squeeze"](cv, node, ins, at)
+    if cv.opset >= 13:
+        axes = np.ravel(ins[1]).tolist() if len(ins) > 1 and ins[1] is not None else None
+    else:
+        axes = at.get("axes")
+    if axes is None:
+        axes = [i for i, d in enumerate(x.onnx_shape) if d == 1]
+    axes = sorted(int(a) % x.rank for a in axes)
+    if 0 in axes or any(x.onnx_shape[a] != 1 for a in axes) or not x.laid_out_as_npcnn:
+        raise fail(node, f"squeeze of axes {axes} of data of shape {x.onnx_shape}")
+    shape = tuple(d for i, d in enumerate(x.onnx_shape) if i not in axes)
+    if shape == tuple(x.tensor.shape) or (len(shape) == 2 and len(x.tensor.shape) == 2):
+        return [Batch(x.tensor, shape)]
+    if len(shape) == 2:
+        return [flatten_batch(cv, node, x)]
+    raise fail(node, f"squeeze of {x.onnx_shape} to {shape} changes npcnn's layout")
 
 
 def reshape(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[Any]:
@@ -233,7 +295,7 @@ def reshape(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> lis
         if None in target.values:
             raise fail(node, "a constant reshaped by the batch size")
         return [ins[0].reshape(target.values)]
-    x = batch_input(node, ins[0])
+    x = batch_input(node, ins[0], laid_out=True)
     dims = list(target.values)
     if not allow_zero:
         dims = [x.onnx_shape[i] if d == 0 and i < x.rank else d for i, d in enumerate(dims)]
@@ -243,11 +305,15 @@ def reshape(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> lis
         return [flatten_batch(cv, node, x)]
     if len(dims) == x.rank and first_is_batch and tuple(dims[1:]) == x.onnx_shape[1:]:
         return [x]
+    npcnn_shape = tuple(x.tensor.shape[1:])
+    if first_is_batch and tuple(dims[1:]) == npcnn_shape and x.columns is None:
+        if same_memory_order(x):  # (the channels-last input as tf2onnx reshapes it)
+            return [Batch(x.tensor, (None, *npcnn_shape))]
     raise fail(node, f"reshape of {x.onnx_shape} to {target.values} changes a sample's layout")
 
 
 def gemm(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[Any]:
-    x = batch_input(node, ins[0], 2)
+    x = batch_input(node, ins[0], 2, laid_out=True)
     if at.get("transA", 0):
         raise fail(node, "transA=1 (the data transposed) is not supported")
     b = constant_input(node, ins[1], "B")
@@ -261,8 +327,14 @@ def gemm(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[A
 
 
 def dense(cv: Converter, node: Any, x: Batch, weight: np.ndarray, bias: Any) -> Batch:
+    """A Dense layer with `weight` (out, in) over ONNX's columns of `x`: reordered to
+    npcnn's columns when `x` was flattened from transposed data."""
     if weight.ndim != 2 or weight.shape[1] != x.onnx_shape[1]:
         raise fail(node, f"weight {weight.shape} does not fit input {x.onnx_shape}")
+    if x.columns is not None:
+        reordered = np.empty_like(weight)
+        reordered[:, x.columns] = weight
+        weight, x = reordered, Batch(x.tensor, x.onnx_shape)
     layer = nn.Dense(weight.shape[1], weight.shape[0], bias=bias is not None)
     layer.weight.data[...] = weight
     if bias is not None:
@@ -273,7 +345,7 @@ def dense(cv: Converter, node: Any, x: Batch, weight: np.ndarray, bias: Any) -> 
 def matmul(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list[Any]:
     if isinstance(ins[0], np.ndarray) and isinstance(ins[1], np.ndarray):
         return [ins[0] @ ins[1]]
-    x = batch_input(node, ins[0], 2)
+    x = batch_input(node, ins[0], 2, laid_out=True)
     weight = constant_input(node, ins[1], "the second operand").T
     y = dense(cv, node, x, weight, np.zeros(weight.shape[0], weight.dtype))
     if cv.consumers.get(node.output[0], 0) == 1:  # a following Add may become its bias
@@ -346,6 +418,7 @@ HANDLERS_LAYERS: dict[str, Handler] = {
     "ReduceMean": reduce_mean,
     "Flatten": flatten,
     "Reshape": reshape,
+    "Squeeze": squeeze,
     "Gemm": gemm,
     "MatMul": matmul,
     "Add": add,

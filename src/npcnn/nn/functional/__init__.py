@@ -23,6 +23,7 @@ field (im2col) and pooling does too.
     linear.py      dense, flatten
     activations.py relu, leaky_relu, sigmoid, tanh
     dropout.py     dropout (inverted)
+    padding.py     zero_pad2d (each side its own amount)
     loss.py        softmax_cross_entropy, softmax, log_softmax
 
 `from npcnn.nn import functional as F`, then F.conv2d_forward(...).
@@ -59,6 +60,7 @@ from npcnn.nn.functional.loss import (
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
 )
+from npcnn.nn.functional.padding import zero_pad2d_backward, zero_pad2d_forward
 from npcnn.nn.functional.pooling import (
     avg_pool2d_backward,
     avg_pool2d_forward,
@@ -100,4 +102,6 @@ __all__ = [
     "softmax_cross_entropy_forward",
     "tanh_backward",
     "tanh_forward",
+    "zero_pad2d_backward",
+    "zero_pad2d_forward",
 ]
