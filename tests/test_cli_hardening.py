@@ -215,3 +215,17 @@ def test_a_result_that_cannot_be_written_is_an_error() -> None:
     assert full.stderr == "npcnn: error: cannot write the output: No space left on device\n"
     piped = subprocess.run(argv + " | head -1", shell=True, capture_output=True, text=True)
     assert piped.returncode == 0 and piped.stdout.startswith("Preset: small")
+
+
+def test_running_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+    import npcnn.cli.train as train_command
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(train_command, "_training_data", no_memory)
+    assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert (
+        err.strip() == "npcnn: error: out of memory: try a smaller --batch-size, or fewer --threads"
+    )

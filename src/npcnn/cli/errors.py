@@ -40,13 +40,18 @@ def one_line(message: object) -> str:
 
 
 def print_error(message: object) -> None:
-    print(f"{PROG}: error: {one_line(message)}", file=sys.stderr)
+    """``npcnn: error: <first line>``; in a job of several processes, after the rank."""
+    from npcnn.distributed.launch import active_world
+
+    world = active_world()
+    where = f"rank {world.rank} of {world.size}: " if world is not None and world.size > 1 else ""
+    print(f"{PROG}: error: {where}{one_line(message)}", file=sys.stderr, flush=True)
 
 
 def missing_dependency(err: ImportError) -> CLIError:
     """A CLIError naming the missing optional package and how to install it."""
     text = str(err)
-    if INSTALL_HINT not in text:
+    if "pip install" not in text:
         name = getattr(err, "name", None) or "an optional package"
         text = f"{name} is not installed: {INSTALL_HINT}"
     return CLIError(text)

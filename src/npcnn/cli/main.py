@@ -18,6 +18,7 @@ from typing import Any, NoReturn, TextIO
 from npcnn.cli import evaluate, export, gradcheck, onnx_import, predict, summary, train
 from npcnn.cli.errors import (
     EXIT_FAILURE,
+    EXIT_OK,
     EXIT_USAGE,
     PROG,
     CLIError,
@@ -27,6 +28,8 @@ from npcnn.cli.errors import (
     print_error,
 )
 from npcnn.cli.streams import pipe_safe_output
+from npcnn.distributed.data_parallel import DistributedError
+from npcnn.distributed.launch import LaunchError, abort_job
 from npcnn.training.interrupts import terminate_as_interrupt
 
 COMMANDS = (train, evaluate, predict, summary, gradcheck, export, onnx_import)
@@ -75,6 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     with pipe_safe_output() as stdout, one_line_warnings(), terminate_as_interrupt():
         code = run_command_line(argv)
+        if code not in (EXIT_OK, 128 + signal.SIGINT, 128 + signal.SIGTERM):
+            # A rank that leaves alone would keep the others waiting for ever; a stop
+            # by Ctrl-C or SIGTERM is one every rank agreed on, at the same step.
+            abort_job(code)
         command = next(
             (a for a in (sys.argv[1:] if argv is None else argv) if a in COMMAND_NAMES), None
         )
@@ -134,6 +141,9 @@ def run_command_line(argv: Sequence[str] | None = None) -> int:
     except CLIError as err:
         print_error(err)
         return err.code
+    except LaunchError as err:
+        print_error(err)
+        return EXIT_USAGE
     except ImportError as err:
         print_error(missing_dependency(err))
         return EXIT_FAILURE
@@ -142,7 +152,10 @@ def run_command_line(argv: Sequence[str] | None = None) -> int:
         how = "interrupted" if signum == signal.SIGINT else f"stopped by {signum.name}"
         print(f"{PROG}: {how}", file=sys.stderr)
         return 128 + int(signum)
-    except (OSError, ValueError) as err:
+    except MemoryError:
+        print_error("out of memory: try a smaller --batch-size, or fewer --threads")
+        return EXIT_FAILURE
+    except (OSError, ValueError, DistributedError) as err:
         # Files the user named, data that does not fit the model, a full disk:
         # all reported in one line, as the user can act on each of them.
         print_error(err)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from npcnn.cli import options
+from npcnn.cli import distributed, options
 from npcnn.cli.errors import EXIT_OK, PROG, CLIError
 from npcnn.cli.train_config import FULL_BATCH
 from npcnn.models import AUGMENTATIONS, DEFAULT_PRESET, OPTIMIZERS, PRESETS, SCHEDULES
@@ -57,6 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     _add_data_options(p)
     _add_recipe_options(p.add_argument_group("recipe (default: the preset's)"))
     _add_run_options(p)
+    distributed.add_options(p)
     p.set_defaults(run=run)
 
 
@@ -204,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
     from npcnn.training import NonFiniteLossError, NonFiniteWeightsError, TrainingInterrupted
 
     started = time.perf_counter()
+    world = distributed.join_world(args)
     checkpoint = None if args.resume is None else _load_checkpoint(args.resume)
     previous = None if checkpoint is None else previous_config(checkpoint, args.resume)
     config = resolve_config(args, previous)
@@ -216,12 +218,21 @@ def run(args: argparse.Namespace) -> int:
     model = _model(config, preset, data, checkpoint)
     _check_batches_for_batch_norm(config, model, len(data.train_labels))
     notes += _threads_notes(config, previous)
-    run_dir = _choose_run_directory(args, preset.name)
+    if args.distributed:
+        notes.append(distributed.describe(world, args.sync_bn, npcnn.get_num_threads()))
+    run_dir = distributed.shared_run_directory(
+        world, lambda: _choose_run_directory(args, preset.name)
+    )
+    if not world.is_root:
+        trainer, batches = build_trainer(config, model, data, run_dir, [], args)
+        return distributed.train_other_rank(trainer, batches, config, args, data)
     trainer = None
     try:
         with discarded_if_unused(run_dir):
             record = _start(args, config, preset, (data, notes), run_dir)
-            trainer, batches = build_trainer(config, model, data, run_dir, _reports(args, config))
+            trainer, batches = build_trainer(
+                config, model, data, run_dir, _reports(args, config), args
+            )
             with use_reference(args.reference):
                 history = trainer.fit(
                     batches,
@@ -252,11 +263,14 @@ def build_trainer(
     data: Dataset,
     run_dir: Path,
     reports: list[Callback],
+    args: argparse.Namespace | None = None,
 ) -> tuple[Trainer, BatchIterator]:
     """The Trainer and training batches that ``config`` describes, writing into ``run_dir``.
 
     The shuffling gets its own stream spawned from the seed, independent of
     the initial weights' (the preset draws those from default_rng(seed)).
+    With ``args.distributed``, data-parallel over the active world; ranks other
+    than 0 get no logs or plots (``reports`` is empty for them).
     """
     import numpy as np
 
@@ -286,24 +300,35 @@ def build_trainer(
         augment=recipe.make_augmentation(),
     )
     optimizer = recipe.make_optimizer(model.parameters())
+    parallel = _data_parallel(args)
+    files = [
+        callbacks.CSVLogger(run_dir / "log.csv"),
+        callbacks.JSONLogger(run_dir / "log.json"),
+        callbacks.PlotCurves(
+            run_dir / "curves.png", title=f"{config['preset']} on {data.name}: train and test"
+        ),
+    ]
     trainer = Trainer(
         model,
         recipe.make_loss(),
         optimizer,
         scheduler=recipe.make_scheduler(optimizer, config["epochs"]),
-        callbacks=[
-            *reports,
-            callbacks.CSVLogger(run_dir / "log.csv"),
-            callbacks.JSONLogger(run_dir / "log.json"),
-            callbacks.PlotCurves(
-                run_dir / "curves.png", title=f"{config['preset']} on {data.name}: train and test"
-            ),
-        ],
+        callbacks=[*reports, *files] if parallel is None or parallel.world.is_root else [],
         checkpoint_path=run_dir / CHECKPOINT_FILE,
         bn_data=data.train_images if config["recompute_bn"] else None,
         run_config=config,
+        data_parallel=parallel,
     )
     return trainer, batches
+
+
+def _data_parallel(args: argparse.Namespace | None) -> Any:
+    """A DataParallel over the active world with ``--distributed``, else None."""
+    if args is None or not getattr(args, "distributed", False):
+        return None
+    from npcnn.distributed import DataParallel, active_world
+
+    return DataParallel(active_world(), sync_bn=args.sync_bn)
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:

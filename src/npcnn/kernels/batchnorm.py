@@ -21,9 +21,24 @@ The variance comes from sums of d = x - centre and d^2 in one pass over the
 data, with the centre the first row's channel means: near the mean,
 mean(d^2) - mean(d)^2 loses no digits. The sums are taken in the data's
 dtype over a chunk's rows (a BLAS product) and added up in float64.
+
+Synchronised batch norm (PyTorch's SyncBatchNorm): inside
+`statistics_across(total)`, where `total` sums a float64 vector over the
+processes of data-parallel training, every batch norm computes its
+statistics over the union of the processes' batches. Each process sends its
+count m_r, m_r * mean_r and m_r * (var_r + mean_r^2) per channel; their sums
+give the global M, mean = S1 / M and var = S2 / M - mean^2 (float64), and M
+is the count of the running variance's M / (M - 1). Backward, sum(dy) and
+sum(dy * (x - mean)) are summed the same way for dx's shift and slope, while
+dweight and dbias stay the process's own sums (the gradients' all-reduce
+adds them up with every other parameter's).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 
@@ -126,15 +141,52 @@ def rough_centre(x2: np.ndarray, reps: int, channels: int) -> tuple[np.ndarray, 
     return rough.astype(np.float64), np.tile(rough, reps)
 
 
+# --- statistics over several processes ---------------------------------------------------
+
+SumOverProcesses = Callable[[np.ndarray], np.ndarray]
+_across: ContextVar[SumOverProcesses | None] = ContextVar("npcnn_bn_across", default=None)
+
+
+@contextmanager
+def statistics_across(total: SumOverProcesses) -> Iterator[None]:
+    """Within the block (in this thread), batch statistics and their gradient terms
+    cover the batches of every process that `total` sums over (module docstring)."""
+    token = _across.set(total)
+    try:
+        yield
+    finally:
+        _across.reset(token)
+
+
+def synchronised() -> bool:
+    """Whether batch statistics are taken over several processes here (`statistics_across`)."""
+    return _across.get() is not None
+
+
+def _summed(m: int, *per_channel: np.ndarray) -> tuple[int, list[np.ndarray]]:
+    """(m, per-channel sums) summed over the processes, or as given outside
+    `statistics_across`."""
+    total = _across.get()
+    if total is None:
+        return m, list(per_channel)
+    sums = total(np.concatenate([[float(m)], *(np.asarray(v, np.float64) for v in per_channel)]))
+    return round(sums[0]), np.split(sums[1:], len(per_channel))
+
+
 def statistics_from_sums(
     rough: np.ndarray, sum_d: np.ndarray, sum_d2: np.ndarray, m: int, dtype: np.dtype
-) -> tuple[np.ndarray, np.ndarray]:
-    """The batch's mean (in `dtype`) and biased variance (float64) from the sums of
-    d = x - rough and d^2 over the M values of each channel."""
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """The batch's mean (in `dtype`), biased variance (float64) and count, from the
+    sums of d = x - rough and d^2 over the m values of each channel (over every
+    process's batch inside `statistics_across`)."""
     shift = sum_d / m
-    mean = (rough + shift).astype(dtype)
+    mean = rough + shift
     var = np.maximum(sum_d2 / m - shift**2, 0.0)
-    return mean, var
+    if synchronised():
+        m, (first, second) = _summed(m, m * mean, m * (var + mean**2))
+        mean = first / m
+        var = np.maximum(second / m - mean**2, 0.0)
+    return mean.astype(dtype), var, m
 
 
 def updated_running_statistics(
@@ -176,13 +228,13 @@ def statistics(
     m = x2.shape[0] * reps
     if not training or m == 0:
         return running_mean, running_var.astype(np.float64), running_mean, running_var
-    if m < 2:
+    if m < 2 and not synchronised():
         raise ValueError(
             f"batch norm needs more than 1 value per channel when training, got {m} value"
         )
     channels = x2.shape[1] // reps
     rough, centre = rough_centre(x2, reps, channels)
-    mean, var = statistics_from_sums(rough, *moment_sums(x2, channels, centre), m, dtype)
+    mean, var, m = statistics_from_sums(rough, *moment_sums(x2, channels, centre), m, dtype)
     new = updated_running_statistics(
         running_mean, running_var, mean, var, m, momentum, num_batches_tracked
     )
@@ -205,12 +257,13 @@ def gradient_terms(
     shift = g * dbias / M and slope = g * invstd * dweight / M, with which
     dx = g * dy - shift - slope * (x - mean) in training (`subtract_mean_terms`)."""
     dtype = weight.dtype
+    dweight, dbias = sum_dy_centred * invstd, sum_dy  # (this process's own)
+    m, (sum_dy, sum_dy_centred) = _summed(m, sum_dy, sum_dy_centred)
     m = max(m, 1)  # an empty batch: the sums are 0, and so are shift and slope
-    dweight = sum_dy_centred * invstd
     g = weight * invstd
     shift = (g * sum_dy / m).astype(dtype)
-    slope = (g * invstd * dweight / m).astype(dtype)
-    return dweight.astype(dtype), sum_dy.astype(dtype), g, shift, slope
+    slope = (g * invstd * invstd * sum_dy_centred / m).astype(dtype)
+    return dweight.astype(dtype), dbias.astype(dtype), g, shift, slope
 
 
 def subtract_mean_terms(

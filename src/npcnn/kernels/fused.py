@@ -115,8 +115,7 @@ def batch_norm_relu_max_pool2d_forward(
     x_cl = to_channels_last(x)
     winners, codes, sums = _window_winners(x_cl, weight, pool, training, need_cache)
     if training:
-        m = n * h * w
-        mean, var = bn.statistics_from_sums(*sums, m, weight.dtype)
+        mean, var, m = bn.statistics_from_sums(*sums, n * h * w, weight.dtype)
         running_mean, running_var = bn.updated_running_statistics(
             running_mean, running_var, mean, var, m, momentum, num_batches_tracked
         )

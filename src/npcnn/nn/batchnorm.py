@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from npcnn.kernels.batchnorm import synchronised
 from npcnn.nn.backend import active_kernels
 from npcnn.nn.module import (
     DEFAULT_DTYPE,
@@ -91,7 +92,7 @@ class _BatchNorm(Layer):
         check_input(x, self._input_ndim, self, self.num_features)
         x = x.astype(self.weight.data.dtype, copy=False)
         m = x.size // self.num_features
-        if training and m == 1:
+        if training and m == 1 and not synchronised():
             raise ValueError(
                 f"{type(self).__name__} needs more than 1 value per channel when training, "
                 f"got input of shape {x.shape}"

@@ -20,6 +20,7 @@ passed through, and resuming from it ends with the same weights bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from npcnn.distributed import DataParallel
 from npcnn.nn import Layer, generator_states, set_generator_states
 from npcnn.serialization import layer_spec
 from npcnn.text import clip
@@ -110,6 +112,12 @@ class Trainer:
         run_config: JSON-ready settings of the run (data set, seed, recipe...),
             stored in every checkpoint under ``"run"`` so that the checkpoint
             alone says how to continue it (:func:`load_checkpoint` returns it).
+        data_parallel: a :class:`npcnn.distributed.DataParallel`: train on
+            every rank of its world, each on its share of every global batch
+            (``train``'s batch size is the global one), with the gradients
+            summed over the ranks before each step; the validation is split
+            over the ranks; only rank 0 writes checkpoints. Give the
+            reporting callbacks to rank 0 alone.
 
     Every fit also installs :class:`~npcnn.training.callbacks.FailOnNonFiniteLoss`
     and, given validation data, :class:`~npcnn.training.callbacks.Validation`.
@@ -134,6 +142,7 @@ class Trainer:
         eval_batch_size: int = 500,
         bn_data: Any = None,
         run_config: Mapping[str, Any] | None = None,
+        data_parallel: DataParallel | None = None,
     ) -> None:
         if scheduler is not None and scheduler.optimizer is not optimizer:
             raise ValueError("the scheduler was built for a different optimiser")
@@ -146,6 +155,8 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.bn_data = bn_data
         self.run_config = None if run_config is None else dict(run_config)
+        self.data_parallel = data_parallel
+        self._stop_agreed = False  # (data-parallel: a rank asked to stop at this step)
         self.history = History()
         self.epochs = 0
         self.stop_training = False
@@ -226,6 +237,8 @@ class Trainer:
             raise ValueError(f"epochs must be a non-negative int, got {epochs!r}")
         if len(train) == 0:
             raise ValueError("the training data yields no batches")
+        if self.data_parallel is not None:
+            train = self.data_parallel.shard(train)
         self._train, self.epochs, self.stop_training = train, epochs, False
         self.history, self.last_checkpoint = History(), None
         self.extensions = CallbackList([*self._built_in(validation), *self.callbacks.callbacks])
@@ -234,6 +247,9 @@ class Trainer:
         self._between_steps = True
         if resume_from is not None:
             self._resume(resume_from)
+        if self.data_parallel is not None:
+            p = self._position
+            self.data_parallel.start(self.model, train, {"epoch": p.epoch, "step": p.step})
         self.extensions.on_train_begin(
             self,
             {
@@ -274,11 +290,21 @@ class Trainer:
         A deferred Ctrl-C stops the run after the step (or the epoch's end) it arrived in.
         """
         for x, y in self._begin_epoch():
-            loss, correct = self._train_step(x, y)
-            self._end_step(len(y), loss, correct)
-            self._interrupt.check()
+            self._end_step(*self._train_step(x, y))
+            self._check_interrupt()
         self._end_epoch()
-        self._interrupt.check()
+        if self.data_parallel is not None:
+            requested = self._interrupt.requested is not None
+            self._stop_agreed = self.data_parallel.any(requested, "the stop request")
+        self._check_interrupt()
+
+    def _check_interrupt(self) -> None:
+        """Raise KeyboardInterrupt if Ctrl-C or SIGTERM asked to stop. Data-parallel: if a
+        rank asked by the step's totals (every rank stops at the same step)."""
+        if self.data_parallel is None:
+            self._interrupt.check()
+        elif self._stop_agreed:
+            raise KeyboardInterrupt
 
     def _begin_epoch(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The epoch's batches not yet trained on (all of them unless resuming mid-epoch),
@@ -306,20 +332,34 @@ class Trainer:
         self._clock = (time.perf_counter(), p.totals["seconds"])
         return batches
 
-    def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
-        """One optimiser step on a batch; returns (batch loss, correct predictions)."""
-        p = self._position
+    def _train_step(self, x: np.ndarray, y: np.ndarray) -> tuple[int, float, int]:
+        """One optimiser step on a batch; returns (examples, batch loss, correct predictions),
+        over the global batch when data-parallel."""
+        p, dp = self._position, self.data_parallel
         self._between_steps = False
         self.optimizer.zero_grad()
-        logits = self.model.forward(x, training=True)
-        loss = float(self.loss_fn.forward(logits, y))
-        self.extensions.on_before_backward(
-            self, {"epoch": p.epoch + 1, "step": p.step + 1, "loss": loss, "lr": self.optimizer.lr}
-        )
-        # Nothing needs dL/dx of the images: the first layer skips its input gradient.
-        self.model.backward(self.loss_fn.backward(), need_input_grad=False)
+        if dp is not None:
+            dp.world.set_activity(f"epoch {p.epoch + 1}, step {p.step + 1}")
+        with dp.step_scope() if dp is not None else contextlib.nullcontext():
+            logits = self.model.forward(x, training=True)
+            n, loss, correct = len(y), float(self.loss_fn.forward(logits, y)), 0
+            correct = count_correct(logits, y)
+            if dp is not None:
+                requested = self._interrupt.requested is not None
+                n, loss, correct, self._stop_agreed = dp.totals(n, loss, correct, requested)
+            self.extensions.on_before_backward(
+                self,
+                {"epoch": p.epoch + 1, "step": p.step + 1, "loss": loss, "lr": self.optimizer.lr},
+            )
+            dlogits = self.loss_fn.backward()
+            if n != len(y):  # this rank's share of the global batch's mean loss
+                dlogits = dlogits * dlogits.dtype.type(len(y) / n)
+            # Nothing needs dL/dx of the images: the first layer skips its input gradient.
+            self.model.backward(dlogits, need_input_grad=False)
+        if dp is not None:
+            dp.reduce_gradients()
         self.optimizer.step()
-        return loss, count_correct(logits, y)
+        return n, loss, correct
 
     def _end_step(self, n: int, loss: float, correct: int) -> None:
         """Count the step of ``n`` examples, record it in the History, fire on_step_end."""
@@ -338,6 +378,8 @@ class Trainer:
             "accuracy": correct / n,
         }
         self.history.steps.append(record)
+        if self.data_parallel is not None:
+            self.data_parallel.check_weights(p.global_step)
         self._between_steps = True
         self.extensions.on_step_end(
             self,
@@ -368,6 +410,8 @@ class Trainer:
         # Until the boundary, extensions have changed state that the position
         # (still mid-epoch) does not account for: no checkpoint may be written.
         self._between_steps = False
+        if self.data_parallel is not None:
+            self.data_parallel.end_epoch(self.model)
         self.extensions.on_train_epoch_end(self, logs)
         record = {key: logs.get(key) for key in EPOCH_KEYS}
         record["seconds"] = self._elapsed()
@@ -405,6 +449,7 @@ class Trainer:
         :mod:`npcnn.training.checkpoint`). Valid between steps: from
         ``on_step_end``, ``on_epoch_end``, ``on_train_end`` or outside
         :meth:`fit`; RuntimeError while a step or an epoch's end is applied.
+        Data-parallel, rank 0 writes it and the other ranks only return ``path``.
         """
         if not self._between_steps:
             raise RuntimeError(
@@ -430,6 +475,8 @@ class Trainer:
                 "batch_size": getattr(train, "batch_size", None),
             },
         }
+        if self.data_parallel is not None and not self.data_parallel.world.is_root:
+            return Path(path)  # (rank 0 writes it)
         return save_checkpoint(path, self.model, self.optimizer, meta)
 
     def _resume(self, path: str | os.PathLike[str]) -> None:

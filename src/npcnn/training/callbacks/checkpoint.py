@@ -23,17 +23,24 @@ class Snapshot(Callback):
     passed through. Stopped in the middle of a step, or while an epoch's end
     was being applied, the state is half updated and the last checkpoint is
     kept instead. Each write sets ``trainer.last_checkpoint``. No state.
+    Data-parallel, rank 0 writes it and every rank waits until it is written
+    (a barrier), so a rank that fails after it leaves a whole checkpoint.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
 
     def on_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
-        trainer.last_checkpoint = trainer.save_checkpoint(self.path)
+        self._write(trainer)
 
     def on_train_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         if logs["status"] == "interrupted" and trainer.between_steps:
-            trainer.last_checkpoint = trainer.save_checkpoint(self.path)
+            self._write(trainer)
+
+    def _write(self, trainer: Trainer) -> None:
+        trainer.last_checkpoint = trainer.save_checkpoint(self.path)
+        if trainer.data_parallel is not None:
+            trainer.data_parallel.world.barrier("the barrier after the checkpoint")
 
 
 class ModelCheckpoint(Callback):

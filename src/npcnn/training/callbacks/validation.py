@@ -32,6 +32,9 @@ class Validation(Callback):
     ``on_test_begin``, ``on_test_batch_end`` and ``on_test_end`` through
     ``trainer.extensions`` and writes the results into the epoch's logs.
 
+    Data-parallel (``trainer.data_parallel``), each rank evaluates its share
+    of the ``(images, labels)`` arrays and the counts are summed.
+
     State: a batch iterator's RNG state at the start of the next validation
     (``get_state``/``set_state``), so that a resumed run validates on the
     same batches; none for arrays.
@@ -63,7 +66,9 @@ class Validation(Callback):
         def on_batch(n: int) -> None:
             trainer.extensions.on_test_batch_end(trainer, {"size": n})
 
-        if is_array_pair(data):
+        if trainer.data_parallel is not None:
+            loss, accuracy = self._evaluate_shares(trainer, on_batch)
+        elif is_array_pair(data):
             images, labels = data
             result = evaluate(
                 trainer.model, images, labels, trainer.loss_fn, self.batch_size, on_batch
@@ -76,3 +81,17 @@ class Validation(Callback):
             self._next_state = data.get_state() if hasattr(data, "get_state") else None
         trainer.extensions.on_test_end(trainer, {"loss": loss, "accuracy": accuracy})
         logs["val_loss"], logs["val_accuracy"] = loss, accuracy
+
+    def _evaluate_shares(self, trainer: Trainer, on_batch: Any) -> tuple[float, float]:
+        """(loss, accuracy) over every rank's share of the arrays, each image once."""
+        if not is_array_pair(self.data):
+            raise ValueError("data-parallel validation takes (images, labels) arrays")
+        images, labels = self.data
+
+        def evaluate_share(mine: slice) -> tuple[int, float, int]:
+            x, y = images[mine], labels[mine]
+            result = evaluate(trainer.model, x, y, trainer.loss_fn, self.batch_size, on_batch)
+            correct = int(np.count_nonzero(result.predictions == y))
+            return len(y), (result.loss or 0.0) * len(y), correct
+
+        return trainer.data_parallel.evaluate(evaluate_share, len(labels))

@@ -1,0 +1,228 @@
+"""Data-parallel training: K ranks, one model, the same step on every rank.
+
+What the Trainer asks of a `DataParallel` (Horovod's and PyTorch DDP's
+design, over any `World`):
+
+- `start`: the ranks compare a fingerprint (npcnn's version, every
+  parameter's and buffer's name, shape and dtype, the steps per epoch, the
+  global batch size, sync-BN, the position resumed from) and stop on any
+  difference; then rank 0's weights and buffers are broadcast, so all start
+  identical (after a resume too).
+- `shard`: each rank's share of every global batch (`shards`).
+- `totals`: after the forward pass, the batch's size, loss sum, correct
+  predictions and "stop requested" are summed over the ranks. The loss is
+  the global batch's mean, sum_r n_r * L_r / B, so each rank scales its
+  gradient by n_r / B before its backward pass: K ranks at global batch B
+  compute one process's gradient at batch B, whatever the shares.
+- `step_scope`: with ``sync_bn``, every batch norm's statistics (and their
+  gradient terms) cover the global batch (`npcnn.kernels.batchnorm`).
+- `reduce_gradients`: every parameter's gradient, in sorted-name order, is
+  copied into flat buckets of at most ``bucket_bytes`` (one per dtype run),
+  each summed with a non-blocking Allreduce started as soon as it is full,
+  then copied back. A parameter that got no gradient sends zeros.
+- `check_weights`: every ``check_every`` steps the ranks compare checksums
+  of their weights and stop on a drift.
+- `end_epoch`: without sync-BN each rank's running statistics saw only its
+  shares; they are averaged over the ranks before validation and the
+  epoch's checkpoint (with it they are the same everywhere already).
+- `evaluate`: each rank evaluates its share of the validation set; counts
+  of examples, correct predictions and loss sums are summed, so every image
+  counts once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import zlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+from npcnn.distributed.shards import ShardedBatches, share
+from npcnn.distributed.world import Pending, World
+from npcnn.kernels.batchnorm import statistics_across
+
+
+class DistributedError(RuntimeError):
+    """The ranks disagree (fingerprint, weights): the job cannot go on."""
+
+
+class GradientBuckets:
+    """Flat buffers that carry the gradients of ``params`` (name, Parameter) pairs,
+    sorted by name, in runs of one dtype of at most ``bucket_bytes``."""
+
+    def __init__(self, params: list[tuple[str, Any]], bucket_bytes: int) -> None:
+        self.buckets: list[tuple[np.ndarray, list[tuple[Any, slice]]]] = []
+        members: list[tuple[Any, slice]] = []
+        size, dtype = 0, None
+        for _, p in sorted(params, key=lambda item: item[0]):
+            d = p.data.dtype
+            if members and (d != dtype or (size + p.data.size) * d.itemsize > bucket_bytes):
+                self.buckets.append((np.empty(size, dtype), members))
+                members, size = [], 0
+            members.append((p, slice(size, size + p.data.size)))
+            size, dtype = size + p.data.size, d
+        if members:
+            self.buckets.append((np.empty(size, dtype), members))
+
+    def reduce(self, world: World) -> None:
+        """Sum every gradient over the ranks, in place."""
+        pending: list[Pending] = []
+        for flat, members in self.buckets:
+            for p, where in members:
+                flat[where] = 0 if p.grad is None else p.grad.ravel()
+            pending.append(world.allreduce_start(flat, "the gradients' all-reduce"))
+        for (flat, members), request in zip(self.buckets, pending, strict=True):
+            request.wait()
+            for p, where in members:
+                if p.grad is None:
+                    p.grad = np.zeros_like(p.data)
+                p.grad[...] = flat[where].reshape(p.grad.shape)
+
+
+class DataParallel:
+    """Train on every rank of ``world``; see the module docstring.
+
+    Args:
+        world: the ranks (`npcnn.distributed.init_world`).
+        sync_bn: batch statistics over the global batch (PyTorch's SyncBatchNorm);
+            False: each rank's own (PyTorch DDP's default).
+        check_every: compare the weights' checksums every this many steps (0: never).
+        bucket_bytes: the largest gradient bucket.
+    """
+
+    def __init__(
+        self,
+        world: World,
+        *,
+        sync_bn: bool = False,
+        check_every: int = 100,
+        bucket_bytes: int = 4 << 20,
+    ) -> None:
+        self.world = world
+        self.sync_bn = bool(sync_bn)
+        self.check_every = int(check_every)
+        self.bucket_bytes = int(bucket_bytes)
+        self._buckets: GradientBuckets | None = None
+        self._model: Any = None
+
+    # --- the start ---------------------------------------------------------------------
+    def shard(self, batches: Any) -> ShardedBatches:
+        """This rank's shares of the global ``batches``."""
+        return ShardedBatches(batches, self.world.rank, self.world.size)
+
+    def start(self, model: Any, train: Any, position: dict[str, Any]) -> None:
+        """Check that every rank runs the same job, then give all rank 0's weights."""
+        self._model = model
+        self._check_fingerprints(self._fingerprint(model, train, position))
+        for _, array in sorted(_state_arrays(model), key=lambda item: item[0]):
+            self.world.broadcast(array, "the broadcast of rank 0's weights")
+        self._buckets = GradientBuckets(list(model.named_parameters()), self.bucket_bytes)
+
+    def _fingerprint(self, model: Any, train: Any, position: dict[str, Any]) -> dict[str, Any]:
+        from npcnn import __version__
+
+        return {
+            "npcnn": __version__,
+            "state": [[n, list(a.shape), str(a.dtype)] for n, a in sorted(_state_arrays(model))],
+            "steps per epoch": len(train),
+            "global batch size": getattr(train, "batch_size", None),
+            "examples": getattr(train, "num_examples", None),
+            "sync-bn": self.sync_bn,
+            "resumed at": position,
+        }
+
+    def _check_fingerprints(self, mine: dict[str, Any]) -> None:
+        everyone = self.world.allgather(mine, "the fingerprint check")
+        for rank, theirs in enumerate(everyone):
+            differ = [
+                key
+                for key in everyone[0]
+                if json.dumps(theirs.get(key)) != json.dumps(everyone[0][key])
+            ]
+            if differ:
+                key = differ[0]
+                raise DistributedError(
+                    f"rank {rank} runs another job than rank 0: {key} "
+                    f"{_brief(theirs.get(key))} against {_brief(everyone[0][key])}"
+                )
+
+    # --- each step ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def step_scope(self) -> Iterator[None]:
+        """Where the forward and backward passes run: batch statistics over the global
+        batch with ``sync_bn``."""
+        if not self.sync_bn:
+            yield
+            return
+        with statistics_across(lambda v: self.world.allreduce(v, "a batch norm's statistics")):
+            yield
+
+    def totals(self, n: int, loss: float, correct: int, stop: bool) -> tuple[int, float, int, bool]:
+        """(global batch size, its mean loss, correct predictions, any rank asked to stop)
+        from this rank's share."""
+        sums = self.world.allreduce(
+            np.array([n, n * loss, correct, float(stop)], np.float64), "the step's totals"
+        )
+        total = round(sums[0])
+        return total, float(sums[1] / total), round(sums[2]), bool(sums[3] > 0)
+
+    def reduce_gradients(self) -> None:
+        """Sum every parameter's gradient over the ranks (after the backward pass)."""
+        if self._buckets is None:
+            raise RuntimeError("DataParallel.start() was not called")
+        self._buckets.reduce(self.world)
+
+    def check_weights(self, global_step: int) -> None:
+        """Every ``check_every`` steps: DistributedError if the ranks' weights differ."""
+        if not self.check_every or global_step % self.check_every:
+            return
+        checksum = 0
+        for _, p in sorted(self._model.named_parameters(), key=lambda item: item[0]):
+            checksum = zlib.crc32(np.ascontiguousarray(p.data).view(np.uint8), checksum)
+        sums = self.world.allgather(checksum, "the weights' checksum")
+        if len(set(sums)) > 1:
+            odd = [r for r, s in enumerate(sums) if s != sums[0]]
+            raise DistributedError(
+                f"after step {global_step} the weights of rank(s) {odd} differ from rank 0's "
+                "(a rank computed another step: a different NumPy or BLAS, a bit flip?)"
+            )
+
+    def any(self, flag: bool, what: str) -> bool:
+        """Whether ``flag`` holds on any rank."""
+        return bool(self.world.allreduce(np.array([float(flag)]), what)[0] > 0)
+
+    # --- the epoch's end ---------------------------------------------------------------
+    def end_epoch(self, model: Any) -> None:
+        """Without sync-BN: average the running statistics over the ranks."""
+        if self.sync_bn or self.world.size == 1:
+            return
+        for name, buffer in sorted(model.named_buffers(), key=lambda item: item[0]):
+            if np.issubdtype(buffer.dtype, np.floating) and name.endswith(
+                ("running_mean", "running_var")
+            ):
+                total = self.world.allreduce(buffer, "the running statistics' average")
+                buffer[...] = total / self.world.size
+
+    def evaluate(
+        self,
+        evaluate_share: Callable[[slice], tuple[int, float, int]],
+        count: int,
+    ) -> tuple[float, float]:
+        """(mean loss, accuracy) over ``count`` examples: ``evaluate_share(slice)`` gives
+        (examples, loss sum, correct) of this rank's share, summed over the ranks."""
+        n, loss_sum, correct = evaluate_share(share(count, self.world.rank, self.world.size))
+        sums = self.world.allreduce(np.array([n, loss_sum, correct], np.float64), "the test totals")
+        return float(sums[1] / sums[0]), float(sums[2] / sums[0])
+
+
+def _state_arrays(model: Any) -> list[tuple[str, np.ndarray]]:
+    """Every parameter's and buffer's array, itself (not a copy)."""
+    return [(n, p.data) for n, p in model.named_parameters()] + list(model.named_buffers())
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
