@@ -240,7 +240,7 @@ class Trainer:
         if self.data_parallel is not None:
             train = self.data_parallel.shard(train)
         self._train, self.epochs, self.stop_training = train, epochs, False
-        self.history, self.last_checkpoint = History(), None
+        self.history, self.last_checkpoint, self._stop_agreed = History(), None, False
         self.extensions = CallbackList([*self._built_in(validation), *self.callbacks.callbacks])
         self.extensions.state_dicts()  # two callbacks with one state_key: ValueError now
         self._position = _Position(data_state=_data_state(train))
@@ -342,7 +342,7 @@ class Trainer:
             dp.world.set_activity(f"epoch {p.epoch + 1}, step {p.step + 1}")
         with dp.step_scope() if dp is not None else contextlib.nullcontext():
             logits = self.model.forward(x, training=True)
-            n, loss, correct = len(y), float(self.loss_fn.forward(logits, y)), 0
+            n, loss = len(y), float(self.loss_fn.forward(logits, y))
             correct = count_correct(logits, y)
             if dp is not None:
                 requested = self._interrupt.requested is not None
