@@ -1,6 +1,6 @@
 """Data-parallel training on this machine, and a model of its scaling to many nodes.
 
-Two parts:
+Three parts:
 
 - ``epoch``: images per second of one Fashion-MNIST training epoch of a
   preset's network (default ``notebook``, SGD with momentum, global batch
@@ -9,6 +9,10 @@ Two parts:
   one process with 2 threads (the machine's default), one process with 1
   thread, and ``mpiexec -n 2`` with 1 thread per rank. Times are the epoch's
   optimisation steps (the Trainer's ``images_per_second``), not data loading.
+- ``allreduce``: for each preset, on ``mpiexec -n 2`` with one thread per
+  rank, the share of a training step (global batch 128, 12 steps, medians
+  of the last 11) spent in the gradients' all-reduce, waiting for the other
+  rank included: what overlapping it with the backward pass could save here.
 - ``model``: for each preset, the time of a training step at global batch
   128 on K ranks of one core each, T(K) = c * 128 / K + a(K), where c is the
   measured compute time per image on one thread (forward, backward and the
@@ -20,6 +24,7 @@ Two parts:
   stops growing, and where the efficiency falls below 50 %.
 
     python benchmarks/bench_distributed.py --part epoch --repeats 3
+    python benchmarks/bench_distributed.py --part allreduce
     python benchmarks/bench_distributed.py --part model
 
 Results: ``benchmarks/results/distributed-<part>.json``.
@@ -40,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from npcnn.training.callbacks import Callback
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -113,6 +120,86 @@ def part_epoch(args: argparse.Namespace) -> dict[str, Any]:
         "relative_to_1_process_2_threads": {w: medians[w] / base for w in ways},
         "samples": samples,
     }
+
+
+class StepClock(Callback):
+    """Each step's seconds (from the previous step's end)."""
+
+    def __init__(self) -> None:
+        self.steps: list[float] = []
+        self._last = 0.0
+
+    def on_epoch_begin(self, trainer: Any, logs: dict[str, Any]) -> None:
+        self._last = time.perf_counter()
+
+    def on_step_end(self, trainer: Any, logs: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        self.steps.append(now - self._last)
+        self._last = now
+
+
+# --- the all-reduce's share of a step, on 2 ranks ---------------------------------------------
+def allreduce_worker(args: argparse.Namespace) -> None:
+    import npcnn
+    from npcnn import nn, optim
+    from npcnn.data import BatchIterator
+    from npcnn.distributed import DataParallel, init_world
+    from npcnn.models import get_preset
+    from npcnn.training import Trainer
+
+    world = init_world(distributed=True)
+    npcnn.set_num_threads(1)
+    model = get_preset(args.preset).model(seed=0)
+    parallel = DataParallel(world)
+    spent: list[float] = []
+    reduce = parallel.reduce_gradients
+
+    def timed_reduce() -> None:
+        start = time.perf_counter()
+        reduce()
+        spent.append(time.perf_counter() - start)
+
+    parallel.reduce_gradients = timed_reduce  # type: ignore[method-assign]
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (BATCH * 12, 28, 28), dtype=np.uint8)
+    labels = rng.integers(0, 10, len(images))
+    opt = optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    clock = StepClock()
+    trainer = Trainer(model, nn.CrossEntropyLoss(), opt, data_parallel=parallel, callbacks=[clock])
+    trainer.fit(BatchIterator(images, labels, BATCH, rng=0), epochs=1)
+    if world.is_root:
+        step, reduce_time = statistics.median(clock.steps[1:]), statistics.median(spent[1:])
+        print(
+            MARKER
+            + json.dumps(
+                {
+                    "allreduce_seconds": reduce_time,
+                    "step_seconds": step,
+                    "share": reduce_time / step,
+                }
+            )
+        )
+
+
+def part_allreduce(args: argparse.Namespace) -> dict[str, Any]:
+    from npcnn.models import PRESETS
+
+    mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable))
+    presets = {}
+    for name in PRESETS:
+        argv = [mpiexec, "-n", "2", sys.executable, __file__, "--allreduce-worker"]
+        start = time.perf_counter()
+        done = subprocess.run([*argv, "--preset", name], capture_output=True, text=True)
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith(MARKER)]
+        if done.returncode != 0 or not lines:
+            raise RuntimeError(f"{name} failed: {done.stderr[-2000:]}")
+        result = json.loads(lines[-1][len(MARKER) :])
+        presets[name] = {**result, "job_seconds": time.perf_counter() - start}
+        print(
+            f"{name}: all-reduce {result['allreduce_seconds'] * 1e3:.2f} ms of a "
+            f"{result['step_seconds'] * 1e3:.1f} ms step ({100 * result['share']:.1f}%)"
+        )
+    return {"batch": BATCH, "ranks": 2, "threads_per_rank": 1, "presets": presets}
 
 
 # --- the scaling model --------------------------------------------------------------------
@@ -195,19 +282,21 @@ def part_model(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=["epoch", "model"], default="epoch")
+    p.add_argument("--part", choices=["epoch", "allreduce", "model"], default="epoch")
     p.add_argument("--preset", default="notebook")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--limit", type=int, default=60_000, help="training images of the epoch")
     p.add_argument("--sync-bn", action="store_true")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--distributed", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--allreduce-worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.worker:
-        worker(args)
+    if args.worker or args.allreduce_worker:
+        (worker if args.worker else allreduce_worker)(args)
         return
-    result = part_epoch(args) if args.part == "epoch" else part_model(args)
+    parts = {"epoch": part_epoch, "allreduce": part_allreduce, "model": part_model}
+    result = parts[args.part](args)
     result["machine"] = {
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
