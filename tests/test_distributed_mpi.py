@@ -137,17 +137,30 @@ def test_a_killed_rank_ends_the_job_and_its_checkpoint_resumes_on_one_process(tm
     assert "resuming" in resumed.stdout
 
 
-def test_a_rank_that_cannot_read_its_data_ends_the_job_with_its_message(tmp_path) -> None:
-    common = ["--epochs", "1", "--no-progress", "--distributed"]  # (the default preset)
+@pytest.mark.parametrize(
+    ("rank_1", "message"),
+    [
+        (["--data", "MISSING"], "MISSING"),  # its data cannot be read
+        (["--batch-size", "0"], "argument --batch-size"),  # refused before joining MPI
+        (None, "2 processes were started (PMI_SIZE=2) without --distributed"),
+    ],
+    ids=["unreadable-data", "bad-option", "without-distributed"],
+)
+def test_a_rank_that_fails_ends_the_job_with_its_message(rank_1, message, tmp_path) -> None:
+    """Rank 1 alone fails (mpiexec's MPMD form gives it its own command line); rank 0
+    must not wait for it (inside MPI_Init or a collective): the job ends at once."""
+    common = ["--epochs", "1", "--no-progress", "--out", str(tmp_path / "run")]
+    second = [*common, *(rank_1 or [])] + ([] if rank_1 is None else ["--distributed"])
+    second = [str(tmp_path / "missing") if a == "MISSING" else a for a in second]
     argv = [
-        MPIEXEC, "-n", "1", *NPCNN, "train", "--out", str(tmp_path / "run"), *common, ":",
-        "-n", "1", *NPCNN, "train", "--out", str(tmp_path / "run"), *common,
-        "--data", str(tmp_path / "missing"),
+        MPIEXEC, "-n", "1", *NPCNN, "train", *common, "--distributed", ":",
+        "-n", "1", *NPCNN, "train", *second,
     ]  # fmt: skip
     start = time.monotonic()
     done = _run(argv, timeout=60)
     assert done.returncode != 0 and time.monotonic() - start < 30
-    assert "npcnn: error: rank 1 of 2:" in done.stderr and "missing" in done.stderr
+    assert "npcnn: error: rank 1 of 2: " in done.stderr
+    assert message.replace("MISSING", "missing") in done.stderr
 
 
 def test_ranks_running_different_jobs_stop_at_the_start(tmp_path) -> None:

@@ -8,6 +8,7 @@ training loop) are imported only inside ``run``, so ``npcnn --help`` is quick.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import warnings
@@ -29,7 +30,7 @@ from npcnn.cli.errors import (
 )
 from npcnn.cli.streams import pipe_safe_output
 from npcnn.distributed.data_parallel import DistributedError
-from npcnn.distributed.launch import LaunchError, abort_job
+from npcnn.distributed.launch import LaunchError, abort_job, init_world
 from npcnn.training.interrupts import terminate_as_interrupt
 
 COMMANDS = (train, evaluate, predict, summary, gradcheck, export, onnx_import)
@@ -130,6 +131,7 @@ def run_command_line(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         argv = list(sys.argv[1:] if argv is None else argv)
+        join_early(argv)
         args = parser.parse_args(argv)
         args.argv = argv  # the command line as given, for the run's record
         if args.command is None:
@@ -160,6 +162,15 @@ def run_command_line(argv: Sequence[str] | None = None) -> int:
         # all reported in one line, as the user can act on each of them.
         print_error(err)
         return EXIT_FAILURE
+
+
+def join_early(argv: Sequence[str]) -> None:
+    """With --distributed, join MPI before anything can fail: a rank that left before
+    joining would keep the others inside MPI_Init for ever, where no watchdog runs.
+    Failing to join is left to the command to report (it joins again)."""
+    if "--distributed" in argv:
+        with contextlib.suppress(ImportError, LaunchError, RuntimeError):
+            init_world(True)
 
 
 if __name__ == "__main__":  # pragma: no cover

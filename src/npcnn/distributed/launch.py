@@ -16,6 +16,7 @@ line asks for to end every rank when one fails (`abort_job`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections.abc import Mapping
@@ -45,25 +46,31 @@ def launcher_size(environ: Mapping[str, str] | None = None) -> tuple[int, str | 
 
 
 def init_world(distributed: bool, timeout: float | None = None) -> World:
-    """The world this process trains in, made the active one.
+    """The world this process trains in, made the active one (called again, the same
+    MPI world, with the new ``timeout``).
 
     Raises:
         LaunchError: a launcher started several processes without ``distributed``, or
-            its MPI is not mpi4py's.
+            its MPI is not mpi4py's. In the first case MPI is still joined when it
+            can be, so that `abort_job` ends the ranks that did ask for it (they
+            would otherwise wait for this one for ever).
         ImportError: ``distributed`` without mpi4py (its message says what to install).
     """
     global _active
     started, variable = launcher_size()
     if not distributed:
         if started > 1:
-            raise LaunchError(
+            error = LaunchError(
                 f"{started} processes were started ({variable}={started}) without "
                 "--distributed: each would train alone and write the same files; "
                 "add --distributed, or start one process"
             )
+            with contextlib.suppress(ImportError, LaunchError):
+                _active = _joined(timeout)
+            raise error
         _active = SingleProcess()
         return _active
-    world = _mpi_world(timeout)
+    world = _joined(timeout)
     if world.size == 1 and started > 1:
         world.close()
         raise LaunchError(
@@ -73,6 +80,19 @@ def init_world(distributed: bool, timeout: float | None = None) -> World:
             f"{os.path.join(sys.prefix, 'bin', 'mpiexec')})"
         )
     _active = world
+    return world
+
+
+def _joined(timeout: float | None) -> World:
+    """The MPI world: the active one if there is one (its watchdog given ``timeout``),
+    else a new one, which ends the job on an uncaught exception."""
+    from npcnn.distributed.mpi import DEFAULT_TIMEOUT, MPIWorld
+
+    timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+    if isinstance(_active, MPIWorld):
+        _active.set_timeout(timeout)
+        return _active
+    world = _mpi_world(timeout)
     if world.size > 1:
         _abort_on_uncaught_exceptions(world)
     return world
@@ -91,7 +111,7 @@ def _abort_on_uncaught_exceptions(world: World) -> None:
     sys.excepthook = hook
 
 
-def _mpi_world(timeout: float | None) -> World:
+def _mpi_world(timeout: float) -> World:
     """An MPIWorld, MPI initialised by npcnn once the launcher is known to be mpi4py's MPI's
     (MPI_Init itself aborts the process under another MPI's launcher, without a word
     anyone can act on)."""
@@ -110,9 +130,9 @@ def _mpi_world(timeout: float | None) -> World:
     if not MPI.Is_initialized():
         check_launcher(MPI.Get_library_version())
         MPI.Init_thread(MPI.THREAD_MULTIPLE)
-    from npcnn.distributed.mpi import DEFAULT_TIMEOUT, MPIWorld
+    from npcnn.distributed.mpi import MPIWorld
 
-    return MPIWorld(timeout=DEFAULT_TIMEOUT if timeout is None else timeout)
+    return MPIWorld(timeout=timeout)
 
 
 def check_launcher(library: str, environ: Mapping[str, str] | None = None) -> None:

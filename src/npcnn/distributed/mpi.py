@@ -123,5 +123,8 @@ class MPIWorld(World):
     def set_activity(self, activity: str) -> None:
         self.watchdog.activity = activity
 
+    def set_timeout(self, seconds: float) -> None:
+        self.watchdog.timeout = float(seconds)
+
     def close(self) -> None:
         self.watchdog.stop()

@@ -75,6 +75,9 @@ class World:
     def set_activity(self, activity: str) -> None:
         """Say what the rank is doing (e.g. "epoch 2, step 17"), for the watchdog."""
 
+    def set_timeout(self, seconds: float) -> None:
+        """How long one collective may block before the job is ended (no limit here)."""
+
     def close(self) -> None:
         """Stop the world's helpers (the watchdog); the collectives are not used after."""
 
