@@ -63,8 +63,24 @@ def test_every_rank_walks_the_global_order_and_takes_its_share(n, batch, size, s
 
 def test_a_global_batch_smaller_than_the_ranks_is_refused() -> None:
     images, labels = _images(10)
-    with pytest.raises(ValueError, match=r"batch size \(2\) is the global one .* processes \(3\)"):
+    with pytest.raises(ValueError, match=r"batch size \(2\) is the global one .* 3 processes"):
         ShardedBatches(BatchIterator(images, labels, 2), 0, 3)
+
+
+def test_batch_norms_of_each_share_alone_need_two_examples_a_rank() -> None:
+    """Without sync-BN a rank's batch norms normalise its share alone: two examples at
+    least, in every batch (a last batch of 3 over 2 ranks is left out); with it, one."""
+    images, labels = _images(33)  # batches of 6, 6, 6, 6, 6, 3
+    model = nn.Sequential([nn.Flatten(), nn.Dense(16, 4, rng=0), nn.BatchNorm1D(4)])
+    local, synced = (
+        DataParallel(ThreadWorld(0, 2, {})),
+        DataParallel(ThreadWorld(0, 2, {}), sync_bn=True),
+    )
+    assert len(local.shard(BatchIterator(images, labels, 6), model)) == 5
+    assert len(synced.shard(BatchIterator(images, labels, 6), model)) == 6
+    assert len(local.shard(BatchIterator(images, labels, 6), nn.Flatten())) == 6  # no norms
+    with pytest.raises(ValueError, match=r"each of the 2 processes 2 examples .* at least 4"):
+        local.shard(BatchIterator(images, labels, 3), model)
 
 
 def test_gradient_buckets_split_by_size_and_dtype_in_name_order() -> None:
@@ -200,7 +216,22 @@ def test_ranks_running_another_job_are_stopped_by_the_fingerprint() -> None:
     with pytest.raises(
         DistributedError, match=r"rank 1 runs another job .* global batch size 32 against 16"
     ):
-        DataParallel(TwoRanksOneMind(other_batch)).start(model, train, {"epoch": 0, "step": 0})
+        DataParallel(TwoRanksOneMind(other_batch)).start(model, train, {"epoch": 0, "step": 0}, {})
+
+
+def test_the_fingerprint_names_the_first_difference() -> None:
+    model = nn.Sequential([nn.Flatten(), nn.Dense(16, 10, rng=0)])
+    train = ShardedBatches(BatchIterator(*_images(64), 16), 0, 2)
+
+    def other_model(fingerprint):
+        state = [list(entry) for entry in fingerprint["state"]]
+        state[1][1] = [10, 17]  # 1.weight
+        return {**fingerprint, "state": state}
+
+    with pytest.raises(
+        DistributedError, match=r'state \["1.weight", \[10, 17\], "float32"\] against'
+    ):
+        DataParallel(TwoRanksOneMind(other_model)).check(model, train, {}, {})
 
 
 def test_weights_that_drift_apart_stop_the_job() -> None:
@@ -223,6 +254,14 @@ def test_launchers_and_their_mistakes(monkeypatch) -> None:
     assert launcher_size() == (4, "OMPI_COMM_WORLD_SIZE")
     with pytest.raises(LaunchError, match=r"4 processes were started .* without --distributed"):
         init_world(False)
+
+
+def test_commands_other_than_train_refuse_a_launcher_of_several(monkeypatch, capsys) -> None:
+    from npcnn.cli.main import main
+
+    monkeypatch.setenv("PMI_SIZE", "2")
+    assert main(["summary", "--preset", "notebook"]) == 2
+    assert "summary runs in one process, and 2 were started (PMI_SIZE=2)" in capsys.readouterr().err
 
 
 def test_distributed_without_mpi4py_says_what_to_install(monkeypatch) -> None:

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from npcnn.cli.common import available_cores
+
 pytest.importorskip("mpi4py", reason="the 'distributed' extra (mpi4py, mpich) is not installed")
 MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable))
 if MPIEXEC is None:
@@ -119,11 +121,7 @@ def test_a_killed_rank_ends_the_job_and_its_checkpoint_resumes_on_one_process(tm
     while not checkpoint.exists() and time.monotonic() < deadline and job.poll() is None:
         time.sleep(0.1)
     assert checkpoint.exists(), "no checkpoint after the first epoch"
-    ranks = [
-        p
-        for p in _processes_under(job.pid)
-        if "npcnn" in Path(f"/proc/{p}/cmdline").read_text(errors="replace")
-    ]
+    ranks = [p for p in _processes_under(job.pid) if "npcnn" in _cmdline(p)]
     assert len(ranks) == 2
     os.kill(ranks[-1], signal.SIGKILL)
     killed = time.monotonic()
@@ -214,7 +212,10 @@ def test_mpiexec_without_distributed_is_named(tmp_path) -> None:
     assert not (tmp_path / "r").exists()
 
 
-def test_sigterm_to_mpiexec_stops_every_rank_at_one_step_with_a_checkpoint(tmp_path) -> None:
+@pytest.mark.parametrize("target", ["mpiexec", "one rank"])
+def test_sigterm_stops_every_rank_at_one_step_with_a_checkpoint(target, tmp_path) -> None:
+    """SIGTERM to mpiexec (which passes it on to every rank) or to one rank alone: every
+    rank stops after the same step, rank 0 writes the checkpoint and says SIGTERM."""
     out = tmp_path / "run"
     argv = _cli_train(out, "--epochs", "40", "--batch-size", "50", "--distributed")
     job = subprocess.Popen(
@@ -224,12 +225,42 @@ def test_sigterm_to_mpiexec_stops_every_rank_at_one_step_with_a_checkpoint(tmp_p
     deadline = time.monotonic() + 60
     while not (out / "checkpoint.npz").exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    job.send_signal(signal.SIGTERM)  # mpiexec passes it on to every rank
+    ranks = [p for p in _processes_under(job.pid) if "npcnn" in _cmdline(p)]
+    os.kill(job.pid if target == "mpiexec" else ranks[-1], signal.SIGTERM)
     _, err = job.communicate(timeout=30)
     assert job.returncode == 128 + signal.SIGTERM, err
     assert "stopped by SIGTERM" in err and "checkpoint saved" in err
     resumed = _run([*NPCNN, "train", "--resume", str(out / "checkpoint.npz"), "--no-progress"])
     assert resumed.returncode == 0, resumed.stderr
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def test_shares_too_small_for_batch_norm_are_refused_before_anything_is_written(tmp_path):
+    argv = _cli_train(tmp_path / "r", "--batch-size", "3", "--epochs", "1", "--distributed")
+    done = _run([MPIEXEC, "-n", "2", *argv], timeout=60)
+    assert done.returncode == 1
+    assert "must give each of the 2 processes 2 examples" in done.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_resume_keeps_sync_bn_and_the_records_say_how_the_run_was_spread(tmp_path) -> None:
+    args = ("--epochs", "1", "--batch-size", "100", "--distributed")
+    first = _run([MPIEXEC, "-n", "2", *_cli_train(tmp_path / "a", *args, "--sync-bn")])
+    assert first.returncode == 0, first.stderr
+    resume = ["--resume", str(tmp_path / "a" / "checkpoint.npz"), "--epochs", "2"]
+    again = _run([MPIEXEC, "-n", "3", *_cli_train(tmp_path / "b", *resume, "--distributed")])
+    assert again.returncode == 0, again.stderr
+    assert "distributed: 3 processes" in again.stdout and "global (--sync-bn)" in again.stdout
+    oversubscribed = available_cores() < 3
+    assert ("npcnn: warning: 3 processes on this host" in again.stderr) == oversubscribed
+    record = json.loads((tmp_path / "b" / "run.json").read_text())["config"]["distributed"]
+    assert record["processes"] == 3 and record["sync_bn"] is True and "MPICH" in record["mpi"]
 
 
 def test_the_example_script_trains_on_two_ranks(tmp_path) -> None:

@@ -89,3 +89,25 @@ def test_trainer_bn_data_leaves_statistics_of_the_final_weights():
         BatchIterator(images, labels, 32, rng=0), epochs=2
     )
     assert not np.allclose(_norms(plain)[0].running_mean, _norms(model)[0].running_mean)
+
+
+def test_bn_data_whose_last_batch_is_one_image_joins_it_to_the_one_before():
+    """33 images in batches of 32: the last batch, one image, has no statistics for a
+    BatchNorm1D; it joins the first, and the statistics are those of all 33."""
+    images, labels = toy_data(33)
+    model = nn.Sequential([nn.Flatten(), nn.Dense(64, 6, rng=0), nn.BatchNorm1D(6), nn.ReLU()])
+    model.add_layer("head", nn.Dense(6, 3, rng=0))
+    trainer = Trainer(
+        model,
+        nn.CrossEntropyLoss(),
+        optim.SGD(model.parameters(), lr=0.1),
+        bn_data=images,
+        eval_batch_size=32,
+    )
+    trainer.fit(BatchIterator(images, labels, 11, rng=0), epochs=1)
+    expected = nn.Sequential([nn.Flatten(), nn.Dense(64, 6), nn.BatchNorm1D(6), nn.ReLU()])
+    expected.add_layer("head", nn.Dense(6, 3))
+    expected.load_state_dict(model.state_dict())
+    nn.update_bn(expected, [as_model_input(images)])  # one batch of all 33
+    np.testing.assert_allclose(model[2].running_mean, expected[2].running_mean, rtol=1e-6)
+    np.testing.assert_allclose(model[2].running_var, expected[2].running_var, rtol=1e-6)

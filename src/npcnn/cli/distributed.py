@@ -17,7 +17,7 @@ from npcnn.cli import options
 from npcnn.cli.errors import EXIT_OK, UsageError
 
 if TYPE_CHECKING:
-    from npcnn.distributed import World
+    from npcnn.distributed import DataParallel, World
 
 
 def add_options(p: argparse.ArgumentParser) -> None:
@@ -30,32 +30,82 @@ def add_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--sync-bn",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="with --distributed: batch statistics over the global batch, as one process "
-        "would compute them (default: each process's own, as PyTorch's DDP)",
+        "would compute them (default: each process's own, as PyTorch's DDP; a resumed run "
+        "keeps its choice)",
     )
     g.add_argument(
         "--collective-timeout",
-        type=options.positive_float,
+        type=_timeout,
         default=None,
         metavar="SECONDS",
         help="with --distributed: end the job when a process waits this long for the "
-        "others (default: 600)",
+        "others (default: 600, at least 1)",
     )
 
 
-def join_world(args: argparse.Namespace) -> World:
-    """This process's world; with more than one rank, --threads defaults to the host's
-    cores divided by its ranks, so the ranks do not oversubscribe the machine."""
+def _timeout(text: str) -> float:
+    seconds = options.positive_float(text)
+    if seconds < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 second, got {text}")
+    return seconds
+
+
+def join_world(args: argparse.Namespace) -> tuple[World, int | None]:
+    """This process's world, and the threads each rank should use unless --threads says:
+    with several ranks, the host's cores divided by its ranks, so that they do not
+    oversubscribe the machine (a warning on rank 0 when they do all the same)."""
+    import warnings
+
     from npcnn.cli.common import available_cores
     from npcnn.distributed import init_world
 
-    if (args.sync_bn or args.collective_timeout) and not args.distributed:
+    if (args.sync_bn is not None or args.collective_timeout) and not args.distributed:
         raise UsageError("--sync-bn and --collective-timeout go with --distributed")
     world = init_world(args.distributed, timeout=args.collective_timeout)
-    if world.size > 1 and args.threads is None:
-        args.threads = max(1, available_cores() // world.local_size)
-    return world
+    if world.size == 1:
+        return world, None
+    cores = available_cores()
+    threads = args.threads or max(1, cores // world.local_size)
+    if world.is_root and world.local_size * threads > cores:
+        warnings.warn(
+            f"{world.local_size} processes on this host with {threads} thread(s) each are "
+            f"more than its {cores} cores: they take turns on them, which slows every step",
+            stacklevel=2,
+        )
+    return world, threads
+
+
+def data_parallel(
+    args: argparse.Namespace, world: World, config: dict[str, Any], previous: dict[str, Any] | None
+) -> DataParallel | None:
+    """With --distributed, the DataParallel of the run, recorded in ``config`` under
+    "distributed" (processes, sync-BN, the MPI); --sync-bn defaults to the resumed run's."""
+    if not args.distributed:
+        return None
+    from npcnn.distributed import DataParallel
+
+    before = (previous or {}).get("distributed") or {}
+    sync_bn = args.sync_bn if args.sync_bn is not None else bool(before.get("sync_bn", False))
+    config["distributed"] = {"processes": world.size, "sync_bn": sync_bn, "mpi": world.name}
+    return DataParallel(world, sync_bn=sync_bn)
+
+
+def preflight(
+    parallel: DataParallel, model: Any, batches: Any, checkpoint: Any, config: dict[str, Any]
+) -> None:
+    """Every check that could fail on one rank, before rank 0 makes the run directory: the
+    shares of the batches, and the ranks' fingerprints (the same model, data, position
+    and recipe)."""
+    from npcnn.cli.train_config import RECIPE_OPTIONS
+
+    position = {"epoch": 0, "step": 0}
+    if checkpoint is not None:
+        position = {"epoch": checkpoint["epoch"], "step": checkpoint["step"]}
+    recipe = {name: config.get(name) for name in ("seed", "data", *RECIPE_OPTIONS)}
+    parallel.check(model, parallel.shard(batches, model), position, {"recipe": recipe})
 
 
 def shared_run_directory(world: World, choose: Any) -> Path:
@@ -64,11 +114,13 @@ def shared_run_directory(world: World, choose: Any) -> Path:
     return Path(world.allgather(chosen, "the choice of the run directory")[0])
 
 
-def describe(world: World, sync_bn: bool, threads: int) -> str:
+def describe(parallel: DataParallel, threads: int) -> str:
     """The line that says how the run is spread."""
-    statistics = "global (--sync-bn)" if sync_bn else "per process"
+    world = parallel.world
+    statistics = "global (--sync-bn)" if parallel.sync_bn else "per process"
+    processes = "1 process" if world.size == 1 else f"{world.size} processes"
     return (
-        f"distributed: {world.size} processes ({world.name}), {threads} thread(s) each, "
+        f"distributed: {processes} ({world.name}), {threads} thread(s) each, "
         f"batch-norm statistics {statistics}"
     )
 

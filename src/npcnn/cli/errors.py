@@ -45,7 +45,9 @@ def print_error(message: object) -> None:
 
     world = active_world()
     where = f"rank {world.rank} of {world.size}: " if world is not None and world.size > 1 else ""
-    print(f"{PROG}: error: {where}{one_line(message)}", file=sys.stderr, flush=True)
+    # One write: the lines of several ranks, through mpiexec, stay whole.
+    sys.stderr.write(f"{PROG}: error: {where}{one_line(message)}\n")
+    sys.stderr.flush()
 
 
 def missing_dependency(err: ImportError) -> CLIError:

@@ -30,7 +30,7 @@ from npcnn.cli.errors import (
 )
 from npcnn.cli.streams import pipe_safe_output
 from npcnn.distributed.data_parallel import DistributedError
-from npcnn.distributed.launch import LaunchError, abort_job, init_world
+from npcnn.distributed.launch import LaunchError, abort_job, init_world, launcher_size
 from npcnn.training.interrupts import terminate_as_interrupt
 
 COMMANDS = (train, evaluate, predict, summary, gradcheck, export, onnx_import)
@@ -137,6 +137,8 @@ def run_command_line(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help(sys.stderr)
             return EXIT_USAGE
+        if args.command != "train":
+            refuse_launcher(args.command)
         return int(args.run(args))
     except SystemExit as exit_:  # --help and --version
         return exit_.code if isinstance(exit_.code, int) else EXIT_FAILURE
@@ -162,6 +164,17 @@ def run_command_line(argv: Sequence[str] | None = None) -> int:
         # all reported in one line, as the user can act on each of them.
         print_error(err)
         return EXIT_FAILURE
+
+
+def refuse_launcher(command: str) -> None:
+    """LaunchError for a command that runs in one process (all but train) when a launcher
+    started several: each would do the same work and print the same report."""
+    started, variable = launcher_size()
+    if started > 1:
+        raise LaunchError(
+            f"{command} runs in one process, and {started} were started ({variable}="
+            f"{started}): run it without mpiexec"
+        )
 
 
 def join_early(argv: Sequence[str]) -> None:

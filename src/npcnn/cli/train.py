@@ -29,7 +29,8 @@ from npcnn.models import AUGMENTATIONS, DEFAULT_PRESET, OPTIMIZERS, PRESETS, SCH
 
 if TYPE_CHECKING:
     from npcnn.data import BatchIterator, Dataset
-    from npcnn.models import Preset
+    from npcnn.distributed import DataParallel
+    from npcnn.models import Preset, Recipe
     from npcnn.nn import Layer
     from npcnn.training import Trainer, TrainingInterrupted
     from npcnn.training.callbacks import Callback
@@ -205,34 +206,35 @@ def run(args: argparse.Namespace) -> int:
     from npcnn.training import NonFiniteLossError, NonFiniteWeightsError, TrainingInterrupted
 
     started = time.perf_counter()
-    world = distributed.join_world(args)
+    world, rank_threads = distributed.join_world(args)
     checkpoint = None if args.resume is None else _load_checkpoint(args.resume)
     previous = None if checkpoint is None else previous_config(checkpoint, args.resume)
     config = resolve_config(args, previous)
     if checkpoint is not None:
         check_something_to_train(checkpoint, config["epochs"], args.resume)
-    set_threads(args.threads)
+    set_threads(args.threads or rank_threads)
     _check_plot_dependencies()
     preset = get_preset(config["preset"])
     data, notes = _training_data(config, preset)
     model = _model(config, preset, data, checkpoint)
     _check_batches_for_batch_norm(config, model, len(data.train_labels))
     notes += _threads_notes(config, previous)
-    if args.distributed:
-        notes.append(distributed.describe(world, args.sync_bn, npcnn.get_num_threads()))
+    parallel = distributed.data_parallel(args, world, config, previous)
+    if parallel is not None:
+        notes.append(distributed.describe(parallel, npcnn.get_num_threads()))
+        distributed.preflight(parallel, model, training_batches(config, data), checkpoint, config)
     run_dir = distributed.shared_run_directory(
         world, lambda: _choose_run_directory(args, preset.name)
     )
     if not world.is_root:
-        trainer, batches = build_trainer(config, model, data, run_dir, [], args)
+        trainer, batches = build_trainer(config, model, data, run_dir, [], parallel)
         return distributed.train_other_rank(trainer, batches, config, args, data)
     trainer = None
     try:
         with discarded_if_unused(run_dir):
             record = _start(args, config, preset, (data, notes), run_dir)
-            trainer, batches = build_trainer(
-                config, model, data, run_dir, _reports(args, config), args
-            )
+            reports = _reports(args, config)
+            trainer, batches = build_trainer(config, model, data, run_dir, reports, parallel)
             with use_reference(args.reference):
                 history = trainer.fit(
                     batches,
@@ -263,44 +265,18 @@ def build_trainer(
     data: Dataset,
     run_dir: Path,
     reports: list[Callback],
-    args: argparse.Namespace | None = None,
+    parallel: DataParallel | None = None,
 ) -> tuple[Trainer, BatchIterator]:
     """The Trainer and training batches that ``config`` describes, writing into ``run_dir``.
 
-    The shuffling gets its own stream spawned from the seed, independent of
-    the initial weights' (the preset draws those from default_rng(seed)).
-    With ``args.distributed``, data-parallel over the active world; ranks other
-    than 0 get no logs or plots (``reports`` is empty for them).
+    With ``parallel`` (``--distributed``), data-parallel; ranks other than 0 get
+    no logs or plots (``reports`` is empty for them).
     """
-    import numpy as np
-
-    from npcnn.data import BatchIterator
-    from npcnn.models import get_preset
     from npcnn.training import Trainer, callbacks
 
-    recipe_fields = (
-        "optimizer",
-        "lr",
-        "momentum",
-        "weight_decay",
-        "schedule",
-        "augment",
-        "label_smoothing",
-    )
-    recipe = dataclasses.replace(
-        get_preset(config["preset"]).recipe,
-        **{key: config[key] for key in (*recipe_fields, "step_size", "gamma")},
-    )
-    shuffle_seed = np.random.SeedSequence(config["seed"]).spawn(1)[0]
-    batches = BatchIterator(
-        data.train_images,
-        data.train_labels,
-        config["batch_size"] or len(data.train_labels),
-        rng=np.random.default_rng(shuffle_seed),
-        augment=recipe.make_augmentation(),
-    )
+    recipe = _recipe(config)
+    batches = training_batches(config, data)
     optimizer = recipe.make_optimizer(model.parameters())
-    parallel = _data_parallel(args)
     files = [
         callbacks.CSVLogger(run_dir / "log.csv"),
         callbacks.JSONLogger(run_dir / "log.json"),
@@ -322,13 +298,33 @@ def build_trainer(
     return trainer, batches
 
 
-def _data_parallel(args: argparse.Namespace | None) -> Any:
-    """A DataParallel over the active world with ``--distributed``, else None."""
-    if args is None or not getattr(args, "distributed", False):
-        return None
-    from npcnn.distributed import DataParallel, active_world
+def _recipe(config: dict[str, Any]) -> Recipe:
+    """The preset's recipe with the run's settings."""
+    from npcnn.models import get_preset
 
-    return DataParallel(active_world(), sync_bn=args.sync_bn)
+    fields = ("optimizer", "lr", "momentum", "weight_decay", "schedule", "augment")
+    fields += ("label_smoothing", "step_size", "gamma")
+    return dataclasses.replace(
+        get_preset(config["preset"]).recipe, **{key: config[key] for key in fields}
+    )
+
+
+def training_batches(config: dict[str, Any], data: Dataset) -> BatchIterator:
+    """The training batches ``config`` describes. The shuffling gets its own stream spawned
+    from the seed, independent of the initial weights' (the preset draws those from
+    default_rng(seed))."""
+    import numpy as np
+
+    from npcnn.data import BatchIterator
+
+    shuffle_seed = np.random.SeedSequence(config["seed"]).spawn(1)[0]
+    return BatchIterator(
+        data.train_images,
+        data.train_labels,
+        config["batch_size"] or len(data.train_labels),
+        rng=np.random.default_rng(shuffle_seed),
+        augment=_recipe(config).make_augmentation(),
+    )
 
 
 def _load_checkpoint(path: Path) -> dict[str, Any]:

@@ -5,12 +5,15 @@ design, over any `World`):
 
 - `start`: the ranks compare a fingerprint (npcnn's version, every
   parameter's and buffer's name, shape and dtype, the steps per epoch, the
-  global batch size, sync-BN, the position resumed from) and stop on any
-  difference; then rank 0's weights and buffers are broadcast, so all start
-  identical (after a resume too).
+  global batch size, the shuffling's state, sync-BN, the position resumed
+  from, the epochs and the optimiser's settings) and stop on any difference
+  (`check`, which the command line also runs before it writes anything);
+  then rank 0's weights and buffers are broadcast, so all start identical
+  (after a resume too).
 - `shard`: each rank's share of every global batch (`shards`).
 - `totals`: after the forward pass, the batch's size, loss sum, correct
-  predictions and "stop requested" are summed over the ranks. The loss is
+  predictions and the stop signals received (Ctrl-C, SIGTERM) are summed
+  over the ranks, so every rank stops after the same step. The loss is
   the global batch's mean, sum_r n_r * L_r / B, so each rank scales its
   gradient by n_r / B before its backward pass: K ranks at global batch B
   compute one process's gradient at batch B, whatever the shares.
@@ -34,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -43,6 +47,7 @@ import numpy as np
 from npcnn.distributed.shards import ShardedBatches, share
 from npcnn.distributed.world import Pending, World
 from npcnn.kernels.batchnorm import statistics_across
+from npcnn.nn import BatchNorm1D, BatchNorm2D
 
 
 class DistributedError(RuntimeError):
@@ -109,14 +114,28 @@ class DataParallel:
         self._model: Any = None
 
     # --- the start ---------------------------------------------------------------------
-    def shard(self, batches: Any) -> ShardedBatches:
-        """This rank's shares of the global ``batches``."""
-        return ShardedBatches(batches, self.world.rank, self.world.size)
+    def shard(self, batches: Any, model: Any = None) -> ShardedBatches:
+        """This rank's shares of the global ``batches``: of two examples at least when
+        ``model`` has batch norms that normalise each share alone (no sync-BN)."""
+        norms = model is not None and any(
+            isinstance(layer, BatchNorm1D | BatchNorm2D) for _, layer in model.named_layers()
+        )
+        min_share = 2 if norms and not self.sync_bn else 1
+        return ShardedBatches(batches, self.world.rank, self.world.size, min_share)
 
-    def start(self, model: Any, train: Any, position: dict[str, Any]) -> None:
-        """Check that every rank runs the same job, then give all rank 0's weights."""
+    def check(
+        self, model: Any, train: Any, position: dict[str, Any], extra: dict[str, Any]
+    ) -> None:
+        """DistributedError, on every rank, unless every rank runs the same job: the same
+        model, data, position and ``extra`` settings (epochs, optimiser, ...)."""
+        self._check_fingerprints({**self._fingerprint(model, train, position), **extra})
+
+    def start(
+        self, model: Any, train: Any, position: dict[str, Any], extra: dict[str, Any]
+    ) -> None:
+        """`check`, then give every rank rank 0's weights and buffers."""
         self._model = model
-        self._check_fingerprints(self._fingerprint(model, train, position))
+        self.check(model, train, position, extra)
         for _, array in sorted(_state_arrays(model), key=lambda item: item[0]):
             self.world.broadcast(array, "the broadcast of rank 0's weights")
         self._buckets = GradientBuckets(list(model.named_parameters()), self.bucket_bytes)
@@ -124,12 +143,14 @@ class DataParallel:
     def _fingerprint(self, model: Any, train: Any, position: dict[str, Any]) -> dict[str, Any]:
         from npcnn import __version__
 
+        state = getattr(train, "get_state", dict)()
         return {
             "npcnn": __version__,
             "state": [[n, list(a.shape), str(a.dtype)] for n, a in sorted(_state_arrays(model))],
             "steps per epoch": len(train),
             "global batch size": getattr(train, "batch_size", None),
             "examples": getattr(train, "num_examples", None),
+            "shuffling": zlib.crc32(json.dumps(state, sort_keys=True, default=str).encode()),
             "sync-bn": self.sync_bn,
             "resumed at": position,
         }
@@ -137,17 +158,13 @@ class DataParallel:
     def _check_fingerprints(self, mine: dict[str, Any]) -> None:
         everyone = self.world.allgather(mine, "the fingerprint check")
         for rank, theirs in enumerate(everyone):
-            differ = [
-                key
-                for key in everyone[0]
-                if json.dumps(theirs.get(key)) != json.dumps(everyone[0][key])
-            ]
-            if differ:
-                key = differ[0]
-                raise DistributedError(
-                    f"rank {rank} runs another job than rank 0: {key} "
-                    f"{_brief(theirs.get(key))} against {_brief(everyone[0][key])}"
-                )
+            for key, value in everyone[0].items():
+                if json.dumps(theirs.get(key)) != json.dumps(value):
+                    ours, other = _first_difference(value, theirs.get(key))
+                    raise DistributedError(
+                        f"rank {rank} runs another job than rank 0: {key} {_brief(other)} "
+                        f"against {_brief(ours)}"
+                    )
 
     # --- each step ---------------------------------------------------------------------
     @contextlib.contextmanager
@@ -160,14 +177,18 @@ class DataParallel:
         with statistics_across(lambda v: self.world.allreduce(v, "a batch norm's statistics")):
             yield
 
-    def totals(self, n: int, loss: float, correct: int, stop: bool) -> tuple[int, float, int, bool]:
-        """(global batch size, its mean loss, correct predictions, any rank asked to stop)
-        from this rank's share."""
+    def totals(
+        self, n: int, loss: float, correct: int, stop: int | None
+    ) -> tuple[int, float, int, int | None]:
+        """(global batch size, its mean loss, correct predictions, the stop signal any rank
+        received: SIGTERM before SIGINT, None if none) from this rank's share and the
+        signal it received (None)."""
+        asked = [float(stop == signal.SIGINT), float(stop == signal.SIGTERM)]
         sums = self.world.allreduce(
-            np.array([n, n * loss, correct, float(stop)], np.float64), "the step's totals"
+            np.array([n, n * loss, correct, *asked], np.float64), "the step's totals"
         )
         total = round(sums[0])
-        return total, float(sums[1] / total), round(sums[2]), bool(sums[3] > 0)
+        return total, float(sums[1] / total), round(sums[2]), _stop_signal(sums[3:])
 
     def reduce_gradients(self) -> None:
         """Sum every parameter's gradient over the ranks (after the backward pass)."""
@@ -190,9 +211,10 @@ class DataParallel:
                 "(a rank computed another step: a different NumPy or BLAS, a bit flip?)"
             )
 
-    def any(self, flag: bool, what: str) -> bool:
-        """Whether ``flag`` holds on any rank."""
-        return bool(self.world.allreduce(np.array([float(flag)]), what)[0] > 0)
+    def agreed_stop(self, stop: int | None) -> int | None:
+        """The stop signal any rank received (SIGTERM before SIGINT), or None."""
+        asked = [float(stop == signal.SIGINT), float(stop == signal.SIGTERM)]
+        return _stop_signal(self.world.allreduce(np.array(asked), "the stop request"))
 
     # --- the epoch's end ---------------------------------------------------------------
     def end_epoch(self, model: Any) -> None:
@@ -221,6 +243,24 @@ class DataParallel:
 def _state_arrays(model: Any) -> list[tuple[str, np.ndarray]]:
     """Every parameter's and buffer's array, itself (not a copy)."""
     return [(n, p.data) for n, p in model.named_parameters()] + list(model.named_buffers())
+
+
+def _stop_signal(asked: np.ndarray) -> int | None:
+    """SIGTERM if any rank received it, else SIGINT if any did, else None."""
+    if asked[1] > 0:
+        return signal.SIGTERM
+    return signal.SIGINT if asked[0] > 0 else None
+
+
+def _first_difference(ours: Any, theirs: Any) -> tuple[Any, Any]:
+    """The first differing entries of two lists (the lists' lengths if one is longer), or
+    the two values."""
+    if isinstance(ours, list) and isinstance(theirs, list):
+        for mine, other in zip(ours, theirs, strict=False):
+            if json.dumps(mine) != json.dumps(other):
+                return mine, other
+        return f"{len(ours)} entries", f"{len(theirs)} entries"
+    return ours, theirs
 
 
 def _brief(value: Any) -> str:

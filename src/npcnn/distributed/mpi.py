@@ -53,13 +53,13 @@ class Watchdog:
 
     def _fire(self, what: str, since: float) -> None:
         world = self.world
-        print(
+        sys.stderr.write(
             f"npcnn: error: rank {world.rank} of {world.size} waited "
-            f"{time.monotonic() - since:.0f} s in {what} ({self.activity}): another rank "
-            "stopped or took another path; ending the job",
-            file=sys.stderr,
-            flush=True,
+            f"{time.monotonic() - since:.0f} s in {what} ({self.activity}), longer than the "
+            f"collective timeout of {self.timeout:g} s: another rank stopped, is stuck or "
+            "took another path; ending the job\n"
         )
+        sys.stderr.flush()
         world.abort(1)
 
     def stop(self) -> None:

@@ -7,10 +7,12 @@ same on every rank), and keeps its own contiguous slice: rank r of K takes
 examples [b*r//K, b*(r+1)//K) of a batch of b, so shares differ by one
 example at most.
 
-The rule for batches smaller than K: a rank must have at least one example
-(a batch norm, a loss, need one), so the global batch size must be at least
-K, and a last partial batch of fewer than K examples is left out of the
-epoch (the next epoch's permutation puts other examples there).
+The rule for small batches: a rank must have at least ``min_share``
+examples of every batch (one for a loss; two where a batch norm normalises
+the rank's share alone, as one example has no variance), so the global
+batch size must be at least ``min_share * K``, and a last partial batch of
+fewer examples is left out of the epoch (the next epoch's permutation puts
+other examples there).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def share(count: int, rank: int, size: int) -> slice:
 
 
 class ShardedBatches:
-    """Rank ``rank`` of ``size``'s shares of the global batches of ``batches``.
+    """Rank ``rank`` of ``size``'s shares of the global batches of ``batches``, each of at
+    least ``min_share`` examples.
 
     ``batches``: a :class:`npcnn.data.BatchIterator` (the global one, the same
     on every rank). ``len()`` is the number of global batches per epoch (see the
@@ -36,13 +39,16 @@ class ShardedBatches:
     with any number of ranks.
     """
 
-    def __init__(self, batches: Any, rank: int, size: int) -> None:
-        if batches.batch_size < size:
+    def __init__(self, batches: Any, rank: int, size: int, min_share: int = 1) -> None:
+        if batches.batch_size < min_share * size:
+            each = "an example" if min_share == 1 else f"{min_share} examples"
+            why = "" if min_share == 1 else " (its batch norms normalise its share alone)"
             raise ValueError(
-                f"the batch size ({batches.batch_size}) is the global one and must be at "
-                f"least the number of processes ({size}): each needs an example"
+                f"the batch size ({batches.batch_size}) is the global one and must give each "
+                f"of the {size} processes {each}{why}: at least {min_share * size}"
             )
         self.batches, self.rank, self.size = batches, rank, size
+        self.min_share = min_share
 
     @property
     def batch_size(self) -> int:
@@ -59,7 +65,7 @@ class ShardedBatches:
     def __len__(self) -> int:
         steps = len(self.batches)
         last = self.num_examples - (steps - 1) * self.batch_size if steps else 0
-        return steps - 1 if 0 < last < self.size else steps
+        return steps - 1 if 0 < last < self.min_share * self.size else steps
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         batches = iter(self.batches)

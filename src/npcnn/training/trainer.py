@@ -156,7 +156,8 @@ class Trainer:
         self.bn_data = bn_data
         self.run_config = None if run_config is None else dict(run_config)
         self.data_parallel = data_parallel
-        self._stop_agreed = False  # (data-parallel: a rank asked to stop at this step)
+        # Data-parallel: the signal a rank received, which every rank stops for at once.
+        self._stop_agreed: int | None = None
         self.history = History()
         self.epochs = 0
         self.stop_training = False
@@ -238,9 +239,9 @@ class Trainer:
         if len(train) == 0:
             raise ValueError("the training data yields no batches")
         if self.data_parallel is not None:
-            train = self.data_parallel.shard(train)
+            train = self.data_parallel.shard(train, self.model)
         self._train, self.epochs, self.stop_training = train, epochs, False
-        self.history, self.last_checkpoint, self._stop_agreed = History(), None, False
+        self.history, self.last_checkpoint, self._stop_agreed = History(), None, None
         self.extensions = CallbackList([*self._built_in(validation), *self.callbacks.callbacks])
         self.extensions.state_dicts()  # two callbacks with one state_key: ValueError now
         self._position = _Position(data_state=_data_state(train))
@@ -248,8 +249,9 @@ class Trainer:
         if resume_from is not None:
             self._resume(resume_from)
         if self.data_parallel is not None:
-            p = self._position
-            self.data_parallel.start(self.model, train, {"epoch": p.epoch, "step": p.step})
+            p, settings = self._position, {"epochs": epochs, "optimizer": repr(self.optimizer)}
+            position = {"epoch": p.epoch, "step": p.step}
+            self.data_parallel.start(self.model, train, position, settings)
         self.extensions.on_train_begin(
             self,
             {
@@ -294,8 +296,7 @@ class Trainer:
             self._check_interrupt()
         self._end_epoch()
         if self.data_parallel is not None:
-            requested = self._interrupt.requested is not None
-            self._stop_agreed = self.data_parallel.any(requested, "the stop request")
+            self._stop_agreed = self.data_parallel.agreed_stop(self._interrupt.requested)
         self._check_interrupt()
 
     def _check_interrupt(self) -> None:
@@ -303,7 +304,9 @@ class Trainer:
         rank asked by the step's totals (every rank stops at the same step)."""
         if self.data_parallel is None:
             self._interrupt.check()
-        elif self._stop_agreed:
+        elif self._stop_agreed is not None:
+            if self._interrupt.requested is None:  # (another rank received it)
+                self._interrupt.requested = self._stop_agreed
             raise KeyboardInterrupt
 
     def _begin_epoch(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -345,7 +348,7 @@ class Trainer:
             n, loss = len(y), float(self.loss_fn.forward(logits, y))
             correct = count_correct(logits, y)
             if dp is not None:
-                requested = self._interrupt.requested is not None
+                requested = self._interrupt.requested
                 n, loss, correct, self._stop_agreed = dp.totals(n, loss, correct, requested)
             self.extensions.on_before_backward(
                 self,

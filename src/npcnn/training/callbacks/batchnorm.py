@@ -20,9 +20,11 @@ class RecomputeBatchNorm(Callback):
     running statistics on ``data`` (:func:`npcnn.nn.update_bn`).
 
     ``data``: images (N, H, W) / (N, C, H, W), fed in batches of
-    ``batch_size`` through :func:`~npcnn.training.as_model_input`, or an
-    iterable of batches. For short or full-batch runs, where the running
-    average lags far behind weights that change fast. No state.
+    ``batch_size`` through :func:`~npcnn.training.as_model_input` (a last
+    batch of one image joins the one before: batch norm over features has no
+    statistics of one image), or an iterable of batches. For short or
+    full-batch runs, where the running average lags far behind weights that
+    change fast. No state.
     """
 
     def __init__(self, data: Any, batch_size: int = 500) -> None:
@@ -32,7 +34,11 @@ class RecomputeBatchNorm(Callback):
     def _batches(self) -> Iterable[np.ndarray]:
         data, size = self.data, self.batch_size
         if isinstance(data, np.ndarray):
-            return (as_model_input(data[i : i + size]) for i in range(0, len(data), size))
+            starts = list(range(0, len(data), size))
+            if len(starts) > 1 and len(data) - starts[-1] == 1:
+                starts.pop()  # a last batch of one image joins the one before it
+            ends = [*starts[1:], len(data)]
+            return (as_model_input(data[a:b]) for a, b in zip(starts, ends, strict=True))
         return data
 
     def on_train_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
