@@ -11,8 +11,9 @@ Three parts:
   optimisation steps (the Trainer's ``images_per_second``), not data loading.
 - ``allreduce``: for each preset, on ``mpiexec -n 2`` with one thread per
   rank, the share of a training step (global batch 128, 12 steps, medians
-  of the last 11) spent in the gradients' all-reduce, waiting for the other
-  rank included: what overlapping it with the backward pass could save here.
+  of the last 11) that ``DataParallel.reduce_gradients`` takes after the
+  backward pass: waiting for the gradients' sums that the overlap with the
+  backward pass did not hide, and for the other rank.
 - ``model``: for each preset, the time of a training step at global batch
   128 on K ranks of one core each, T(K) = c * 128 / K + a(K), where c is the
   measured compute time per image on one thread (forward, backward and the

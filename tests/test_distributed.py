@@ -83,19 +83,52 @@ def test_batch_norms_of_each_share_alone_need_two_examples_a_rank() -> None:
         local.shard(BatchIterator(images, labels, 3), model)
 
 
-def test_gradient_buckets_split_by_size_and_dtype_in_name_order() -> None:
+def test_gradient_buckets_split_by_size_and_dtype_in_backward_order() -> None:
     model = nn.Sequential([nn.Dense(100, 50, rng=0), nn.Dense(50, 10, rng=0)])
     model[1].astype(np.float64)
     buckets = GradientBuckets(list(model.named_parameters()), bucket_bytes=4 * 5000)
     layout = [[p.data.size for p, _ in members] for _, members in buckets.buckets]
-    assert layout == [[50], [5000], [10, 500]]  # 0.bias, 0.weight alone, then the float64 ones
-    assert [flat.dtype for flat, _ in buckets.buckets] == [np.float32, np.float32, np.float64]
+    assert layout == [[10, 500], [50], [5000]]  # 1.bias, 1.weight (float64), then 0.*
+    assert [flat.dtype for flat, _ in buckets.buckets] == [np.float64, np.float32, np.float32]
     for p in model.parameters():
         p.grad[...] = np.arange(p.data.size).reshape(p.data.shape)
     before = [p.grad.copy() for p in model.parameters()]
     buckets.reduce(SingleProcess())
     for p, grad in zip(model.parameters(), before, strict=True):
         np.testing.assert_array_equal(p.grad, grad)
+
+
+class RecordingWorld(SingleProcess):
+    """A world of one that writes down when each all-reduce starts."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def allreduce_start(self, buffer, what: str):
+        self.events.append(f"all-reduce of {buffer.size}")
+        return super().allreduce_start(buffer, what)
+
+
+def test_the_last_layers_gradients_are_summed_while_the_first_layer_s_backward_runs() -> None:
+    events: list[str] = []
+    layers = [nn.Flatten(), nn.Dense(16, 8, rng=0), nn.ReLU(), nn.Dense(8, 10, rng=0)]
+    model = nn.Sequential(layers)
+    first_backward = layers[1].backward
+
+    def recorded_backward(dy, need_input_grad=True):
+        events.append("first layer's backward")
+        return first_backward(dy, need_input_grad)
+
+    layers[1].backward = recorded_backward
+    parallel = DataParallel(RecordingWorld(events), bucket_bytes=4 * 90)
+    opt = optim.SGD(model.parameters(), lr=0.1)
+    trainer = Trainer(model, nn.CrossEntropyLoss(), opt, data_parallel=parallel)
+    with nn.no_fusion():  # (Flatten + Dense would run as one step)
+        trainer.fit(BatchIterator(*_images(8), 8, rng=0), epochs=1)
+    # Buckets of 90 values at most, backward order: the last Dense's bias and weight (10 +
+    # 80), the first's bias (8), its weight (128): the first starts before its backward.
+    expected = ["all-reduce of 90", "first layer's backward", "all-reduce of 8"]
+    assert events == [*expected, "all-reduce of 128"]
 
 
 class ThreadWorld(World):

@@ -19,10 +19,13 @@ design, over any `World`):
   compute one process's gradient at batch B, whatever the shares.
 - `step_scope`: with ``sync_bn``, every batch norm's statistics (and their
   gradient terms) cover the global batch (`npcnn.kernels.batchnorm`).
-- `reduce_gradients`: every parameter's gradient, in sorted-name order, is
-  copied into flat buckets of at most ``bucket_bytes`` (one per dtype run),
-  each summed with a non-blocking Allreduce started as soon as it is full,
-  then copied back. A parameter that got no gradient sends zeros.
+- `step_scope` also listens to the backward pass (`npcnn.nn.hooks`): the
+  gradients go in flat buckets of at most ``bucket_bytes`` (one dtype each),
+  in the reverse of the model's parameter order, and each bucket's
+  non-blocking Allreduce starts as soon as the backward pass has finished
+  all its parameters, overlapping the rest of the pass; `reduce_gradients`
+  starts the rest, waits and copies the sums back. A parameter that got no
+  gradient sends zeros.
 - `check_weights`: every ``check_every`` steps the ranks compare checksums
   of their weights and stop on a drift.
 - `end_epoch`: without sync-BN each rank's running statistics saw only its
@@ -48,6 +51,7 @@ from npcnn.distributed.shards import ShardedBatches, share
 from npcnn.distributed.world import Pending, World
 from npcnn.kernels.batchnorm import statistics_across
 from npcnn.nn import BatchNorm1D, BatchNorm2D
+from npcnn.nn.hooks import gradients_ready_hook
 
 
 class DistributedError(RuntimeError):
@@ -55,14 +59,23 @@ class DistributedError(RuntimeError):
 
 
 class GradientBuckets:
-    """Flat buffers that carry the gradients of ``params`` (name, Parameter) pairs,
-    sorted by name, in runs of one dtype of at most ``bucket_bytes``."""
+    """Flat buffers that carry the gradients of ``params`` (name, Parameter) pairs over
+    the ranks, in runs of one dtype of at most ``bucket_bytes``.
+
+    The order is the reverse of ``params``' (a model's parameter order is its
+    forward order, so this is the order in which the backward pass finishes
+    them), the same on every rank. Each step, `ready` marks parameters whose
+    gradients are final; a bucket's non-blocking Allreduce starts as soon as
+    all its parameters are (and every bucket before it has started), while the
+    backward pass goes on; `finish` starts the rest, waits, and copies the sums
+    back. A parameter that got no gradient sends its zeros.
+    """
 
     def __init__(self, params: list[tuple[str, Any]], bucket_bytes: int) -> None:
         self.buckets: list[tuple[np.ndarray, list[tuple[Any, slice]]]] = []
         members: list[tuple[Any, slice]] = []
         size, dtype = 0, None
-        for _, p in sorted(params, key=lambda item: item[0]):
+        for _, p in reversed(params):
             d = p.data.dtype
             if members and (d != dtype or (size + p.data.size) * d.itemsize > bucket_bytes):
                 self.buckets.append((np.empty(size, dtype), members))
@@ -71,20 +84,41 @@ class GradientBuckets:
             size, dtype = size + p.data.size, d
         if members:
             self.buckets.append((np.empty(size, dtype), members))
+        self._waiting = [{id(p) for p, _ in members} for _, members in self.buckets]
+        self._pending: list[Pending] = []
 
-    def reduce(self, world: World) -> None:
-        """Sum every gradient over the ranks, in place."""
-        pending: list[Pending] = []
-        for flat, members in self.buckets:
-            for p, where in members:
-                flat[where] = 0 if p.grad is None else p.grad.ravel()
-            pending.append(world.allreduce_start(flat, "the gradients' all-reduce"))
-        for (flat, members), request in zip(self.buckets, pending, strict=True):
+    def ready(self, params: list[Any], world: World) -> None:
+        """``params``' gradients are final: start the buckets that are complete now."""
+        done = {id(p) for p in params}
+        for waiting in self._waiting[len(self._pending) :]:
+            waiting -= done
+        while len(self._pending) < len(self.buckets) and not self._waiting[len(self._pending)]:
+            self._start(len(self._pending), world)
+        for request in self._pending:
+            request.test()  # (MPI moves the started sums along only when called)
+
+    def finish(self, world: World) -> None:
+        """Start the buckets not started yet, wait for every sum, copy the sums back."""
+        while len(self._pending) < len(self.buckets):
+            self._start(len(self._pending), world)
+        for (flat, members), request in zip(self.buckets, self._pending, strict=True):
             request.wait()
             for p, where in members:
                 if p.grad is None:
                     p.grad = np.zeros_like(p.data)
                 p.grad[...] = flat[where].reshape(p.grad.shape)
+        self._waiting = [{id(p) for p, _ in members} for _, members in self.buckets]
+        self._pending = []
+
+    def _start(self, index: int, world: World) -> None:
+        flat, members = self.buckets[index]
+        for p, where in members:
+            flat[where] = 0 if p.grad is None else p.grad.ravel()
+        self._pending.append(world.allreduce_start(flat, "the gradients' all-reduce"))
+
+    def reduce(self, world: World) -> None:
+        """Sum every gradient over the ranks, in place (nothing overlapped)."""
+        self.finish(world)
 
 
 class DataParallel:
@@ -104,7 +138,7 @@ class DataParallel:
         *,
         sync_bn: bool = False,
         check_every: int = 100,
-        bucket_bytes: int = 4 << 20,
+        bucket_bytes: int = 1 << 20,
     ) -> None:
         self.world = world
         self.sync_bn = bool(sync_bn)
@@ -169,12 +203,23 @@ class DataParallel:
     # --- each step ---------------------------------------------------------------------
     @contextlib.contextmanager
     def step_scope(self) -> Iterator[None]:
-        """Where the forward and backward passes run: batch statistics over the global
-        batch with ``sync_bn``."""
-        if not self.sync_bn:
-            yield
-            return
-        with statistics_across(lambda v: self.world.allreduce(v, "a batch norm's statistics")):
+        """Where the forward and backward passes run: the gradients' sums start as the
+        backward pass finishes them; with ``sync_bn``, batch statistics over the global
+        batch."""
+        buckets = self._buckets
+        if buckets is None:
+            raise RuntimeError("DataParallel.start() was not called")
+
+        def ready(layers: tuple[Any, ...]) -> None:
+            buckets.ready([p for layer in layers for p in layer.parameters()], self.world)
+
+        def total(values: np.ndarray) -> np.ndarray:
+            return self.world.allreduce(values, "a batch norm's statistics")
+
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(gradients_ready_hook(ready))
+            if self.sync_bn:
+                stack.enter_context(statistics_across(total))
             yield
 
     def totals(
@@ -194,7 +239,7 @@ class DataParallel:
         """Sum every parameter's gradient over the ranks (after the backward pass)."""
         if self._buckets is None:
             raise RuntimeError("DataParallel.start() was not called")
-        self._buckets.reduce(self.world)
+        self._buckets.finish(self.world)
 
     def check_weights(self, global_step: int) -> None:
         """Every ``check_every`` steps: DistributedError if the ranks' weights differ."""

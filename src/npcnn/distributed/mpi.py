@@ -70,6 +70,9 @@ class _Request:
     def __init__(self, request: Any, watchdog: Watchdog, what: str) -> None:
         self._request, self._watchdog, self._what = request, watchdog, what
 
+    def test(self) -> bool:
+        return bool(self._request.Test())
+
     def wait(self) -> None:
         with self._watchdog.waiting(self._what):
             self._request.Wait()

@@ -27,10 +27,15 @@ import numpy as np
 class Pending(Protocol):
     """A collective started and not yet finished."""
 
+    def test(self) -> bool: ...
+
     def wait(self) -> None: ...
 
 
 class _Done:
+    def test(self) -> bool:
+        return True
+
     def wait(self) -> None:
         return None
 

@@ -38,6 +38,7 @@ from npcnn import kernels
 from npcnn.nn.activations import ReLU
 from npcnn.nn.backend import reference_active
 from npcnn.nn.batchnorm import BatchNorm1D, BatchNorm2D
+from npcnn.nn.hooks import notify_gradients_ready
 from npcnn.nn.linear import Dense, Flatten
 from npcnn.nn.module import Layer, NoForwardError, check_input, check_shape, keeps_cache
 from npcnn.nn.pooling import MaxPool2D
@@ -309,11 +310,14 @@ def backward_steps(
     steps: Sequence[Step], dy: np.ndarray, need_input_grad: bool = True
 ) -> np.ndarray | None:
     """Run the steps' backwards in reverse order; the first step's input gradient only
-    with `need_input_grad` (else None is returned)."""
+    with `need_input_grad` (else None is returned). After each step, its layers'
+    gradients are final: `npcnn.nn.hooks` hears it."""
     if not steps:
         return dy if need_input_grad else None
     with single_threaded_blas():
         for step in reversed(steps[1:]):
             dy = step.backward(dy)
+            notify_gradients_ready(step.layers)
         dx = steps[0].backward(dy, need_input_grad=need_input_grad)
+        notify_gradients_ready(steps[0].layers)
     return dx if need_input_grad else None
