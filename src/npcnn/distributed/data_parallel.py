@@ -73,9 +73,13 @@ class GradientBuckets:
 
     def __init__(self, params: list[tuple[str, Any]], bucket_bytes: int) -> None:
         self.buckets: list[tuple[np.ndarray, list[tuple[Any, slice]]]] = []
+        unique = list({id(p): p for _, p in params}.values())
+        # A parameter that several layers share gets gradients from each of them: it is
+        # final only at the end of the pass, so nothing is summed before then.
+        self.overlap = len(unique) == len(params)
         members: list[tuple[Any, slice]] = []
         size, dtype = 0, None
-        for _, p in reversed(params):
+        for p in reversed(unique):
             d = p.data.dtype
             if members and (d != dtype or (size + p.data.size) * d.itemsize > bucket_bytes):
                 self.buckets.append((np.empty(size, dtype), members))
@@ -89,6 +93,8 @@ class GradientBuckets:
 
     def ready(self, params: list[Any], world: World) -> None:
         """``params``' gradients are final: start the buckets that are complete now."""
+        if not self.overlap:
+            return
         done = {id(p) for p in params}
         for waiting in self._waiting[len(self._pending) :]:
             waiting -= done
