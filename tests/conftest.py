@@ -48,3 +48,19 @@ def rng() -> np.random.Generator:
 def notebook_model() -> Callable[..., nn.Sequential]:
     """The builder `build_notebook_model(rng=0, dtype=np.float32)`."""
     return build_notebook_model
+
+
+def randomise_batch_norms(
+    model: nn.Layer, rng: np.random.Generator, batches_tracked: bool = False
+) -> nn.Layer:
+    """Every batch norm away from gamma 1, beta 0 and running statistics 0 and 1 (which
+    hide mix-ups), and with `batches_tracked` a drawn num_batches_tracked; returns model."""
+    for _, layer in model.named_layers():
+        if isinstance(layer, nn.BatchNorm1D | nn.BatchNorm2D):
+            layer.weight.data[...] = rng.uniform(0.5, 2, layer.weight.shape)
+            layer.bias.data[...] = rng.standard_normal(layer.bias.shape)
+            layer.running_mean[...] = rng.standard_normal(layer.running_mean.shape)
+            layer.running_var[...] = rng.uniform(0.5, 2, layer.running_var.shape)
+            if batches_tracked:
+                layer.num_batches_tracked[...] = rng.integers(1, 100)
+    return model

@@ -93,7 +93,7 @@ def test_gradient_buckets_split_by_size_and_dtype_in_backward_order() -> None:
     for p in model.parameters():
         p.grad[...] = np.arange(p.data.size).reshape(p.data.shape)
     before = [p.grad.copy() for p in model.parameters()]
-    buckets.reduce(SingleProcess())
+    buckets.finish(SingleProcess())
     for p, grad in zip(model.parameters(), before, strict=True):
         np.testing.assert_array_equal(p.grad, grad)
 

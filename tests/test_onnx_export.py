@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import npcnn
+from conftest import randomise_batch_norms
 from npcnn import nn
 from npcnn.cli.main import main
 from npcnn.models import PRESETS
@@ -25,17 +26,6 @@ def run_onnx(path, x: np.ndarray) -> np.ndarray:
     return session.run(None, {"input": x})[0]
 
 
-def randomise_statistics(model: nn.Layer, rng: np.random.Generator) -> nn.Layer:
-    """Batch norms away from gamma 1, beta 0 and statistics 0 and 1 (which hide mix-ups)."""
-    for _, layer in model.named_layers():
-        if isinstance(layer, nn.BatchNorm1D | nn.BatchNorm2D):
-            layer.weight.data[...] = rng.uniform(0.5, 2, layer.weight.shape)
-            layer.bias.data[...] = rng.standard_normal(layer.bias.shape)
-            layer.running_mean[...] = rng.standard_normal(layer.running_mean.shape)
-            layer.running_var[...] = rng.uniform(0.5, 2, layer.running_var.shape)
-    return model
-
-
 def assert_same_outputs(model: nn.Layer, path, x: np.ndarray) -> None:
     expected = model.forward(x, training=False)
     got = run_onnx(path, x)
@@ -46,7 +36,7 @@ def assert_same_outputs(model: nn.Layer, path, x: np.ndarray) -> None:
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_every_preset_runs_in_onnx_runtime_as_in_npcnn(preset, tmp_path, rng) -> None:
-    model = randomise_statistics(PRESETS[preset].model(seed=1), rng)
+    model = randomise_batch_norms(PRESETS[preset].model(seed=1), rng)
     path = export(model, tmp_path / f"{preset}.onnx")
     for batch in (1, 7):  # the batch dimension is symbolic
         assert_same_outputs(model, path, rng.random((batch, 1, 28, 28), dtype=np.float32))
@@ -79,7 +69,7 @@ def _random_chain(rng: np.random.Generator) -> tuple[nn.Sequential, tuple[int, i
 def test_drawn_layer_configurations_agree(seed, tmp_path) -> None:
     rng = np.random.default_rng(seed)
     model, shape = _random_chain(rng)
-    randomise_statistics(model, rng)
+    randomise_batch_norms(model, rng)
     path = export(model, tmp_path / "chain.onnx", input_shape=shape)
     assert_same_outputs(model, path, rng.standard_normal((3, *shape)).astype(np.float32))
 
@@ -100,7 +90,7 @@ def _graph(rng: np.random.Generator) -> nn.Model:
 
 
 def test_a_graph_with_residual_and_concatenated_branches_agrees(tmp_path, rng) -> None:
-    model = randomise_statistics(_graph(rng), rng)
+    model = randomise_batch_norms(_graph(rng), rng)
     path = export(model, tmp_path / "graph.onnx")  # the Model's own input shape
     assert_same_outputs(model, path, rng.standard_normal((4, 3, 9, 9)).astype(np.float32))
 
@@ -117,7 +107,7 @@ def test_initializers_carry_the_state_dict_names(rng) -> None:
 
 @pytest.mark.parametrize("opset", list(SUPPORTED_OPSETS))
 def test_every_supported_opset_gives_a_valid_file(opset, tmp_path, rng) -> None:
-    model = randomise_statistics(PRESETS["small"].model(seed=0), rng)
+    model = randomise_batch_norms(PRESETS["small"].model(seed=0), rng)
     path = export(model, tmp_path / "m.onnx", opset=opset)
     proto = onnx.load(str(path))
     onnx.checker.check_model(proto, full_check=True)
@@ -154,7 +144,7 @@ def test_a_layer_without_an_onnx_form_is_named_and_nothing_is_written(tmp_path) 
 
 
 def test_the_command_writes_a_file_onnx_runtime_agrees_with(tmp_path, capsys, rng) -> None:
-    model = randomise_statistics(PRESETS["resnet"].model(seed=2), rng)
+    model = randomise_batch_norms(PRESETS["resnet"].model(seed=2), rng)
     npcnn.save(model, tmp_path / "model.npz")
     out = tmp_path / "model.onnx"
     assert main(["export", str(tmp_path / "model.npz"), str(out), "--opset", "13"]) == 0

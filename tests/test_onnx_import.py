@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import npcnn
+from conftest import randomise_batch_norms
 from npcnn import nn
 from npcnn.cli.main import main
 from npcnn.models import PRESETS
@@ -22,24 +23,12 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper  # noqa: E402
 
-
-def randomised(model: nn.Layer, rng: np.random.Generator) -> nn.Layer:
-    for _, layer in model.named_layers():
-        if isinstance(layer, nn.BatchNorm1D | nn.BatchNorm2D):
-            layer.weight.data[...] = rng.uniform(0.5, 2, layer.weight.shape)
-            layer.bias.data[...] = rng.standard_normal(layer.bias.shape)
-            layer.running_mean[...] = rng.standard_normal(layer.running_mean.shape)
-            layer.running_var[...] = rng.uniform(0.5, 2, layer.running_var.shape)
-            layer.num_batches_tracked[...] = rng.integers(1, 100)
-    return model
-
-
 # --- npcnn's own files ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_export_then_import_gives_back_the_same_model(preset, tmp_path, rng) -> None:
-    model = randomised(PRESETS[preset].model(seed=3), rng)
+    model = randomise_batch_norms(PRESETS[preset].model(seed=3), rng, batches_tracked=True)
     back = load(export(model, tmp_path / "m.onnx"))
     assert str(model_to_arrays(back)[ARCHITECTURE_KEY]) == str(
         model_to_arrays(model)[ARCHITECTURE_KEY]
@@ -60,7 +49,7 @@ def _without_metadata(path, out):
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))
 def test_the_graph_alone_converts_to_a_model_with_the_same_outputs(preset, tmp_path, rng):
-    model = randomised(PRESETS[preset].model(seed=4), rng)
+    model = randomise_batch_norms(PRESETS[preset].model(seed=4), rng, batches_tracked=True)
     bare = _without_metadata(export(model, tmp_path / "m.onnx"), tmp_path / "bare.onnx")
     converted = load(bare)
     assert isinstance(converted, nn.Model)
@@ -70,7 +59,7 @@ def test_the_graph_alone_converts_to_a_model_with_the_same_outputs(preset, tmp_p
 
 def test_metadata_that_does_not_match_the_graph_is_ignored(tmp_path, rng) -> None:
     """A file whose architecture record disagrees with its graph is read from the graph."""
-    model = randomised(PRESETS["small"].model(seed=0), rng)
+    model = randomise_batch_norms(PRESETS["small"].model(seed=0), rng, batches_tracked=True)
     proto = onnx.load(str(export(model, tmp_path / "m.onnx")))
     other = model_to_arrays(nn.Sequential(nn.Flatten(), nn.Dense(784, 10)))
     for prop in proto.metadata_props:
@@ -383,7 +372,7 @@ def test_external_data_is_off_by_default_and_confined_to_the_folder(tmp_path) ->
 def test_a_trailing_softmax_is_dropped_the_logits_remain(tmp_path, rng) -> None:
     import onnxruntime
 
-    model = randomised(PRESETS["small"].model(seed=0), rng)
+    model = randomise_batch_norms(PRESETS["small"].model(seed=0), rng, batches_tracked=True)
     path = export(model, tmp_path / "p.onnx", softmax=True)
     back = load(path)
     x = rng.random((3, 1, 28, 28), dtype=np.float32)
@@ -453,7 +442,7 @@ def test_a_node_reading_an_undefined_name_is_refused(tmp_path) -> None:
 
 
 def test_evaluate_and_import_take_onnx_files(tmp_path, capsys, rng) -> None:
-    model = randomised(PRESETS["small"].model(seed=0), rng)
+    model = randomise_batch_norms(PRESETS["small"].model(seed=0), rng, batches_tracked=True)
     path = export(model, tmp_path / "m.onnx")
     assert main(["import", str(path), str(tmp_path / "m.npz")]) == 0
     again = npcnn.load(tmp_path / "m.npz")

@@ -122,10 +122,6 @@ class GradientBuckets:
             flat[where] = 0 if p.grad is None else p.grad.ravel()
         self._pending.append(world.allreduce_start(flat, "the gradients' all-reduce"))
 
-    def reduce(self, world: World) -> None:
-        """Sum every gradient over the ranks, in place (nothing overlapped)."""
-        self.finish(world)
-
 
 class DataParallel:
     """Train on every rank of ``world``; see the module docstring.
@@ -157,9 +153,7 @@ class DataParallel:
     def shard(self, batches: Any, model: Any = None) -> ShardedBatches:
         """This rank's shares of the global ``batches``: of two examples at least when
         ``model`` has batch norms that normalise each share alone (no sync-BN)."""
-        norms = model is not None and any(
-            isinstance(layer, BatchNorm1D | BatchNorm2D) for _, layer in model.named_layers()
-        )
+        norms = model is not None and bool(_batch_norms(model))
         min_share = 2 if norms and not self.sync_bn else 1
         return ShardedBatches(batches, self.world.rank, self.world.size, min_share)
 
@@ -272,10 +266,8 @@ class DataParallel:
         """Without sync-BN: average the running statistics over the ranks."""
         if self.sync_bn or self.world.size == 1:
             return
-        for name, buffer in sorted(model.named_buffers(), key=lambda item: item[0]):
-            if np.issubdtype(buffer.dtype, np.floating) and name.endswith(
-                ("running_mean", "running_var")
-            ):
+        for norm in _batch_norms(model):
+            for buffer in (norm.running_mean, norm.running_var):
                 total = self.world.allreduce(buffer, "the running statistics' average")
                 buffer[...] = total / self.world.size
 
@@ -289,6 +281,11 @@ class DataParallel:
         n, loss_sum, correct = evaluate_share(share(count, self.world.rank, self.world.size))
         sums = self.world.allreduce(np.array([n, loss_sum, correct], np.float64), "the test totals")
         return float(sums[1] / sums[0]), float(sums[2] / sums[0])
+
+
+def _batch_norms(model: Any) -> list[BatchNorm1D | BatchNorm2D]:
+    """The model's batch norms, in its (every rank's) layer order."""
+    return [m for _, m in model.named_layers() if isinstance(m, BatchNorm1D | BatchNorm2D)]
 
 
 def _state_arrays(model: Any) -> list[tuple[str, np.ndarray]]:

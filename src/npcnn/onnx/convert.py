@@ -18,7 +18,7 @@ from typing import Any
 
 from npcnn import nn
 from npcnn.onnx.layout import CHANNELS_LAST, channels_last_input
-from npcnn.onnx.nodes import UnsupportedOnnx, attributes, default_opset, label
+from npcnn.onnx.nodes import UnsupportedOnnx, attributes, default_opset, label, unique_name
 from npcnn.onnx.operators import handler_for
 from npcnn.onnx.values import Batch
 
@@ -34,11 +34,10 @@ class Converter:
         self.values: dict[str, Any] = {"": None}
         for tensor in self.graph.initializer:
             self.values[tensor.name] = numpy_helper.to_array(tensor)
-        self.consumers: dict[str, int] = {}
+        # Each value's readers' operators, one entry per read.
         self.consumer_ops: dict[str, list[str]] = {}
         for node in self.graph.node:
             for name in node.input:
-                self.consumers[name] = self.consumers.get(name, 0) + 1
                 self.consumer_ops.setdefault(name, []).append(node.op_type)
         self.layer_names: set[str] = set()
         self.bias_of_matmul: dict[int, nn.Dense] = {}  # id(tensor) -> its Dense
@@ -120,9 +119,4 @@ class Converter:
         base = (base or f"{node.op_type.lower()}") + suffix
         if base[0].isdigit():
             base = f"{node.op_type.lower()}_{base}"
-        name, k = base, 1
-        while name in self.layer_names:
-            k += 1
-            name = f"{base}_{k}"
-        self.layer_names.add(name)
-        return name
+        return unique_name(base, self.layer_names)

@@ -35,6 +35,7 @@ import numpy as np
 from npcnn import nn
 from npcnn.files import atomic_write_bytes
 from npcnn.onnx.metadata import npcnn_metadata
+from npcnn.onnx.nodes import unique_name
 from npcnn.onnx.requirements import require_onnx
 
 DEFAULT_OPSET = 17
@@ -55,12 +56,7 @@ class GraphBuilder:
 
     def unique(self, name: str) -> str:
         """`name`, or `name_2`, `name_3`, ... if it is taken."""
-        candidate, k = name, 1
-        while candidate in self.names:
-            k += 1
-            candidate = f"{name}_{k}"
-        self.names.add(candidate)
-        return candidate
+        return unique_name(name, self.names)
 
     def constant(self, name: str, array: np.ndarray) -> str:
         """An initializer called `name` holding `array` as float32; returns its name."""

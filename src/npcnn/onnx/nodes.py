@@ -1,4 +1,5 @@
-"""What every ONNX operator handler shares: naming a node, its attributes, the error."""
+"""What every ONNX operator handler shares: naming a node, its attributes, the error; and
+fresh names, for the layers import makes and the values export writes."""
 
 from __future__ import annotations
 
@@ -55,3 +56,13 @@ def as_shape_vector(value: Any) -> ShapeVector | None:
     if isinstance(value, np.ndarray) and value.dtype.kind in "iu" and value.ndim <= 1:
         return ShapeVector(tuple(int(v) for v in value.reshape(-1)))
     return None
+
+
+def unique_name(base: str, taken: set[str]) -> str:
+    """`base`, or `base_2`, `base_3`, ... the first not in `taken`, which it joins."""
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}_{k}"
+    taken.add(name)
+    return name

@@ -348,7 +348,7 @@ def matmul(cv: Converter, node: Any, ins: list[Any], at: dict[str, Any]) -> list
     x = batch_input(node, ins[0], 2, laid_out=True)
     weight = constant_input(node, ins[1], "the second operand").T
     y = dense(cv, node, x, weight, np.zeros(weight.shape[0], weight.dtype))
-    if cv.consumers.get(node.output[0], 0) == 1:  # a following Add may become its bias
+    if len(cv.consumer_ops.get(node.output[0], ())) == 1:  # an Add after it: its bias?
         cv.bias_of_matmul[id(y.tensor)] = y.tensor.node.layer
     return [y]
 
