@@ -132,6 +132,8 @@ class TrainingRun:
     train_seconds: float = 0.0  # the optimisation steps only
     final_accuracy: float | None = None
     best_accuracy: float | None = None
+    tta: str = "none"  # the test-time augmentation of the test accuracies
+    final_accuracy_without_tta: float | None = None  # after training, when tta is not "none"
     load_average: tuple[float, ...] = ()
 
 
@@ -146,10 +148,12 @@ def train_npcnn(
     validate: bool = True,
     augment: Augmentation | None = None,
     loss_fn: nn.CrossEntropyLoss | None = None,
+    tta: str = "none",
 ) -> TrainingRun:
     """Train with the Trainer, printing one line per epoch; evaluate on the test split
-    after each epoch when ``validate``; ``augment`` changes the training batches;
-    ``loss_fn`` defaults to the plain cross-entropy."""
+    after each epoch when ``validate`` (with the test-time augmentation ``tta``);
+    ``augment`` changes the training batches; ``loss_fn`` defaults to the plain
+    cross-entropy."""
     timer = StepTimer()
     trainer = Trainer(
         model,
@@ -158,6 +162,7 @@ def train_npcnn(
         scheduler=scheduler,
         callbacks=[timer, callbacks.EpochPrinter(lambda line: print(line, flush=True))],
         eval_batch_size=EVAL_BATCH,
+        tta=tta,
     )
     batches = BatchIterator(
         data.train_images,
@@ -169,7 +174,9 @@ def train_npcnn(
     validation = (data.test_images, data.test_labels) if validate else None
     start = time.perf_counter()
     history = trainer.fit(batches, epochs, validation=validation)
-    run = TrainingRun(fit_seconds=time.perf_counter() - start, load_average=os.getloadavg())
+    run = TrainingRun(
+        fit_seconds=time.perf_counter() - start, load_average=os.getloadavg(), tta=tta
+    )
     for record, train_s in zip(history.epochs, timer.train_seconds, strict=True):
         run.epochs.append(
             {
@@ -268,8 +275,8 @@ def part_preset(args: argparse.Namespace, name: str) -> dict[str, Any]:
     batch = recipe.batch_size or 0
     print(
         f"\n== {name} preset: {recipe.optimizer} lr {recipe.lr:g} wd {recipe.weight_decay:g}, "
-        f"{recipe.schedule} schedule, augment {recipe.augment}, batch {batch}, {epochs} epochs, "
-        f"seed {args.seed} =="
+        f"{recipe.schedule} schedule, augment {recipe.augment}, tta {recipe.tta}, batch {batch}, "
+        f"{epochs} epochs, seed {args.seed} =="
     )
     data = load_fashion(args.limit_train, args.limit_test)
     if not batch:
@@ -287,8 +294,16 @@ def part_preset(args: argparse.Namespace, name: str) -> dict[str, Any]:
         args.seed,
         augment=recipe.make_augmentation(),
         loss_fn=recipe.make_loss(),
+        tta=recipe.tta,
     )
     print_epoch_table(run)
+    if recipe.tta != "none":
+        plain = evaluate(model, data.test_images, data.test_labels, batch_size=EVAL_BATCH)
+        run.final_accuracy_without_tta = plain.accuracy
+        print(
+            f"test accuracy with tta {recipe.tta}: {100 * run.final_accuracy:.2f}%, "
+            f"without: {100 * plain.accuracy:.2f}% (after training, untimed)"
+        )
 
     reached = first_epoch_reaching(run, target_accuracy)
     if reached is not None:

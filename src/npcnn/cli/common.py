@@ -154,7 +154,13 @@ def limit_splits(data: Dataset, limit_train: int | None, limit_test: int | None)
 
 
 #: The run record's settings that the commands read, and the type each must have.
-_RECORD_TYPES = {"preset": str, "data": str, "seed": int, "num_classes": (int, type(None))}
+_RECORD_TYPES = {
+    "preset": str,
+    "data": str,
+    "seed": int,
+    "num_classes": (int, type(None)),
+    "tta": str,
+}
 
 
 def read_run_record(model_path: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -183,6 +189,21 @@ def read_run_record(model_path: str | os.PathLike[str]) -> dict[str, Any] | None
         if key in config and (isinstance(config[key], bool) or not isinstance(config[key], kind)):
             raise CLIError(f"{record}: damaged run record ({key!r} is {short_repr(config[key])})")
     return data
+
+
+def run_tta(model_path: str | os.PathLike[str], given: str | None) -> tuple[str, str]:
+    """The test-time augmentation to evaluate the model with, and where it comes from:
+    ``given`` (the command line), else the run's (run.json next to the model), else "none".
+    """
+    from npcnn.training.evaluate import TTA_MODES
+
+    if given is not None:
+        return given, "--tta"
+    recorded = ((read_run_record(model_path) or {}).get("config") or {}).get("tta", "none")
+    if recorded not in TTA_MODES:
+        record = Path(model_path).parent / RUN_RECORD
+        raise CLIError(f"{record}: damaged run record ('tta' is {short_repr(recorded)})")
+    return recorded, "the run's, from run.json" if recorded != "none" else "none"
 
 
 def class_names(model_path: str | os.PathLike[str], data: str | None, count: int) -> list[str]:

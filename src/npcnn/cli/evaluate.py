@@ -6,6 +6,7 @@ import argparse
 
 from npcnn.cli import options
 from npcnn.cli.errors import EXIT_OK
+from npcnn.training.evaluate import TTA_MODES
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -37,6 +38,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         metavar="N",
         help="use only the first N test images (for quick trials)",
     )
+    p.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        help="test-time augmentation: flip averages each image's logits with those of its "
+        "mirror image (default: the run's, from run.json next to MODEL, else none)",
+    )
     p.add_argument("--batch-size", type=options.positive_int, default=500, help="(default: 500)")
     p.add_argument("--threads", type=options.positive_int, help="threads inside the layers")
     p.set_defaults(run=run)
@@ -51,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
         load_data,
         load_model,
         read_run_record,
+        run_tta,
         set_threads,
     )
     from npcnn.cli.errors import CLIError
@@ -67,9 +75,15 @@ def run(args: argparse.Namespace) -> int:
         num_classes = config.get("num_classes")  # what the run's directory was trained with
     data = limit_splits(load_data(name, num_classes), None, args.limit_test)
     check_model_fits(model, (1, *data.test_images.shape[1:]), args.model)
+    tta, tta_source = run_tta(args.model, args.tta)
     try:
         result = evaluate(
-            model, data.test_images, data.test_labels, nn.CrossEntropyLoss(), args.batch_size
+            model,
+            data.test_images,
+            data.test_labels,
+            nn.CrossEntropyLoss(),
+            args.batch_size,
+            tta=tta,
         )
     except ValueError as err:
         raise CLIError(f"the model does not fit the {data.name!r} images: {err}") from None
@@ -84,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     correct = int(report.confusion.trace())
     print(f"Model: {args.model}")
     print(f"Data: {data.name} test split, {n} images")
+    if tta != "none":
+        print(f"Test-time augmentation: {tta} ({tta_source})")
     print(f"test loss: {result.loss:.4f}")
     print(f"test accuracy: {result.accuracy:.4f} ({correct}/{n})")
     print()

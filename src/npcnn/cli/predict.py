@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from npcnn.cli import options
 from npcnn.cli.errors import EXIT_FAILURE, EXIT_OK, CLIError, UsageError, print_error
+from npcnn.training.evaluate import TTA_MODES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -48,16 +49,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "else class indices)",
     )
     p.add_argument("--top", type=options.positive_int, default=3, help="classes shown (default: 3)")
+    p.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        help="test-time augmentation: flip averages each image's logits with those of its "
+        "mirror image (default: the run's, from run.json next to MODEL, else none)",
+    )
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from npcnn.cli.common import check_finite, check_model_fits, class_names, load_model
+    from npcnn.cli.common import check_finite, check_model_fits, class_names, load_model, run_tta
 
     if args.images.count(STDIN) > 1:
         raise UsageError(f"standard input ('{STDIN}') can be read only once")
     model = load_model(args.model)
     check_model_fits(model, (1, 28, 28), args.model)
+    tta = run_tta(args.model, args.tta)[0]
     names, inputs = [], []
     for source in args.images:
         name = STDIN_NAME if source == STDIN else source
@@ -67,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         except CLIError as err:
             print_error(f"{name}: {err}")
     if inputs:
-        probabilities = classify(model, inputs)
+        probabilities = classify(model, inputs, tta)
         check_finite(probabilities, args.model)
         classes = class_names(args.model, args.data, probabilities.shape[1])
         top = min(args.top, len(classes))
@@ -107,14 +115,16 @@ def _read_stdin() -> bytes:
     return data
 
 
-def classify(model: Layer, inputs: list[np.ndarray]) -> np.ndarray:
-    """Class probabilities (N, classes) of the model for a list of (1, 28, 28) inputs."""
+def classify(model: Layer, inputs: list[np.ndarray], tta: str = "none") -> np.ndarray:
+    """Class probabilities (N, classes) of the model for a list of (1, 28, 28) inputs,
+    with the test-time augmentation ``tta`` (`npcnn.training.evaluate`)."""
     import numpy as np
 
     from npcnn import nn
+    from npcnn.training.evaluate import inference_logits
 
     x = np.stack(inputs).astype(next(p.dtype for p in model.parameters()))
     try:
-        return nn.softmax(model.forward(x, training=False))
+        return nn.softmax(inference_logits(model, x, tta))
     except ValueError as err:
         raise CLIError(f"the model does not take 28x28 grayscale images: {err}") from None

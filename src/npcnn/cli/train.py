@@ -26,6 +26,7 @@ from npcnn.cli import distributed, options
 from npcnn.cli.errors import EXIT_OK, PROG, CLIError
 from npcnn.cli.train_config import FULL_BATCH
 from npcnn.models import AUGMENTATIONS, DEFAULT_PRESET, OPTIMIZERS, PRESETS, SCHEDULES
+from npcnn.training.evaluate import TTA_MODES
 
 if TYPE_CHECKING:
     from npcnn.data import BatchIterator, Dataset
@@ -138,6 +139,11 @@ def _add_recipe_options(g: argparse._ArgumentGroup) -> None:
         help="recompute batch-norm statistics on the training images before each test "
         f"(on for {', '.join(n for n, p in PRESETS.items() if p.recipe.recompute_bn)})",
     )
+    _add_generalisation_options(g)
+
+
+def _add_generalisation_options(g: argparse._ArgumentGroup) -> None:
+    """The recipe's options against overfitting: augmentation, smoothing, tta."""
     g.add_argument(
         "--augment",
         choices=AUGMENTATIONS,
@@ -154,6 +160,13 @@ def _add_recipe_options(g: argparse._ArgumentGroup) -> None:
         "as PyTorch's CrossEntropyLoss(label_smoothing=E); the per-epoch losses in the "
         "logs are then smoothed, metrics.json's test loss is the plain cross-entropy "
         f"({_preset_values('label_smoothing', lambda value: value != 0) or 'no preset uses it'})",
+    )
+    g.add_argument(
+        "--tta",
+        choices=TTA_MODES,
+        help="test-time augmentation of the tests: flip averages each test image's logits "
+        "with those of its mirror image (a second forward pass); the final report gives "
+        f"the accuracy without it too ({_preset_values('tta', lambda value: value != 'none')})",
     )
 
 
@@ -291,6 +304,7 @@ def build_trainer(
         scheduler=recipe.make_scheduler(optimizer, config["epochs"]),
         callbacks=[*reports, *files] if parallel is None or parallel.world.is_root else [],
         checkpoint_path=run_dir / CHECKPOINT_FILE,
+        tta=config["tta"],
         bn_data=data.train_images if config["recompute_bn"] else None,
         run_config=config,
         data_parallel=parallel,
@@ -303,7 +317,7 @@ def _recipe(config: dict[str, Any]) -> Recipe:
     from npcnn.models import get_preset
 
     fields = ("optimizer", "lr", "momentum", "weight_decay", "schedule", "augment")
-    fields += ("label_smoothing", "step_size", "gamma")
+    fields += ("label_smoothing", "step_size", "gamma", "tta")
     return dataclasses.replace(
         get_preset(config["preset"]).recipe, **{key: config[key] for key in fields}
     )
@@ -551,10 +565,12 @@ def _finish(
         "final_epoch": epochs[-1] if epochs else None,
         "timings": timings,
     }
-    test = write_report(run_dir, model, data, extra)["test"]
+    metrics = write_report(run_dir, model, data, extra, record["config"]["tta"])
+    test, plain = metrics["test"], metrics.get("test_without_tta")
+    without = "" if plain is None else f" (without tta {100 * plain['accuracy']:.2f}%)"
     print(
         f"test loss {test['loss']:.4f}, test accuracy {100 * test['accuracy']:.2f}% "
-        f"({test['correct']}/{test['count']})"
+        f"({test['correct']}/{test['count']}){without}"
     )
     print(
         f"wrote {run_dir}: {MODEL_FILE}, metrics.json, log.csv, log.json, curves.png, "
@@ -586,6 +602,8 @@ def _banner(version: str, data: Any, config: dict[str, Any], resumed: bool) -> s
     augment = f"augment {config['augment']}, " if config["augment"] != "none" else ""
     if config.get("label_smoothing"):
         augment += f"label smoothing {config['label_smoothing']:g}, "
+    if config["tta"] != "none":
+        augment += f"tests with tta {config['tta']}, "
     schedule = config["schedule"]
     if schedule == "step":
         schedule += f" (x{config['gamma']:g} every {config['step_size']} epochs)"

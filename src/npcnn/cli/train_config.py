@@ -35,6 +35,7 @@ RECIPE_OPTIONS = (
     "recompute_bn",
     "augment",
     "label_smoothing",
+    "tta",
 )
 #: Recipe fields that the command line calls limit_*.
 RECIPE_FIELD = {"limit_train": "train_limit", "limit_test": "test_limit"}

@@ -38,7 +38,9 @@ class Recipe:
     running average lags far behind weights that change a lot every step).
     ``augment`` names a training-batch augmentation (one of AUGMENTATIONS).
     ``label_smoothing`` in [0, 1) smooths the cross-entropy's targets
-    (`nn.CrossEntropyLoss`).
+    (`nn.CrossEntropyLoss`). ``tta`` is the test-time augmentation of the
+    evaluations (`npcnn.training.evaluate`): "none", or "flip" to average
+    each test image's logits with its mirror image's.
     """
 
     optimizer: str = "adam"
@@ -56,8 +58,11 @@ class Recipe:
     recompute_bn: bool = False
     augment: str = "none"
     label_smoothing: float = 0.0
+    tta: str = "none"
 
     def __post_init__(self) -> None:
+        from npcnn.training.evaluate import check_tta
+
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
@@ -65,6 +70,7 @@ class Recipe:
         if self.augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {self.augment!r}")
         nn.CrossEntropyLoss(self.label_smoothing)  # ValueError outside [0, 1)
+        check_tta(self.tta)
 
     def make_loss(self) -> nn.CrossEntropyLoss:
         """The training loss: cross-entropy with this recipe's label smoothing."""

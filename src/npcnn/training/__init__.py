@@ -18,7 +18,13 @@
 from npcnn.training import callbacks, schedules
 from npcnn.training.checkpoint import load_checkpoint
 from npcnn.training.errors import NonFiniteLossError, NonFiniteWeightsError, TrainingInterrupted
-from npcnn.training.evaluate import EvalResult, as_model_input, evaluate
+from npcnn.training.evaluate import (
+    TTA_MODES,
+    EvalResult,
+    as_model_input,
+    evaluate,
+    inference_logits,
+)
 from npcnn.training.history import EPOCH_KEYS, STEP_KEYS, History
 from npcnn.training.schedules import CosineAnnealingLR, LRScheduler, StepLR
 from npcnn.training.trainer import Trainer
@@ -26,6 +32,7 @@ from npcnn.training.trainer import Trainer
 __all__ = [
     "EPOCH_KEYS",
     "STEP_KEYS",
+    "TTA_MODES",
     "CosineAnnealingLR",
     "EvalResult",
     "History",
@@ -38,6 +45,7 @@ __all__ = [
     "as_model_input",
     "callbacks",
     "evaluate",
+    "inference_logits",
     "load_checkpoint",
     "schedules",
 ]

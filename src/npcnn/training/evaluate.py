@@ -1,4 +1,11 @@
-"""Inference over a whole data set, in batches: loss, accuracy, predictions and probabilities."""
+"""Inference over a whole data set, in batches: loss, accuracy, predictions and probabilities.
+
+Test-time augmentation (``tta="flip"``): the logits of every image are the
+mean of the model's logits for the image and for its mirror image (left and
+right swapped), the cheap ensemble that suits data whose mirror images are
+as likely as the images (clothes; not digits). It costs a second forward
+pass and changes nothing in the model.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,9 @@ import numpy as np
 from npcnn.nn import Layer, log_softmax, softmax
 
 LossFn = Any  # anything with forward(logits (N, K), y (N,)) -> float mean loss (and backward())
+
+#: Test-time augmentations: "none", or "flip" (average with the mirror image).
+TTA_MODES = ("none", "flip")
 
 
 @dataclass(frozen=True)
@@ -48,6 +58,25 @@ def as_model_input(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32)
 
 
+def check_tta(tta: str) -> str:
+    """``tta`` if it is one of TTA_MODES; ValueError otherwise."""
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+    return tta
+
+
+def inference_logits(model: Layer, x: np.ndarray, tta: str = "none") -> np.ndarray:
+    """Logits (N, K) of ``model`` in inference mode for ``x`` (N, C, H, W).
+
+    With ``tta="flip"``: (model(x) + model(x mirrored along W)) / 2.
+    """
+    logits = model.forward(x, training=False)
+    if check_tta(tta) == "none":
+        return logits
+    mirrored = model.forward(np.ascontiguousarray(x[..., ::-1]), training=False)
+    return (logits + mirrored) / logits.dtype.type(2)
+
+
 def batch_loss(loss_fn: LossFn | None, logits: np.ndarray, labels: np.ndarray) -> float:
     """Mean loss of one batch: ``loss_fn.forward`` or, without one, softmax cross-entropy."""
     if loss_fn is not None:
@@ -68,6 +97,7 @@ def evaluate(
     loss_fn: LossFn | None = None,
     batch_size: int = 500,
     on_batch: Callable[[int], None] | None = None,
+    tta: str = "none",
 ) -> EvalResult:
     """Run ``model`` in inference mode over ``images`` in batches of ``batch_size``.
 
@@ -80,8 +110,11 @@ def evaluate(
     is the identity, so the result does not depend on ``batch_size`` (up to
     floating-point rounding) and the model's state is not changed.
     ``on_batch(n)``, if given, is called after each batch of n images (for
-    a progress bar).
+    a progress bar). ``tta``: test-time augmentation, one of TTA_MODES (the
+    module docstring); the loss, accuracy and probabilities are those of the
+    averaged logits.
     """
+    check_tta(tta)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int | np.integer):
         raise ValueError(f"batch_size must be an int, got {batch_size!r}")
     if batch_size < 1:
@@ -104,7 +137,7 @@ def evaluate(
     probabilities: list[np.ndarray] = []
     totals = _Totals()
     for x, y in chunks:
-        logits = model.forward(x, training=False)
+        logits = inference_logits(model, x, tta)
         probabilities.append(softmax(logits))
         if y is not None:
             totals.add(len(y), batch_loss(loss_fn, logits, y), count_correct(logits, y))
@@ -124,15 +157,17 @@ def evaluate_batches(
     batches: Iterable[tuple[np.ndarray, np.ndarray]],
     loss_fn: LossFn | None = None,
     on_batch: Callable[[int], None] | None = None,
+    tta: str = "none",
 ) -> tuple[float, float]:
     """(mean loss, accuracy) of ``model`` in inference mode over ``(x, y)`` batches.
 
     Each ``x`` goes through :func:`as_model_input`; the means are over
-    examples, not batches. ``on_batch(n)`` as in :func:`evaluate`.
+    examples, not batches. ``on_batch(n)`` and ``tta`` as in :func:`evaluate`.
     """
+    check_tta(tta)
     totals = _Totals()
     for x, y in batches:
-        logits = model.forward(as_model_input(x), training=False)
+        logits = inference_logits(model, as_model_input(x), tta)
         totals.add(len(y), batch_loss(loss_fn, logits, y), count_correct(logits, y))
         if on_batch is not None:
             on_batch(len(y))

@@ -51,7 +51,7 @@ from npcnn.training.checkpoint import (
     save_checkpoint,
 )
 from npcnn.training.errors import TrainingInterrupted
-from npcnn.training.evaluate import LossFn, count_correct
+from npcnn.training.evaluate import LossFn, check_tta, count_correct
 from npcnn.training.history import EPOCH_KEYS, History
 from npcnn.training.interrupts import DeferredInterrupt
 from npcnn.training.schedules import LRScheduler
@@ -103,6 +103,9 @@ class Trainer:
             (atomically) after every epoch and when Ctrl-C stops training;
             installs :class:`~npcnn.training.callbacks.Snapshot`.
         eval_batch_size: batch size for validation and ``bn_data`` arrays.
+        tta: the validation's test-time augmentation: ``"none"``, or
+            ``"flip"`` to average each image's logits with its mirror
+            image's (:mod:`npcnn.training.evaluate`).
         bn_data: images (N, H, W) / (N, C, H, W), or an iterable of batches: if
             given, every batch norm's running statistics are recomputed on it
             (:func:`npcnn.nn.update_bn`) after each epoch's training, before
@@ -140,6 +143,7 @@ class Trainer:
         callbacks: Iterable[Callback] = (),
         checkpoint_path: str | os.PathLike[str] | None = None,
         eval_batch_size: int = 500,
+        tta: str = "none",
         bn_data: Any = None,
         run_config: Mapping[str, Any] | None = None,
         data_parallel: DataParallel | None = None,
@@ -153,6 +157,7 @@ class Trainer:
         self.callbacks = CallbackList(callbacks)
         self.checkpoint_path = None if checkpoint_path is None else Path(checkpoint_path)
         self.eval_batch_size = eval_batch_size
+        self.tta = check_tta(tta)
         self.bn_data = bn_data
         self.run_config = None if run_config is None else dict(run_config)
         self.data_parallel = data_parallel
@@ -268,7 +273,7 @@ class Trainer:
         if self.bn_data is not None:
             built.append(RecomputeBatchNorm(self.bn_data, self.eval_batch_size))
         if validation is not None:
-            built.append(Validation(validation, self.eval_batch_size))
+            built.append(Validation(validation, self.eval_batch_size, self.tta))
         if self.scheduler is not None:
             built.append(LRSchedule(self.scheduler))
         if self.checkpoint_path is not None:

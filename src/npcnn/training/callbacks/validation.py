@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from npcnn.training.callbacks.base import Callback
-from npcnn.training.evaluate import evaluate, evaluate_batches
+from npcnn.training.evaluate import check_tta, evaluate, evaluate_batches
 
 if TYPE_CHECKING:
     from npcnn.training.trainer import Trainer
@@ -28,7 +28,9 @@ class Validation(Callback):
     ``batch_size`` by :func:`~npcnn.training.evaluate` (uint8 images scaled
     by 1/255), or an iterable of ``(x, y)`` batches such as a
     :class:`npcnn.data.BatchIterator`. The model runs in inference mode; the
-    loss is the trainer's ``loss_fn``, averaged over examples. Fires
+    loss is the trainer's ``loss_fn``, averaged over examples. ``tta``:
+    test-time augmentation (``"flip"`` averages each image's logits with its
+    mirror image's; :mod:`npcnn.training.evaluate`). Fires
     ``on_test_begin``, ``on_test_batch_end`` and ``on_test_end`` through
     ``trainer.extensions`` and writes the results into the epoch's logs.
 
@@ -40,9 +42,10 @@ class Validation(Callback):
     same batches; none for arrays.
     """
 
-    def __init__(self, data: ValidationData, batch_size: int = 500) -> None:
+    def __init__(self, data: ValidationData, batch_size: int = 500, tta: str = "none") -> None:
         self.data = data
         self.batch_size = batch_size
+        self.tta = check_tta(tta)
         self._next_state: dict[str, Any] | None = None
 
     @property
@@ -71,13 +74,15 @@ class Validation(Callback):
         elif is_array_pair(data):
             images, labels = data
             result = evaluate(
-                trainer.model, images, labels, trainer.loss_fn, self.batch_size, on_batch
+                trainer.model, images, labels, trainer.loss_fn, self.batch_size, on_batch, self.tta
             )
             loss, accuracy = result.loss, result.accuracy
         else:
             if self._next_state is not None and hasattr(data, "set_state"):
                 data.set_state(self._next_state)  # a no-op unless resuming
-            loss, accuracy = evaluate_batches(trainer.model, data, trainer.loss_fn, on_batch)
+            loss, accuracy = evaluate_batches(
+                trainer.model, data, trainer.loss_fn, on_batch, self.tta
+            )
             self._next_state = data.get_state() if hasattr(data, "get_state") else None
         trainer.extensions.on_test_end(trainer, {"loss": loss, "accuracy": accuracy})
         logs["val_loss"], logs["val_accuracy"] = loss, accuracy
@@ -90,7 +95,9 @@ class Validation(Callback):
 
         def evaluate_share(mine: slice) -> tuple[int, float, int]:
             x, y = images[mine], labels[mine]
-            result = evaluate(trainer.model, x, y, trainer.loss_fn, self.batch_size, on_batch)
+            result = evaluate(
+                trainer.model, x, y, trainer.loss_fn, self.batch_size, on_batch, self.tta
+            )
             correct = int(np.count_nonzero(result.predictions == y))
             return len(y), (result.loss or 0.0) * len(y), correct
 
