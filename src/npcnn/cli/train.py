@@ -165,8 +165,9 @@ def _add_generalisation_options(g: argparse._ArgumentGroup) -> None:
         "--tta",
         choices=TTA_MODES,
         help="test-time augmentation of the tests: flip averages each test image's logits "
-        "with those of its mirror image (a second forward pass); the final report gives "
-        f"the accuracy without it too ({_preset_values('tta', lambda value: value != 'none')})",
+        "with those of its mirror image (a second forward pass; right for clothes, wrong for "
+        "digits); the final report gives the accuracy without it too "
+        f"({_preset_values('tta', lambda value: value != 'none')})",
     )
 
 
