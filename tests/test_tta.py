@@ -19,10 +19,11 @@ from test_training_helpers import batches, tiny_model, toy_data
 
 
 def mirror_mean(model: nn.Layer, x: np.ndarray) -> np.ndarray:
-    """The flip-averaged logits, computed here from two plain forward passes."""
-    plain = model.forward(x, training=False)
+    """The flip-averaged logits, computed here from two plain forward passes (the first
+    copied before the second runs)."""
+    plain = model.forward(x, training=False).astype(np.float64)
     mirrored = model.forward(x[:, :, :, ::-1].copy(), training=False)
-    return (plain.astype(np.float64) + mirrored) / 2
+    return (plain + mirrored) / 2
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
