@@ -18,8 +18,9 @@ average each test image's logits with those of its mirror image
 (`tta="flip"`, test-time augmentation: mirror images of clothes are
 clothes). benchmarks/bench_fashion.py --part resnet: 94.11% test accuracy
 on Fashion-MNIST (93.80% without the mirror averaging) after 988 s with
-seed 0, 94.01% (93.69%) after 1044 s with seed 1, on the 2-core machine (2
-threads, its OpenBLAS set to Haswell's kernels) on a day it ran 1.2 to 1.9
+seed 0, 94.01% (93.69%) after 1044 s with seed 1 (benchmarks/results/,
+fashion-resnet.json and fashion-resnet-seed1.json), on the 2-core machine
+(2 threads, its OpenBLAS set to Haswell's kernels) on a day it ran 1.2 to 1.9
 times slower than when the 13-epoch recipe below was measured (an epoch's
 training steps took 78 to 120 s, against 62 to 64 s then for the same
 network): over the 15 minutes the preset was meant to fit in.
