@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from npcnn.nn.backend import active_kernels
+from npcnn.nn.kernel_layer import KernelLayer
 from npcnn.nn.module import Layer, NoForwardError, keeps_cache
 
 
@@ -56,77 +57,41 @@ class ReLU(Layer):
         return kernels.relu_backward(dy, mask) if need_input_grad else None
 
 
-class LeakyReLU(Layer):
+class LeakyReLU(KernelLayer):
     """y = x if x > 0 else negative_slope * x. Backward: dx = dy * (1 or negative_slope)."""
+
+    op = "leaky_relu"
 
     def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         self.negative_slope = float(negative_slope)
-        self._cache: tuple | None = None  # (kernel set, kernel cache) of a training forward
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """x of any shape -> y of x's shape."""
-        kernels = active_kernels()
-        y, cache = kernels.leaky_relu_forward(x, self.negative_slope)
-        if keeps_cache(training):  # (an inference forward leaves a training forward's cache)
-            self._cache = (kernels, cache)
-        return y
-
-    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        """dy of the input's shape -> dx (None with need_input_grad=False)."""
-        if self._cache is None:
-            raise NoForwardError(self)
-        kernels, cache = self._cache
-        return kernels.leaky_relu_backward(dy, cache) if need_input_grad else None
+        return self.kernel_forward(x, training, self.negative_slope)
 
     def config(self) -> dict[str, Any]:
         return {"negative_slope": self.negative_slope}
 
 
-class Sigmoid(Layer):
+class Sigmoid(KernelLayer):
     """y = 1 / (1 + exp(-x)). Backward: dx = dy * y * (1 - y).
 
     Written as exp(min(x, 0)) / (1 + exp(-|x|)) so that exp never overflows.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._cache: tuple | None = None  # (kernel set, y) of a training forward
+    op = "sigmoid"
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """x of any shape -> y of x's shape."""
-        kernels = active_kernels()
-        y, cache = kernels.sigmoid_forward(x)
-        if keeps_cache(training):  # (an inference forward leaves a training forward's cache)
-            self._cache = (kernels, cache)
-        return y
-
-    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        """dy of the input's shape -> dx (None with need_input_grad=False)."""
-        if self._cache is None:
-            raise NoForwardError(self)
-        kernels, cache = self._cache
-        return kernels.sigmoid_backward(dy, cache) if need_input_grad else None
+        return self.kernel_forward(x, training)
 
 
-class Tanh(Layer):
+class Tanh(KernelLayer):
     """y = tanh(x). Backward: dx = dy * (1 - y^2)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._cache: tuple | None = None  # (kernel set, y) of a training forward
+    op = "tanh"
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """x of any shape -> y of x's shape."""
-        kernels = active_kernels()
-        y, cache = kernels.tanh_forward(x)
-        if keeps_cache(training):  # (an inference forward leaves a training forward's cache)
-            self._cache = (kernels, cache)
-        return y
-
-    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        """dy of the input's shape -> dx (None with need_input_grad=False)."""
-        if self._cache is None:
-            raise NoForwardError(self)
-        kernels, cache = self._cache
-        return kernels.tanh_backward(dy, cache) if need_input_grad else None
+        return self.kernel_forward(x, training)

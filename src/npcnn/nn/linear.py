@@ -14,6 +14,7 @@ import numpy as np
 
 from npcnn.nn import init
 from npcnn.nn.backend import active_kernels
+from npcnn.nn.kernel_layer import KernelLayer
 from npcnn.nn.module import (
     DEFAULT_DTYPE,
     Layer,
@@ -106,15 +107,13 @@ class Dense(Layer):
         return shapes
 
 
-class Flatten(Layer):
+class Flatten(KernelLayer):
     """(N, d1, d2, ...) -> (N, d1*d2*...) in C order: (N, C, H, W) flattens as C, H, W (PyTorch).
 
     Backward reshapes dy back to the input's shape.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._cache: tuple | None = None  # (kernel set, kernel cache) of a training forward
+    op = "flatten"
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, int]:
         """(N, d1*d2*...) for an input of shape (N, d1, d2, ...); ValueError for fewer axes."""
@@ -125,16 +124,11 @@ class Flatten(Layer):
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """x (N, d1, d2, ...) -> (N, d1*d2*...)."""
         self.output_shape(x.shape)
-        kernels = active_kernels()
-        y, cache = kernels.flatten_forward(x)
-        if keeps_cache(training):  # (an inference forward leaves a training forward's cache)
-            self._cache = (kernels, cache)
-        return y
+        return self.kernel_forward(x, training)
 
     def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
         """dy (N, d1*d2*...) -> dx (N, d1, d2, ...)."""
         if self._cache is None:
             raise NoForwardError(self)
         check_input(dy, 2, self)
-        kernels, cache = self._cache
-        return kernels.flatten_backward(dy, cache) if need_input_grad else None
+        return super().backward(dy, need_input_grad)

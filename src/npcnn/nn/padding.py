@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from npcnn.nn.backend import active_kernels
-from npcnn.nn.module import Layer, NoForwardError, check_input, keeps_cache
+from npcnn.nn.kernel_layer import KernelLayer
+from npcnn.nn.module import check_input
 
 
 def as_padding(padding: int | tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -29,33 +29,23 @@ def as_padding(padding: int | tuple[int, int, int, int]) -> tuple[int, int, int,
     return tuple(int(v) for v in values)  # type: ignore[return-value]
 
 
-class ZeroPad2D(Layer):
+class ZeroPad2D(KernelLayer):
     """(N, C, H, W) -> (N, C, top + H + bottom, left + W + right), zeros around x.
 
     ``padding``: one int for every side, or (left, right, top, bottom) as
     PyTorch's ``nn.ZeroPad2d``. Backward: dx is dy without the padded border.
     """
 
+    op = "zero_pad2d"
+
     def __init__(self, padding: int | tuple[int, int, int, int]) -> None:
         super().__init__()
         self.padding = as_padding(padding)
-        self._cache: tuple | None = None  # (kernel set, kernel cache) of a training forward
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """x (N, C, H, W) floats -> y (N, C, top+H+bottom, left+W+right)."""
         check_input(x, 4, self)
-        kernels = active_kernels()
-        y, cache = kernels.zero_pad2d_forward(x, self.padding)
-        if keeps_cache(training):  # (an inference forward leaves a training forward's cache)
-            self._cache = (kernels, cache)
-        return y
-
-    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        """dy of the padded shape -> dx (N, C, H, W) (None with need_input_grad=False)."""
-        if self._cache is None:
-            raise NoForwardError(self)
-        kernels, cache = self._cache
-        return kernels.zero_pad2d_backward(dy, cache) if need_input_grad else None
+        return self.kernel_forward(x, training, self.padding)
 
     def config(self) -> dict[str, Any]:
         return {"padding": list(self.padding)}

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from npcnn.nn.backend import active_kernels
+from npcnn.nn.kernel_layer import KernelLayer
 from npcnn.nn.module import Layer, NoForwardError, check_input, keeps_cache
 from npcnn.shapes import as_pair
 
@@ -137,32 +138,22 @@ class MaxPool2D(_Pool2D):
         return config
 
 
-class AvgPool2D(_Pool2D):
+class AvgPool2D(_Pool2D, KernelLayer):
     """y[n, c, a, b] = mean over the kh*kw window of xp (zero padding counts).
 
     Backward: every input of a window receives dy / (kh*kw) from it.
     """
 
+    op = "avg_pool2d"
+
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """x (N, C, H, W) floats -> y (N, C, Ho, Wo)."""
         check_input(x, 4, self)
         self.output_size(x.shape[2], x.shape[3])
-        kernels = active_kernels()
-        y, cache = kernels.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding)
-        if keeps_cache(training):  # (an inference forward leaves a training forward's cache)
-            self._cache = (kernels, cache)
-        return y
-
-    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        """dy (N, C, Ho, Wo) -> dx (N, C, H, W) (None with need_input_grad=False)."""
-        if self._cache is None:
-            raise NoForwardError(self)
-        kernels, cache = self._cache
-        dx = kernels.avg_pool2d_backward(dy, cache)
-        return dx if need_input_grad else None
+        return self.kernel_forward(x, training, self.kernel_size, self.stride, self.padding)
 
 
-class GlobalAvgPool2D(Layer):
+class GlobalAvgPool2D(KernelLayer):
     """y[n, c] = mean over (h, w) of x[n, c, h, w]: (N, C, H, W) -> (N, C).
 
     The output is flattened, as Keras' GlobalAveragePooling2D; PyTorch writes
@@ -170,22 +161,9 @@ class GlobalAvgPool2D(Layer):
     a Dense layer can follow directly. Backward: dx[n, c, h, w] = dy[n, c] / (H*W).
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._cache: tuple | None = None  # (kernel set, kernel cache) of a training forward
+    op = "global_avg_pool2d"
 
     def forward(self, x: np.ndarray, training: bool = False) -> np.ndarray:
         """x (N, C, H, W) floats -> y (N, C)."""
         check_input(x, 4, self)
-        kernels = active_kernels()
-        y, cache = kernels.global_avg_pool2d_forward(x)
-        if keeps_cache(training):  # (an inference forward leaves a training forward's cache)
-            self._cache = (kernels, cache)
-        return y
-
-    def backward(self, dy: np.ndarray, need_input_grad: bool = True) -> np.ndarray | None:
-        """dy (N, C) -> dx (N, C, H, W) (None with need_input_grad=False)."""
-        if self._cache is None:
-            raise NoForwardError(self)
-        kernels, cache = self._cache
-        return kernels.global_avg_pool2d_backward(dy, cache) if need_input_grad else None
+        return self.kernel_forward(x, training)
