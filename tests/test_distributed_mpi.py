@@ -245,7 +245,12 @@ def test_shares_too_small_for_batch_norm_are_refused_before_anything_is_written(
     argv = _cli_train(tmp_path / "r", "--batch-size", "3", "--epochs", "1", "--distributed")
     done = _run([MPIEXEC, "-n", "2", *argv], timeout=60)
     assert done.returncode == 1
+    # Every rank meets the mistake, so none aborts the job: each one's line comes
+    # through, and no MPI_Abort message follows them.
+    for rank in (0, 1):
+        assert f"rank {rank} of 2: the batch size (3) is the global one and must" in done.stderr
     assert "must give each of the 2 processes 2 examples" in done.stderr
+    assert "MPI_Abort" not in done.stderr
     assert not (tmp_path / "r").exists()
 
 

@@ -26,6 +26,8 @@ from npcnn.distributed.world import SingleProcess, World
 #: Environment variables through which launchers tell a process how many they started:
 #: MPICH's Hydra (and Intel MPI), Open MPI, PMIx, and Slurm's srun.
 LAUNCHER_SIZES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "SLURM_STEP_NUM_TASKS")
+#: Seconds a failing rank waits for the others to fail too before it aborts the job.
+AGREE_TO_STOP_SECONDS = 5.0
 
 _active: World | None = None
 
@@ -162,6 +164,10 @@ def active_world() -> World | None:
 
 def abort_job(code: int) -> None:
     """End every rank of the active world when it has more than one (a rank that exits
-    alone would leave the others waiting in a collective for ever)."""
+    alone would leave the others waiting in a collective for ever), unless every rank
+    fails within `AGREE_TO_STOP_SECONDS` (a mistake in the command line or the data that
+    each rank meets): then each returns, to end with ``code`` after MPI_Finalize. An
+    abort can lose the lines the ranks printed last, before the launcher forwards them."""
     if _active is not None and _active.size > 1:
-        _active.abort(code)
+        if not _active.all_stopping(AGREE_TO_STOP_SECONDS):
+            _active.abort(code)

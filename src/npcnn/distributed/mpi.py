@@ -91,6 +91,9 @@ class MPIWorld(World):
         self.local_size = host.Get_size()
         host.Free()
         self.name = " ".join(MPI.Get_library_version().split("\n")[0].split())
+        # Only `all_stopping` uses this copy: its barrier can then never be matched
+        # with a collective that other ranks call on `comm` meanwhile.
+        self._stopping = self.comm.Dup()
         self.watchdog = Watchdog(self, timeout)
 
     def allreduce(self, array: np.ndarray, what: str) -> np.ndarray:
@@ -122,6 +125,15 @@ class MPIWorld(World):
         if self._mpi.Query_thread() < self._mpi.THREAD_MULTIPLE:
             super().abort(code)  # (the launcher ends the other ranks when one dies)
         self.comm.Abort(code)
+
+    def all_stopping(self, seconds: float) -> bool:
+        request = self._stopping.Ibarrier()
+        deadline = time.monotonic() + seconds
+        while not request.Test():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def set_activity(self, activity: str) -> None:
         self.watchdog.activity = activity

@@ -77,6 +77,12 @@ class World:
         sys.stderr.flush()
         os._exit(code)
 
+    def all_stopping(self, seconds: float) -> bool:
+        """Whether every rank calls this within ``seconds`` (each having met an error of its
+        own, often the same one): then each can end alone with its exit code, and no rank
+        is left waiting. False when some rank does not come (the job must be aborted)."""
+        return self.size == 1
+
     def set_activity(self, activity: str) -> None:
         """Say what the rank is doing (e.g. "epoch 2, step 17"), for the watchdog."""
 
