@@ -8,6 +8,8 @@ instead of being timed.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from npcnn import nn
@@ -45,13 +47,10 @@ def torch_notebook_net(initial: nn.Sequential):
     return load_npcnn_weights(model, initial)
 
 
-def torch_resnet(
-    initial: nn.Model, stages: tuple[tuple[int, int, int], ...], num_classes: int = 10
-):
-    """The `resnet` preset in PyTorch (torchvision's layout and names), from npcnn's weights.
-
-    `stages` is the preset's (channels, stride of the first block, blocks) per stage.
-    """
+@functools.cache
+def _basic_block_class() -> type:
+    """torchvision's BasicBlock, defined on first use: the npcnn side of a benchmark runs
+    in a process that never imports torch."""
     import torch
     from torch import nn as tnn
 
@@ -73,6 +72,25 @@ def torch_resnet(
             shortcut = x if self.downsample is None else self.downsample(x)
             return torch.relu(y + shortcut)
 
+    return BasicBlock
+
+
+def torch_basic_block(cin: int, cout: int, stride: int):
+    """ResNet's basic block in PyTorch, named as torchvision's and as
+    `npcnn.models.resnet.basic_block` (conv1, bn1, conv2, bn2, downsample.0/.1)."""
+    return _basic_block_class()(cin, cout, stride)
+
+
+def torch_resnet(
+    initial: nn.Model, stages: tuple[tuple[int, int, int], ...], num_classes: int = 10
+):
+    """The `resnet` preset in PyTorch (torchvision's layout and names), from npcnn's weights.
+
+    `stages` is the preset's (channels, stride of the first block, blocks) per stage.
+    """
+    import torch
+    from torch import nn as tnn
+
     class ResNet(tnn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -80,8 +98,8 @@ def torch_resnet(
             self.bn1 = tnn.BatchNorm2d(STEM_CHANNELS)
             cin = STEM_CHANNELS
             for i, (cout, stride, count) in enumerate(stages, start=1):
-                blocks = [BasicBlock(cin, cout, stride)]
-                blocks += [BasicBlock(cout, cout, 1) for _ in range(count - 1)]
+                blocks = [torch_basic_block(cin, cout, stride)]
+                blocks += [torch_basic_block(cout, cout, 1) for _ in range(count - 1)]
                 setattr(self, f"layer{i}", tnn.Sequential(*blocks))
                 cin = cout
             self.fc = tnn.Linear(cin, num_classes)

@@ -10,31 +10,15 @@ updated parameter and buffer, and the inference logits on other images.
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
-from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
 
-BENCH_DIR = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import load_benchmark_module
 
-
-def _load(name: str) -> ModuleType:
-    """Import a module from benchmarks/ (not a package) by file path."""
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, BENCH_DIR / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-naive = _load("naive_notebook")
-bench = _load("bench_notebook")
+naive = load_benchmark_module("naive_notebook")
+bench = load_benchmark_module("bench_notebook")
 
 N_TRAIN, N_TEST, STEPS = 8, 5, 2
 

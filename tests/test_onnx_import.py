@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import npcnn
-from conftest import randomise_batch_norms
+from conftest import load_benchmark_module, randomise_batch_norms
 from npcnn import nn
 from npcnn.cli.main import main
 from npcnn.models import PRESETS
@@ -90,21 +90,6 @@ def _torch_nets():
             x = torch.max_pool2d(torch.relu(self.bn(self.conv(x))), 2)
             return self.fc(x.view(x.size(0), -1))
 
-    class Block(tnn.Module):
-        def __init__(self, cin: int, cout: int, stride: int) -> None:
-            super().__init__()
-            self.conv1 = tnn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-            self.bn1 = tnn.BatchNorm2d(cout)
-            self.conv2 = tnn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-            self.bn2 = tnn.BatchNorm2d(cout)
-            self.down = tnn.Sequential(
-                tnn.Conv2d(cin, cout, 1, stride, bias=False), tnn.BatchNorm2d(cout)
-            )
-
-        def forward(self, x):
-            y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-            return torch.relu(y + self.down(x))
-
     sequential = tnn.Sequential(
         tnn.Conv2d(1, 4, 3, padding=1, bias=False),
         tnn.BatchNorm2d(4),
@@ -124,7 +109,7 @@ def _torch_nets():
         tnn.Conv2d(1, 8, 3, padding=1, bias=False),
         tnn.BatchNorm2d(8),
         tnn.ReLU(),
-        Block(8, 16, 2),
+        load_benchmark_module("torch_twins").torch_basic_block(8, 16, 2),
         tnn.AdaptiveAvgPool2d(1),
         tnn.Flatten(),
         tnn.Linear(16, 10),

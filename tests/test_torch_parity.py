@@ -12,10 +12,13 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from conftest import load_benchmark_module
 from npcnn import nn, optim
+from npcnn.models.resnet import basic_block
 
 torch = pytest.importorskip("torch")
 tnn = torch.nn
+torch_twins = load_benchmark_module("torch_twins")
 
 RTOL = 1e-4
 ATOL = 1e-5
@@ -448,50 +451,16 @@ def test_small_model_optimisers(make_opt, make_torch_opt) -> None:
 # --- graphs (nn.Model) -----------------------------------------------------------------------
 
 
-def _block(x: nn.SymbolicTensor, out_channels: int, stride: int, rng) -> nn.SymbolicTensor:
-    """ResNet's BasicBlock as a graph, its layers named as _TorchBlock's attributes."""
-    c = x.shape[1]
-    y = nn.Conv2D(c, out_channels, 3, stride=stride, padding=1, bias=False, rng=rng)(
-        x, name="conv1"
-    )
-    y = nn.ReLU()(nn.BatchNorm2D(out_channels)(y, name="bn1"))
-    y = nn.Conv2D(out_channels, out_channels, 3, padding=1, bias=False, rng=rng)(y, name="conv2")
-    y = nn.BatchNorm2D(out_channels)(y, name="bn2")
-    if stride != 1 or c != out_channels:
-        x = nn.Conv2D(c, out_channels, 1, stride=stride, bias=False, rng=rng)(x, name="proj")
-        x = nn.BatchNorm2D(out_channels)(x, name="proj_bn")
-    return nn.ReLU()(nn.Add()([y, x]))
-
-
 def _resnet(rng: np.random.Generator) -> nn.Model:
     """(N, 1, 28, 28) -> (N, 10): stem, an identity block, a projection block (stride 2),
     max pool, dense head; each block a Model used as a layer."""
     x = nn.Input((1, 28, 28))
     y = nn.Conv2D(1, 4, 3, padding=1, bias=False, rng=rng)(x, name="stem")
     y = nn.ReLU()(nn.BatchNorm2D(4)(y, name="stem_bn"))
-    for name, (c, out, stride) in (("block1", (4, 4, 1)), ("block2", (4, 8, 2))):
-        h = nn.Input((c, *y.shape[2:]))
-        y = nn.Model(h, _block(h, out, stride, rng))(y, name=name)
+    for name, (out, stride) in (("block1", (4, 1)), ("block2", (8, 2))):
+        y = basic_block(y.shape[1:], out, stride, rng)(y, name=name)
     y = nn.Flatten()(nn.MaxPool2D(2)(y))
     return nn.Model(x, nn.Dense(8 * 7 * 7, 10, rng=rng)(y, name="fc"))
-
-
-class _TorchBlock(tnn.Module):
-    def __init__(self, c: int, out: int, stride: int) -> None:
-        super().__init__()
-        self.conv1 = tnn.Conv2d(c, out, 3, stride, 1, bias=False)
-        self.bn1 = tnn.BatchNorm2d(out)
-        self.conv2 = tnn.Conv2d(out, out, 3, 1, 1, bias=False)
-        self.bn2 = tnn.BatchNorm2d(out)
-        self.proj = None
-        if stride != 1 or c != out:
-            self.proj = tnn.Conv2d(c, out, 1, stride, bias=False)
-            self.proj_bn = tnn.BatchNorm2d(out)
-
-    def forward(self, x):
-        y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
-        shortcut = x if self.proj is None else self.proj_bn(self.proj(x))
-        return torch.relu(y + shortcut)
 
 
 class _TorchResNet(tnn.Module):
@@ -499,8 +468,8 @@ class _TorchResNet(tnn.Module):
         super().__init__()
         self.stem = tnn.Conv2d(1, 4, 3, 1, 1, bias=False)
         self.stem_bn = tnn.BatchNorm2d(4)
-        self.block1 = _TorchBlock(4, 4, 1)
-        self.block2 = _TorchBlock(4, 8, 2)
+        self.block1 = torch_twins.torch_basic_block(4, 4, 1)
+        self.block2 = torch_twins.torch_basic_block(4, 8, 2)
         self.fc = tnn.Linear(8 * 7 * 7, 10)
 
     def forward(self, x):
