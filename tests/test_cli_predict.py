@@ -65,12 +65,9 @@ def test_bad_files_are_reported_one_line_each_and_the_others_predicted(
     assert "Traceback" not in err and len(lines) == 4, err
     assert all(line.startswith("npcnn: error: ") for line in lines)
     assert lines[0].startswith(f"npcnn: error: {junk}: cannot decode the image: ")
-    assert (
-        lines[1]
-        == f"npcnn: error: {blank}: the image is blank: nothing stands out from the background"
-    )
+    assert lines[1] == f"npcnn: error: {blank}: no digit found: the image is blank (one even tone)"
     assert lines[2] == f"npcnn: error: {missing}: no such image file"
-    assert lines[3].startswith(f"npcnn: error: {dot}: the image is blank: its only mark is 2x2 px")
+    assert lines[3].startswith(f"npcnn: error: {dot}: no digit found: its only mark is 2x2 px")
 
     code, out, err = run_cli(capsys, "predict", model, good, other)
     assert code == 0 and err == "" and len(out.splitlines()) == 2

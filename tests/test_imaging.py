@@ -112,7 +112,7 @@ def test_errors(tmp_path) -> None:
     junk.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
     with pytest.raises(ImageError, match="cannot decode"):
         load_image(junk)
-    with pytest.raises(ImageError, match="blank"):
+    with pytest.raises(ImageError, match=r"^no digit found: the image is blank \(one even tone\)$"):
         to_mnist(np.full((30, 30), 0.7))
 
 
@@ -247,8 +247,26 @@ def test_phone_photo_is_turned_upright_by_its_exif_tag(tmp_path) -> None:
     ids=["dot28", "pen dot", "specks", "noise", "shading"],
 )
 def test_a_dot_specks_or_noise_are_blank_not_a_digit(picture) -> None:
-    with pytest.raises(ImageError, match="blank"):
+    with pytest.raises(ImageError, match=r"^no digit found: "):
         to_mnist(picture)
+
+
+@pytest.mark.parametrize("dark_ink", [True, False])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (slice(60, 240), slice(80, 320)),  # a filled rectangle in the middle
+        (slice(None), slice(0, 200)),  # half of the picture, edge to edge
+    ],
+    ids=["rectangle", "half"],
+)
+def test_a_filled_area_is_no_digit_and_not_called_blank(shape, dark_ink) -> None:
+    picture = np.full((300, 400), 0.9 if dark_ink else 0.1)
+    picture[shape] = 0.1 if dark_ink else 0.9
+    with pytest.raises(ImageError) as e:
+        to_mnist(picture)
+    assert str(e.value).startswith("no digit found: nothing stands out from the background as")
+    assert "blank" not in str(e.value)
 
 
 def test_specks_away_from_the_digit_are_not_cropped_in() -> None:
@@ -335,7 +353,8 @@ def test_decode_errors_name_the_file_and_say_why(tmp_path) -> None:
     Image.new("L", (64, 64), 255).save(blank)
     with pytest.raises(ImageError, match="blank") as e:
         prepare_image(blank)
-    assert e.value.source == str(blank) and str(e.value).startswith(f"{blank}: the image is blank")
+    assert e.value.source == str(blank)
+    assert str(e.value) == f"{blank}: no digit found: the image is blank (one even tone)"
 
 
 def test_a_mark_that_lies_only_along_the_border_is_still_ink() -> None:

@@ -31,7 +31,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "says, grayscale, the ink found against its local background (uneven "
             "light, a desk around the page, noise), cropped to the digit, scaled to "
             "20 px on the longer side and centred by centre of mass in 28x28. An "
-            "image that cannot be read, or shows no digit (blank, a dot), gets one "
+            "image that cannot be read, or shows no digit (blank, a dot, a filled "
+            "shape), gets one "
             "error line and the others are still classified; the exit code is then 1."
         ),
     )
@@ -89,7 +90,7 @@ def read_image(source: str) -> np.ndarray:
     """The model input (1, 28, 28) for a path, or for standard input if ``source`` is '-'.
 
     Raises CLIError with the cause (without the file's name) for a file that
-    is missing, unreadable, not an image or blank.
+    is missing, unreadable, not an image or shows no digit.
     """
     from npcnn.imaging import ImageError, prepare_image
 

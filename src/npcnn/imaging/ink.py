@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from npcnn.imaging.decode import fit
-from npcnn.imaging.errors import BLANK, ImageError
+from npcnn.imaging.errors import ImageError, nothing_stands_out
 from npcnn.imaging.morphology import (
     closing,
     components,
@@ -86,7 +86,7 @@ def to_white_on_black(gray: np.ndarray) -> np.ndarray:
     ink = _local_marks(gray, window, look.dark_ink, "edge")
     _restore_border_strokes(ink, _local_marks(gray, window, look.dark_ink, "symmetric"))
     if ink.max() <= _NOTHING:
-        raise ImageError(f"{BLANK}: nothing stands out from the background")
+        raise ImageError(nothing_stands_out(gray))
     return ink / ink.max()
 
 
@@ -128,7 +128,7 @@ def first_look(gray: np.ndarray) -> FirstLook:
     dark_ink = ink_is_dark(small, closed - small, small - opened)
     marks = _ink_against(small, closed if dark_ink else opened, dark_ink)
     if marks.max() <= _NOTHING:
-        raise ImageError(f"{BLANK}: nothing stands out from the background")
+        raise ImageError(nothing_stands_out(small))
     strokes = marks >= INK_THRESHOLD * marks.max()
     scale = max(gray.shape[0] / small.shape[0], gray.shape[1] / small.shape[1])
     return FirstLook(dark_ink, stroke_width(strokes) * scale)

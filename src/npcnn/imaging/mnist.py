@@ -8,7 +8,7 @@ from typing import BinaryIO
 import numpy as np
 
 from npcnn.imaging.decode import load_image, resize
-from npcnn.imaging.errors import BLANK, ImageError
+from npcnn.imaging.errors import NO_DIGIT, NOTHING_STANDS_OUT, ImageError
 from npcnn.imaging.ink import INK_THRESHOLD, to_white_on_black
 from npcnn.imaging.morphology import components
 
@@ -23,7 +23,7 @@ WORK_SIDE = 1024
 # (specks, dust, a frayed page edge) are not cropped in.
 PART_MASS = 0.1
 NEAR_FRACTION = 0.25
-# It is blank, not a digit, if its box's longer side is under MIN_INK_PIXELS
+# It is no digit if its box's longer side is under MIN_INK_PIXELS
 # px or MIN_INK_FRACTION of the picture's shorter side (a dot), or its ink
 # amounts to less than a line MIN_INK_WIDTH px wide across that side (specks).
 MIN_INK_PIXELS = 4
@@ -45,12 +45,12 @@ def digit_box(ink: np.ndarray) -> tuple[slice, slice]:
     """Bounding box (row and column slices) of the digit in an (H, W) ink map.
 
     Marks are 4-connected pixels >= INK_THRESHOLD; the digit is made of
-    those described at ``PART_MASS``. Raises :class:`ImageError` (the image
-    is blank) if there is no ink, or too little to be a digit (``MIN_INK_*``).
+    those described at ``PART_MASS``. Raises :class:`ImageError` (no digit
+    found) if there is no ink, or too little to be a digit (``MIN_INK_*``).
     """
     mask = ink >= INK_THRESHOLD
     if not mask.any():
-        raise ImageError(f"{BLANK}: nothing stands out from the background")
+        raise ImageError(f"{NO_DIGIT}: {NOTHING_STANDS_OUT}")
     labels = components(mask)
     ids, index = np.unique(labels[mask], return_inverse=True)
     mass = np.bincount(index, weights=ink[mask])
@@ -65,11 +65,10 @@ def digit_box(ink: np.ndarray) -> tuple[slice, slice]:
     rows, cols = _bounds(digit)
     height, width = rows.stop - rows.start, cols.stop - cols.start
     if max(height, width) < max(MIN_INK_PIXELS, MIN_INK_FRACTION * min(ink.shape)):
-        raise ImageError(f"{BLANK}: its only mark is {width}x{height} px, too small for a digit")
+        raise ImageError(f"{NO_DIGIT}: its only mark is {width}x{height} px, too small for a digit")
     if ink[digit].sum() < MIN_INK_WIDTH * max(height, width):
-        raise ImageError(
-            f"{BLANK}: only specks ({np.count_nonzero(digit)} px of ink across {width}x{height} px)"
-        )
+        specks = np.count_nonzero(digit)
+        raise ImageError(f"{NO_DIGIT}: only specks ({specks} px of ink across {width}x{height} px)")
     return rows, cols
 
 
@@ -86,8 +85,9 @@ def to_mnist(gray: np.ndarray, field: int = FIELD, box: int = BOX) -> np.ndarray
     the longer side is ``box`` px; shift by whole pixels so the centre of
     mass lands within half a pixel of the field's centre ((field - 1) / 2).
     Specks away from the digit are left out of the crop (:func:`digit_box`).
-    Raises :class:`ImageError` if the picture is blank: no ink, or no mark
-    large enough to be a digit (a dot, a few specks).
+    Raises :class:`ImageError` if no digit is found: no ink (a blank picture,
+    or only areas too wide to be strokes), or no mark large enough to be a
+    digit (a dot, a few specks).
     """
     ink = to_white_on_black(gray)
     crop = ink[digit_box(ink)]
@@ -112,7 +112,7 @@ def prepare_image(source: str | os.PathLike[str] | BinaryIO) -> np.ndarray:
 
     The picture is shrunk to ``WORK_SIDE`` px on its longer side first.
     Raises FileNotFoundError, or :class:`ImageError` (its ``source`` the
-    path, None for a stream) if it cannot be decoded or is blank.
+    path, None for a stream) if it cannot be decoded or shows no digit.
     """
     gray = load_image(source, max_side=WORK_SIDE)
     try:
