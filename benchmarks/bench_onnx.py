@@ -16,10 +16,8 @@ seconds. Results go to ``benchmarks/results/onnx-inference.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from processes import print_result, run_worker, side_by_side_parser, write_json
+
 HERE = Path(__file__).resolve().parent
-RESULT_MARKER = "BENCH_ONNX_RESULT "
 BATCHES = (1, 128)
 
 
@@ -93,11 +92,7 @@ def worker(framework: str, path: str, threads: int, seconds: float) -> dict[str,
 def spawn(framework: str, path: str, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, __file__, "--worker", framework, "--model", path]
     cmd += ["--threads", str(args.threads), "--seconds", str(args.seconds)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(RESULT_MARKER)]
-    if proc.returncode or not lines:
-        raise RuntimeError(f"{framework} worker failed:\n{proc.stderr}")
-    return json.loads(lines[-1][len(RESULT_MARKER) :])
+    return run_worker(cmd, framework)
 
 
 def measure(args: argparse.Namespace, path: str) -> list[dict[str, Any]]:
@@ -130,17 +125,17 @@ def summarise(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--seconds", type=float, default=3.0, help="timed seconds per batch size")
-    p.add_argument("--json", type=Path, default=HERE / "results" / "onnx-inference.json")
-    p.add_argument("--worker", choices=("npcnn", "onnxruntime"), help=argparse.SUPPRESS)
+    p = side_by_side_parser(
+        __doc__.split("\n\n")[0],
+        ("npcnn", "onnxruntime"),
+        seconds=3.0,
+        json_path=HERE / "results" / "onnx-inference.json",
+    )
     p.add_argument("--model", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         result = worker(args.worker, args.model, args.threads, args.seconds)
-        print(RESULT_MARKER + json.dumps(result), flush=True)
+        print_result(result)
         return 0
     import npcnn
     import npcnn.onnx
@@ -168,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         "largest_logit_difference": agree,
         **summary,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.json}")
+    write_json(args.json, result)
     return 0
 
 
