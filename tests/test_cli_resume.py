@@ -143,6 +143,18 @@ def test_resuming_a_finished_run_says_there_is_nothing_to_train(
     assert directories(first_epoch.parent.parent) == before
 
 
+def test_a_resume_with_more_epochs_re_plans_the_cosine_schedule(tmp_path, capsys) -> None:
+    args = ["--schedule", "cosine", "--lr", "0.002", *QUICK]
+    assert run_cli(capsys, "train", "--epochs", "2", "--out", tmp_path / "a", *args)[0] == 0
+    resume = ["--resume", tmp_path / "a" / "checkpoint.npz", "--epochs", "4", "--no-progress"]
+    code, out, _ = run_cli(capsys, "train", *resume, "--out", tmp_path / "b")
+    assert code == 0
+    assert "note: the cosine schedule now anneals to 0 over 4 epochs (it was planned for 2)" in out
+    epochs = json.loads((tmp_path / "b" / "log.json").read_text())["epochs"]
+    planned = [0.001 * (1 + np.cos(np.pi * t / 4)) for t in range(4)]
+    np.testing.assert_allclose([e["lr"] for e in epochs], [0.002, 0.001, *planned[2:]], atol=1e-12)
+
+
 def test_allow_data_change_needs_resume(capsys) -> None:
     code, _, err = run_cli(capsys, "train", "--allow-data-change")
     assert code == 2 and "--allow-data-change applies only with --resume" in err

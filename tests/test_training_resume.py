@@ -73,6 +73,21 @@ def test_resume_after_two_epochs_equals_four_straight(tmp_path, adam) -> None:
     assert history.steps == full.steps
 
 
+def test_a_resume_with_more_epochs_anneals_over_the_new_length(tmp_path) -> None:
+    """The cosine schedule given to the resuming Trainer (t_max 6, not the checkpoint's 4)
+    sets every rate after the resume, the first one included."""
+    first = make_trainer(adam=True, checkpoint_path=tmp_path / "ckpt.npz")
+    first.fit(batches(), 4)
+    longer = make_trainer(adam=True)
+    sched = longer.scheduler
+    sched.t_max = 6
+    history = longer.fit(batches(), 6, resume_from=tmp_path / "ckpt.npz")
+    base, eta_min = first.scheduler.base_lr, first.scheduler.eta_min
+    planned = [eta_min + (base - eta_min) * (1 + np.cos(np.pi * t / 6)) / 2 for t in (4, 5)]
+    np.testing.assert_allclose([e["lr"] for e in history.epochs[4:]], planned, rtol=1e-12)
+    assert sched.t_max == 6 and sched.last_epoch == 6
+
+
 def test_checkpoint_holds_the_run_state(tmp_path) -> None:
     ckpt = tmp_path / "ckpt.npz"
     trainer = make_trainer(checkpoint_path=ckpt)

@@ -86,6 +86,16 @@ def test_state_dict_round_trip_restores_the_rate() -> None:
         b.load_state_dict(StepLR(_optimizer(), 2).state_dict())
 
 
+def test_keep_settings_restores_the_position_only() -> None:
+    a = CosineAnnealingLR(_optimizer(0.3), t_max=2, eta_min=0.01)
+    _lrs(a, 2)
+    b = CosineAnnealingLR(_optimizer(0.3), t_max=5, eta_min=0.01)
+    b.load_state_dict(a.state_dict(), keep_settings=True)
+    assert b.settings() == {"t_max": 5, "eta_min": 0.01} and b.last_epoch == 2
+    fresh = CosineAnnealingLR(_optimizer(0.3), t_max=5, eta_min=0.01)
+    assert _lrs(b, 3) == _lrs(fresh, 5)[2:]
+
+
 def test_bad_settings_are_rejected() -> None:
     with pytest.raises(ValueError, match="step_size"):
         StepLR(_optimizer(), 0)

@@ -123,7 +123,8 @@ def _add_recipe_options(g: argparse._ArgumentGroup) -> None:
         "--schedule",
         choices=SCHEDULES,
         help="learning rate over the epochs: none keeps it; step multiplies it by --gamma "
-        "every --step-size epochs; cosine anneals it to 0 over the run "
+        "every --step-size epochs; cosine anneals it to 0 over the run (over the new "
+        "--epochs when a resume extends it) "
         f"({_preset_values('schedule', lambda value: value != 'none')})",
     )
     g.add_argument(
@@ -232,7 +233,7 @@ def run(args: argparse.Namespace) -> int:
     data, notes = _training_data(config, preset)
     model = _model(config, preset, data, checkpoint)
     _check_batches_for_batch_norm(config, model, len(data.train_labels))
-    notes += _threads_notes(config, previous)
+    notes += _threads_notes(config, previous) + _schedule_notes(config, previous)
     parallel = distributed.data_parallel(args, world, config, previous)
     if parallel is not None:
         notes.append(distributed.describe(parallel, npcnn.get_num_threads()))
@@ -416,6 +417,17 @@ def _threads_notes(config: dict[str, Any], previous: dict[str, Any] | None) -> l
         f"this one {config['threads']}: "
         "sums are split differently, so the result may differ from an uninterrupted run "
         "in the last bits"
+    ]
+
+
+def _schedule_notes(config: dict[str, Any], previous: dict[str, Any] | None) -> list[str]:
+    """A note when a resume with another --epochs re-plans the cosine schedule."""
+    before = (previous or {}).get("epochs")
+    if config["schedule"] != "cosine" or before is None or before == config["epochs"]:
+        return []
+    return [
+        f"note: the cosine schedule now anneals to 0 over {config['epochs']} epochs "
+        f"(it was planned for {before}); the epochs already run keep their rates"
     ]
 
 

@@ -59,12 +59,16 @@ class LRScheduler:
             "last_epoch": self.last_epoch,
             "base_lr": self.base_lr,
         }
-        state.update({name: getattr(self, name) for name in self._config})
+        state.update(self.settings())
         return state
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any], keep_settings: bool = False) -> None:
         """Restore :meth:`state_dict` output and set the optimiser's rate to match.
 
+        As PyTorch, the saved settings (``t_max``, ``step_size``, ...) replace
+        this scheduler's; with ``keep_settings`` only the position and base
+        rate are restored, and the schedule goes on with the settings it was
+        built with (a run resumed with more epochs anneals over its new length).
         Raises ValueError if the state belongs to another kind of schedule.
         """
         kind = state.get("type", type(self).__name__)
@@ -72,10 +76,14 @@ class LRScheduler:
             raise ValueError(f"cannot load a {kind} state into a {type(self).__name__}")
         self.last_epoch = int(state["last_epoch"])
         self.base_lr = float(state["base_lr"])
-        for name in self._config:
+        for name in () if keep_settings else self._config:
             if name in state:
                 setattr(self, name, type(getattr(self, name))(state[name]))
         self.optimizer.lr = self.lr_at(self.last_epoch)
+
+    def settings(self) -> dict[str, Any]:
+        """The schedule's settings (``t_max``, ``step_size``, ...), as in :meth:`state_dict`."""
+        return {name: getattr(self, name) for name in self._config}
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{n}={getattr(self, n)!r}" for n in self._config)

@@ -507,6 +507,8 @@ class Trainer:
         self.extensions.load_state_dicts(ckpt["extension_states"], source)
         self.model.load_state_dict(ckpt["model_state"])
         self.optimizer.load_state_dict(ckpt["optimizer_state"])
+        if self._schedule_replanned(ckpt["extension_states"].get("scheduler")):
+            self.optimizer.lr = self.scheduler.get_last_lr()  # the new schedule's rate
         set_generator_states(self.model, ckpt["generator_states"])
         if ckpt["data_state"] is not None:
             self._train.set_state(ckpt["data_state"])  # a state that does not fit fails here
@@ -520,6 +522,13 @@ class Trainer:
             lr=ckpt["epoch_lr"],
             totals={**_EMPTY_TOTALS, **ckpt["totals"]},
         )
+
+    def _schedule_replanned(self, saved: Mapping[str, Any] | None) -> bool:
+        """Whether the scheduler's settings differ from those of the checkpoint's run."""
+        if self.scheduler is None or saved is None:
+            return False
+        settings = self.scheduler.settings()
+        return any(saved.get(name, value) != value for name, value in settings.items())
 
     def _check_resumable(self, ckpt: Mapping[str, Any], source: str) -> None:
         if json.dumps(ckpt["architecture"]) != json.dumps(layer_spec(self.model)):

@@ -17,7 +17,9 @@ class LRSchedule(Callback):
 
     Epoch e (1-based) thus trains with lr_{e-1} of the schedule (see
     :mod:`npcnn.training.schedules`). State: ``scheduler.state_dict()``,
-    saved under "scheduler"; restoring it sets the optimiser's rate.
+    saved under "scheduler"; restoring it sets the optimiser's rate. A resume
+    keeps the settings this scheduler was built with (``t_max`` set to a new
+    number of epochs, say) and takes the position from the checkpoint.
     """
 
     def __init__(self, scheduler: LRScheduler) -> None:
@@ -31,7 +33,7 @@ class LRSchedule(Callback):
         return self.scheduler.state_dict()
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.scheduler.load_state_dict(state)
+        self.scheduler.load_state_dict(state, keep_settings=True)
 
     def on_train_epoch_end(self, trainer: Trainer, logs: dict[str, Any]) -> None:
         self.scheduler.step()
