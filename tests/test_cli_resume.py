@@ -114,6 +114,43 @@ def test_allow_data_change_continues_on_other_data_and_records_it(
     }
 
 
+def _write_digits(data_dir: Path, first: int) -> None:
+    """96 training and 40 test digits of the sample, from training digit `first` on."""
+    from npcnn.data import load_dataset, write_idx
+
+    sample = load_dataset("sample")
+    data_dir.mkdir(exist_ok=True)
+    for name, array in (
+        ("train-images-idx3-ubyte.gz", sample.train_images[first : first + 96]),
+        ("train-labels-idx1-ubyte.gz", sample.train_labels[first : first + 96].astype(np.uint8)),
+        ("t10k-images-idx3-ubyte.gz", sample.test_images[:40]),
+        ("t10k-labels-idx1-ubyte.gz", sample.test_labels[:40].astype(np.uint8)),
+    ):
+        write_idx(data_dir / name, array)
+
+
+def test_a_resume_on_replaced_files_counts_as_other_data(tmp_path, capsys) -> None:
+    data_dir = tmp_path / "digits"
+    _write_digits(data_dir, 0)
+    argv = ["--data", data_dir, "--no-progress", "--out"]
+    assert run_cli(capsys, "train", "--epochs", "1", *argv, tmp_path / "a")[0] == 0
+    checkpoint = tmp_path / "a" / "checkpoint.npz"
+    fingerprint = load_checkpoint(checkpoint)["run"]["data_fingerprint"]
+    _write_digits(data_dir, 96)  # the same sizes, other digits
+    resume = ["train", "--resume", checkpoint, "--epochs", "2", "--no-progress", "--out"]
+    code, out, err = run_cli(capsys, *resume, tmp_path / "b")
+    assert code == 2 and out == "" and not (tmp_path / "b").exists()
+    assert err == (
+        f"npcnn: error: the data at {data_dir} differs from what the checkpoint's run trained "
+        "on (same name, other contents); add --allow-data-change to continue training on it\n"
+    )
+    code, out, _ = run_cli(capsys, *resume, tmp_path / "c", "--allow-data-change")
+    assert code == 0, out
+    config = json.loads((tmp_path / "c" / "run.json").read_text())["config"]
+    assert config["data_changed_from"] == {"contents": fingerprint}
+    assert config["data_fingerprint"] != fingerprint
+
+
 def test_a_failed_resume_leaves_no_directory(tmp_path, capsys, first_epoch) -> None:
     """A checkpoint that is damaged where only the trainer sees it: the error comes after
     the run directory was chosen and its run.json written."""

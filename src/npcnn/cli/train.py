@@ -215,7 +215,12 @@ def run(args: argparse.Namespace) -> int:
     import npcnn
     from npcnn.cli.common import set_threads
     from npcnn.cli.rundir import discarded_if_unused
-    from npcnn.cli.train_config import check_something_to_train, previous_config, resolve_config
+    from npcnn.cli.train_config import (
+        check_same_data,
+        check_something_to_train,
+        previous_config,
+        resolve_config,
+    )
     from npcnn.models import get_preset
     from npcnn.nn import use_reference
     from npcnn.training import NonFiniteLossError, NonFiniteWeightsError, TrainingInterrupted
@@ -231,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
     _check_plot_dependencies()
     preset = get_preset(config["preset"])
     data, notes = _training_data(config, preset)
+    check_same_data(args, config, previous, data)
     model = _model(config, preset, data, checkpoint)
     _check_batches_for_batch_norm(config, model, len(data.train_labels))
     notes += _threads_notes(config, previous) + _schedule_notes(config, previous)

@@ -5,7 +5,9 @@ the seed and every recipe field. They are written to run.json and into
 every checkpoint, so that a checkpoint alone says how to continue its run.
 A resume keeps its preset, seed and data: asking for another one is
 refused, except other data with ``--allow-data-change`` (fine-tuning),
-which the run records under ``data_changed_from``.
+which the run records under ``data_changed_from``. The data's contents are
+recorded too (``data_fingerprint``): a data set or directory whose files
+were replaced counts as other data.
 """
 
 from __future__ import annotations
@@ -173,3 +175,23 @@ def check_something_to_train(checkpoint: dict[str, Any], epochs: int, path: Path
             f"--epochs N with N > {done} to train further, or see its results with "
             f"'npcnn evaluate {path}'"
         )
+
+
+def check_same_data(
+    args: argparse.Namespace, config: dict[str, Any], previous: dict[str, Any] | None, data: Any
+) -> None:
+    """Record the data's fingerprint in ``config``; refuse a resume whose data (same name
+    or directory) no longer holds what the run trained on, unless --allow-data-change."""
+    from npcnn.data.fingerprint import fingerprint
+
+    config["data_fingerprint"] = fingerprint(data)
+    before = (previous or {}).get("data_fingerprint")
+    if before is None or before == config["data_fingerprint"]:
+        return
+    if not getattr(args, "allow_data_change", False):
+        raise UsageError(
+            f"the data at {config['data']} differs from what the checkpoint's run trained on "
+            "(same name, other contents); add --allow-data-change to continue training on it"
+        )
+    if all(previous.get(k, config[k]) == config[k] for k in DATA_SETTINGS):  # (else recorded)
+        config["data_changed_from"] = {"contents": before}
