@@ -180,6 +180,8 @@ def test_resume_continues_and_equals_an_uninterrupted_run(tmp_path, capsys) -> N
     resumed = tmp_path / "a-resumed"
     assert "resuming training" in out and f"run directory: {resumed}" in out
     assert "augment flip, label smoothing 0.2" in out  # the resumed run keeps the settings
+    # The epoch lines' test losses are smoothed, the final report's is not: it says so.
+    assert re.search(r"^test loss [\d.]+ \(plain cross-entropy\), test accuracy", out, re.M)
     assert json.loads((resumed / "run.json").read_text())["config"]["label_smoothing"] == 0.2
     rows = (resumed / "log.csv").read_text().strip().splitlines()[1:]
     assert [r.split(",")[0] for r in rows] == ["1", "2"]

@@ -587,8 +587,10 @@ def _finish(
     metrics = write_report(run_dir, model, data, extra, record["config"]["tta"])
     test, plain = metrics["test"], metrics.get("test_without_tta")
     without = "" if plain is None else f" (without tta {100 * plain['accuracy']:.2f}%)"
+    # With label smoothing the epoch lines' losses are smoothed; this one is not.
+    plain_loss = " (plain cross-entropy)" if record["config"].get("label_smoothing") else ""
     print(
-        f"test loss {test['loss']:.4f}, test accuracy {100 * test['accuracy']:.2f}% "
+        f"test loss {test['loss']:.4f}{plain_loss}, test accuracy {100 * test['accuracy']:.2f}% "
         f"({test['correct']}/{test['count']}){without}"
     )
     print(
