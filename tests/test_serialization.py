@@ -217,6 +217,38 @@ def test_wrong_shape_array_is_refused_naming_it(tmp_path: Path, rng) -> None:
         npcnn.load(path)
 
 
+@pytest.mark.parametrize(
+    ("name", "dtype"),
+    [
+        ("0.weight", "int64"),
+        ("0.weight", "bool"),
+        ("0.weight", "complex128"),
+        ("0.weight", "float16"),
+        ("1.running_mean", "int32"),
+        ("1.num_batches_tracked", "float32"),
+    ],
+)
+def test_an_array_of_the_wrong_dtype_is_refused_naming_it(
+    name: str, dtype: str, tmp_path: Path, rng, capsys
+) -> None:
+    arrays = model_to_arrays(_every_layer_model(rng))
+    arrays[name] = arrays[name].astype(dtype)
+    path = tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    _short_value_error(path, f"'{name}'", f"dtype {dtype}")
+    assert f"dtype {dtype}" in _cli_error(capsys, "summary", path)
+
+
+def test_load_state_dict_refuses_an_array_of_another_kind(rng) -> None:
+    model = nn.Sequential(nn.Dense(3, 4, rng=rng), nn.BatchNorm1D(4))
+    state = model.state_dict()
+    with pytest.raises(ValueError, match=r"0\.weight: dtype int64 in the state dict, float32"):
+        model.load_state_dict({**state, "0.weight": state["0.weight"].astype(np.int64)})
+    with pytest.raises(ValueError, match=r"1\.num_batches_tracked: dtype float64"):
+        model.load_state_dict({**state, "1.num_batches_tracked": np.array(1.0)})
+    model.load_state_dict({**state, "0.weight": state["0.weight"].astype(np.float64)})
+
+
 def test_missing_array_is_refused_naming_it(tmp_path: Path, rng) -> None:
     arrays = model_to_arrays(_every_layer_model(rng))
     del arrays["1.running_var"]

@@ -4,8 +4,9 @@ A model file is one .npz: the architecture as JSON (under a reserved key)
 and every parameter and buffer under its dotted state-dict name. Loading
 uses `allow_pickle=False`, so a file can never run code, and every way a
 file can be wrong (not an .npz, not ours, an unknown layer, a missing or
-misshapen array, NaN weights, a training checkpoint) is a `ValueError` of
-one short line that starts with the file's name and says which.
+misshapen array, an array of another dtype, NaN weights, a training
+checkpoint) is a `ValueError` of one short line that starts with the
+file's name and says which.
 
 A damaged or crafted file cannot make loading allocate what it claims:
 the zip directory and each array's header are checked against the file's
@@ -134,6 +135,7 @@ def model_from_arrays(arrays: Mapping[str, np.ndarray], source: str = "the array
         raise ValueError(f"{source}: arrays {names_list(missing)} are missing from the file")
     if unexpected:
         raise ValueError(f"{source}: arrays {names_list(unexpected)} are not in the architecture")
+    _check_kinds(model, state, source)
     try:
         model.load_state_dict(state, strict=True)
     except ValueError as err:
@@ -185,9 +187,12 @@ def _check_state(state: Mapping[str, np.ndarray], source: str) -> None:
             f"({names_list(sorted(records), 2)}): use npcnn.training.load_checkpoint"
         )
     for name, value in state.items():
-        if value.dtype.kind not in "biuf":
+        if value.dtype.kind not in "iuf" or (
+            value.dtype.kind == "f" and value.dtype not in (np.float32, np.float64)
+        ):
             raise ValueError(
-                f"{source}: array {clip(name, 60)!r} has non-numeric dtype {value.dtype}"
+                f"{source}: array {clip(name, 60)!r} has dtype {value.dtype} "
+                "(a model holds float32 or float64 weights and integer counters)"
             )
     bad = [(name, value) for name, value in state.items() if not _all_finite(value)]
     if bad:
@@ -198,6 +203,21 @@ def _check_state(state: Mapping[str, np.ndarray], source: str) -> None:
             f"{source}: the model's weights contain NaN or infinity ({count:,} "
             f"value{'s' if count > 1 else ''} in {clip(name, 60)!r}{more})"
         )
+
+
+def _check_kinds(model: Layer, state: Mapping[str, np.ndarray], source: str) -> None:
+    """Refuse an array that is not of the kind the model holds there: integers
+    for a float weight (loaded silently, they would be a broken model), floats
+    for an integer counter."""
+    own = {name: p.data for name, p in model.named_parameters()}
+    own.update(model.named_buffers())
+    for name, target in own.items():
+        value = state[name]
+        if (value.dtype.kind == "f") != (target.dtype.kind == "f"):
+            raise ValueError(
+                f"{source}: array {clip(name, 60)!r} has dtype {value.dtype} "
+                f"where the model holds {target.dtype}"
+            )
 
 
 def _all_finite(value: np.ndarray) -> bool:

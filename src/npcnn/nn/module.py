@@ -348,7 +348,8 @@ class Layer:
         Raises:
             ValueError: with `strict`, if a name is missing or unexpected (the
                 first few of each are named); always, if an array's shape does
-                not match.
+                not match or it is not a float where the model holds one (or
+                the reverse: integers for a counter).
         """
         own = {name: p.data for name, p in self.named_parameters()}
         own.update(self.named_buffers())
@@ -371,6 +372,10 @@ class Layer:
             if value.shape != target.shape:
                 raise ValueError(
                     f"{name}: shape {value.shape} in the state dict, {target.shape} in the model"
+                )
+            if (value.dtype.kind == "f") != (target.dtype.kind == "f"):
+                raise ValueError(
+                    f"{name}: dtype {value.dtype} in the state dict, {target.dtype} in the model"
                 )
             target[...] = value
 
