@@ -297,11 +297,39 @@ def test_commands_other_than_train_refuse_a_launcher_of_several(monkeypatch, cap
     assert "summary runs in one process, and 2 were started (PMI_SIZE=2)" in capsys.readouterr().err
 
 
-def test_distributed_without_mpi4py_says_what_to_install(monkeypatch) -> None:
+def _without_mpi4py_or_launcher(monkeypatch) -> None:
+    """mpi4py absent (as if not installed), no launcher, no MPI world joined yet."""
+    from npcnn.distributed import launch
+
     monkeypatch.setitem(sys.modules, "mpi4py", None)
+    monkeypatch.setattr(launch, "_active", None)
+    for name in launch.LAUNCHER_SIZES:
+        monkeypatch.delenv(name, raising=False)
+
+
+def test_the_library_trains_in_one_process_without_mpi4py(monkeypatch) -> None:
+    _without_mpi4py_or_launcher(monkeypatch)
     assert isinstance(init_world(False), SingleProcess)  # a world of one needs no MPI
+    with pytest.warns(UserWarning, match=r"mpi4py is not installed: .*one process"):
+        world = init_world(True)  # as the README's DataParallel example, without mpiexec
+    assert isinstance(world, SingleProcess) and world.size == 1
+
+
+def test_a_launcher_of_several_without_mpi4py_says_what_to_install(monkeypatch) -> None:
+    _without_mpi4py_or_launcher(monkeypatch)
+    monkeypatch.setenv("PMI_SIZE", "2")
     with pytest.raises(ImportError, match=r"pip install 'npcnn\[distributed\]'"):
         init_world(True)
+
+
+def test_train_distributed_without_mpi4py_says_what_to_install(monkeypatch, capsys) -> None:
+    from npcnn.cli.main import main
+
+    _without_mpi4py_or_launcher(monkeypatch)
+    assert main(["train", "--distributed", "--data", "sample", "--epochs", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("npcnn: error: ") and len(err.splitlines()) == 1, err
+    assert "pip install 'npcnn[distributed]'" in err and "warning" not in err
 
 
 def test_a_parameter_shared_by_two_layers_is_summed_after_both_backward_passes() -> None:

@@ -64,7 +64,7 @@ def join_world(args: argparse.Namespace) -> tuple[World, int | None]:
 
     if (args.sync_bn is not None or args.collective_timeout) and not args.distributed:
         raise UsageError("--sync-bn and --collective-timeout go with --distributed")
-    world = init_world(args.distributed, timeout=args.collective_timeout)
+    world = init_world(args.distributed, timeout=args.collective_timeout, require_mpi=True)
     if world.size == 1:
         return world, None
     cores = available_cores()

@@ -183,7 +183,7 @@ def join_early(argv: Sequence[str]) -> None:
     Failing to join is left to the command to report (it joins again)."""
     if "--distributed" in argv:
         with contextlib.suppress(ImportError, LaunchError, RuntimeError):
-            init_world(True)
+            init_world(True, require_mpi=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

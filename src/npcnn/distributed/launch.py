@@ -4,7 +4,10 @@
 distributed, else an `MPIWorld`. It is where the launcher's mistakes are
 caught, each with a message that says what to do:
 
-- ``--distributed`` without mpi4py: what to install;
+- ``distributed`` without mpi4py: what to install, when a launcher started
+  several processes or the caller asks for MPI (``require_mpi``, as
+  ``npcnn train --distributed`` does); otherwise the world of one, with a
+  warning that mpi4py is missing (a library script runs without mpiexec);
 - an ``mpiexec`` of another MPI than mpi4py's: the launcher started K
   processes (its environment says so) but each one is "rank 0 of 1";
 - K processes started without ``--distributed``: each would train the same
@@ -19,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Mapping
 
 from npcnn.distributed.world import SingleProcess, World
@@ -47,16 +51,21 @@ def launcher_size(environ: Mapping[str, str] | None = None) -> tuple[int, str | 
     return 1, None
 
 
-def init_world(distributed: bool, timeout: float | None = None) -> World:
+def init_world(
+    distributed: bool, timeout: float | None = None, *, require_mpi: bool = False
+) -> World:
     """The world this process trains in, made the active one (called again, the same
-    MPI world, with the new ``timeout``).
+    MPI world, with the new ``timeout``). With ``distributed`` but no mpi4py and no
+    launcher that started several processes, the world of one (warning that mpi4py
+    is missing), unless ``require_mpi``.
 
     Raises:
         LaunchError: a launcher started several processes without ``distributed``, or
             its MPI is not mpi4py's. In the first case MPI is still joined when it
             can be, so that `abort_job` ends the ranks that did ask for it (they
             would otherwise wait for this one for ever).
-        ImportError: ``distributed`` without mpi4py (its message says what to install).
+        ImportError: ``distributed`` without mpi4py when a launcher started several
+            processes or ``require_mpi`` (its message says what to install).
     """
     global _active
     started, variable = launcher_size()
@@ -72,7 +81,13 @@ def init_world(distributed: bool, timeout: float | None = None) -> World:
             raise error
         _active = SingleProcess()
         return _active
-    world = _joined(timeout)
+    try:
+        world = _joined(timeout)
+    except ImportError as err:
+        if err.name != "mpi4py" or started > 1 or require_mpi:
+            raise
+        _active = _world_of_one_without_mpi4py()
+        return _active
     if world.size == 1 and started > 1:
         world.close()
         raise LaunchError(
@@ -83,6 +98,16 @@ def init_world(distributed: bool, timeout: float | None = None) -> World:
         )
     _active = world
     return world
+
+
+def _world_of_one_without_mpi4py() -> World:
+    """The world of one, for a library script run without mpiexec and without mpi4py."""
+    warnings.warn(
+        "mpi4py is not installed: training in one process "
+        "(pip install 'npcnn[distributed]' to train on several)",
+        stacklevel=3,  # init_world's caller
+    )
+    return SingleProcess()
 
 
 def _joined(timeout: float | None) -> World:
