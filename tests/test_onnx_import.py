@@ -397,6 +397,66 @@ def test_a_layer_that_refuses_its_input_is_named(tmp_path) -> None:
         load(_graph_file(tmp_path / "gap.onnx", nodes, [w]))
 
 
+def _two_inputs(tmp_path):
+    inputs = [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", 1, 4, 4]) for name in "ab"
+    ]
+    nodes = [helper.make_node("Add", ["a", "b"], ["y"], name="add")]
+    return _graph_file(tmp_path / "two.onnx", nodes, inputs=inputs)
+
+
+def _two_outputs(tmp_path):
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 4, 4])]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("y", "z")]
+    nodes = [
+        helper.make_node("Relu", ["input"], ["y"], name="r"),
+        helper.make_node("Sigmoid", ["input"], ["z"], name="s"),
+    ]
+    graph = helper.make_graph(nodes, "g", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    path = tmp_path / "outs.onnx"
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda tmp: _graph_file(
+                tmp / "id.onnx", [helper.make_node("Identity", ["input"], ["y"], name="i")]
+            ),
+            "cannot import a graph whose output does not depend on its input through layers",
+        ),
+        (_two_inputs, "cannot import a graph of 2 inputs (a, b): npcnn models take one"),
+        (_two_outputs, "cannot import a graph of 2 outputs: npcnn models give one"),
+        (
+            lambda tmp: _graph_file(
+                tmp / "dyn.onnx",
+                [helper.make_node("Relu", ["x"], ["y"], name="r")],
+                inputs=[helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", 4])],
+            ),
+            "cannot import input 'x' of shape [None, 1, None, 4]: npcnn needs (batch, fixed",
+        ),
+        (
+            lambda tmp: _graph_file(
+                tmp / "mask.onnx",
+                [
+                    helper.make_node("Dropout", ["input"], ["d", "mask"], name="drop"),
+                    helper.make_node("Relu", ["mask"], ["y"], name="r"),
+                ],
+            ),
+            "cannot import node 'r' (Relu): it reads 'mask', an output npcnn does not compute",
+        ),
+    ],
+)
+def test_graph_level_refusals_read_as_sentences(make, message, tmp_path) -> None:
+    path = make(tmp_path)
+    with pytest.raises(ValueError) as info:
+        load(path)
+    assert str(info.value).startswith(f"{path}: {message}"), str(info.value)
+
+
 def test_initializers_listed_as_graph_inputs_are_weights(tmp_path, rng) -> None:
     """Old IR versions list every initializer among the graph's inputs too."""
     w = rng.standard_normal((2, 1, 3, 3)).astype(np.float32)

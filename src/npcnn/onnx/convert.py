@@ -59,7 +59,7 @@ class Converter:
         inputs = [v for v in self.graph.input if v.name not in self.values]
         if len(inputs) != 1:
             raise UnsupportedOnnx(
-                f"the graph has {len(inputs)} inputs ({', '.join(v.name for v in inputs)}); "
+                f"a graph of {len(inputs)} inputs ({', '.join(v.name for v in inputs)}): "
                 "npcnn models take one"
             )
         (value,) = inputs
@@ -67,7 +67,7 @@ class Converter:
         shape = [d.dim_value if d.HasField("dim_value") else None for d in dims]
         if len(shape) < 2 or any(n is None or n <= 0 for n in shape[1:]):
             raise UnsupportedOnnx(
-                f"input {value.name!r} has shape {shape}: npcnn needs (batch, fixed sizes...)"
+                f"input {value.name!r} of shape {shape}: npcnn needs (batch, fixed sizes...)"
             )
         self.export_batch = shape[0]
         if channels_last_input(self, value.name, shape):  # (Keras through tf2onnx)
@@ -81,16 +81,20 @@ class Converter:
 
     def _model(self, x: nn.SymbolicTensor) -> nn.Model:
         if len(self.graph.output) != 1:
-            raise UnsupportedOnnx(f"the graph has {len(self.graph.output)} outputs; npcnn: one")
+            raise UnsupportedOnnx(
+                f"a graph of {len(self.graph.output)} outputs: npcnn models give one"
+            )
         out = self.values.get(self.graph.output[0].name)
         if not isinstance(out, Batch) or out.tensor is x or any(out.pad):
-            raise UnsupportedOnnx("the graph's output does not depend on its input through layers")
+            raise UnsupportedOnnx(
+                "a graph whose output does not depend on its input through layers"
+            )
         return nn.Model(x, out.tensor)
 
     def _value(self, node: Any, name: str) -> Any:
         if name not in self.values:
             raise UnsupportedOnnx(
-                f"{label(node)} reads {name!r}, an output npcnn does not compute "
+                f"{label(node)}: it reads {name!r}, an output npcnn does not compute "
                 "(a Dropout mask, pooling indices, ...)"
             )
         return self.values[name]

@@ -20,7 +20,8 @@ DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 class UnsupportedOnnx(ValueError):
-    """A node npcnn cannot represent; the message names it and says what is unsupported."""
+    """A node (or graph) npcnn cannot represent; the message names it and says what is
+    unsupported, worded to follow "cannot import " (see `npcnn.onnx.load`)."""
 
 
 def default_opset(model: Any) -> int:
