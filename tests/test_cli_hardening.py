@@ -229,3 +229,13 @@ def test_running_out_of_memory_is_one_line(tmp_path, capsys, monkeypatch) -> Non
     assert (
         err.strip() == "npcnn: error: out of memory: try a smaller --batch-size, or fewer --threads"
     )
+
+
+def test_an_empty_out_is_a_usage_error(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "train", "--out", "", "--epochs", "1", *QUICK)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith(
+        "npcnn: error: argument --out: expected a directory path, got an empty string"
+    )
+    assert list(tmp_path.iterdir()) == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 
 def _int(text: str, expected: str) -> int:
@@ -91,3 +92,11 @@ def seed(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def directory(text: str) -> Path:
+    """A directory to write; an empty string (a shell variable left unset) is refused,
+    rather than taken as the current directory."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a directory path, got an empty string")
+    return Path(text)

@@ -178,7 +178,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--out",
-        type=Path,
+        type=options.directory,
         metavar="DIR",
         help="run directory (default: runs/PRESET-TIMESTAMP; if DIR already holds files, "
         "DIR-2, DIR-3, ... is used instead)",
