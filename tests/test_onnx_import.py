@@ -520,3 +520,27 @@ def test_the_readme_onnx_example_runs(tmp_path, monkeypatch, capsys) -> None:
     assert float(capsys.readouterr().out) < 1e-4
     theirs, ours = namespace["again"].state_dict(), namespace["model"].state_dict()
     assert all(np.array_equal(theirs[k], ours[k]) for k in ours) and theirs.keys() == ours.keys()
+
+
+def test_export_and_import_refuse_to_overwrite_without_force(tmp_path, capsys) -> None:
+    model_file, onnx_file, npz_file = (
+        tmp_path / "model.npz",
+        tmp_path / "m.onnx",
+        tmp_path / "o.npz",
+    )
+    npcnn.save(PRESETS["small"].model(seed=0), model_file)
+    onnx_file.write_bytes(b"an earlier file")
+    npcnn.save(PRESETS["small"].model(seed=1), npz_file)  # an earlier run's model
+    for argv, path in (
+        (["export", model_file, onnx_file], onnx_file),
+        (["import", onnx_file, npz_file], npz_file),
+    ):
+        earlier = path.read_bytes()
+        assert main([str(a) for a in argv]) == 1
+        out, err = capsys.readouterr()
+        assert out == "" and err == f"npcnn: error: {path} exists; add --force to overwrite it\n"
+        assert path.read_bytes() == earlier
+        assert main([str(a) for a in [*argv, "--force"]]) == 0
+        assert f"wrote {path}" in capsys.readouterr().out
+        assert path.read_bytes() != earlier
+    assert npz_file.read_bytes() == model_file.read_bytes()  # the seed-0 model, round trip

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from npcnn.cli.errors import EXIT_OK, CLIError, UsageError
+from npcnn.cli.errors import EXIT_OK, CLIError
+from npcnn.cli.outputs import add_output_arguments, check_output
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         'the model\'s state-dict names. Needs the onnx extra: pip install "npcnn[onnx]".',
     )
     p.add_argument("model", metavar="MODEL", help="a model .npz (or a checkpoint)")
-    p.add_argument("output", metavar="OUT.onnx", type=Path, help="the ONNX file to write")
+    add_output_arguments(p, "OUT.onnx", "the ONNX file to write")
     p.add_argument(
         "--opset",
         type=int,
@@ -53,10 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from npcnn.cli.common import check_model_fits, load_model
     from npcnn.onnx import OnnxMissingError, export
 
-    if args.output.suffix.lower() != ".onnx":
-        raise UsageError(f"the output file should end in .onnx, got {args.output}")
-    if args.output.is_dir():
-        raise CLIError(f"{args.output} is a directory")
+    check_output(args.output, ".onnx", args.force)
     model = load_model(args.model)
     shape = args.input_shape or getattr(model, "input_shape", (1, 28, 28))
     check_model_fits(model, shape, args.model)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from npcnn.cli.errors import EXIT_OK, CLIError, UsageError
+from npcnn.cli.errors import EXIT_OK, CLIError
+from npcnn.cli.outputs import add_output_arguments, check_output
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         'written. Needs the onnx extra: pip install "npcnn[onnx]".',
     )
     p.add_argument("source", metavar="MODEL.onnx", help="the ONNX file")
-    p.add_argument("output", metavar="OUT.npz", type=Path, help="the npcnn model file to write")
+    add_output_arguments(p, "OUT.npz", "the npcnn model file to write")
     p.add_argument(
         "--allow-external-data",
         action="store_true",
@@ -31,10 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import npcnn
     from npcnn.cli.common import load_onnx_model
 
-    if args.output.suffix.lower() != ".npz":
-        raise UsageError(f"the output file should end in .npz, got {args.output}")
-    if args.output.is_dir():
-        raise CLIError(f"{args.output} is a directory")
+    check_output(args.output, ".npz", args.force)
     model = load_onnx_model(args.source, allow_external_data=args.allow_external_data)
     try:
         npcnn.save(model, args.output)
