@@ -39,6 +39,21 @@ def test_help_lists_the_commands_and_the_quick_trial_options(capsys) -> None:
     assert code == 0 and npcnn.__version__ in out
 
 
+@pytest.mark.parametrize("command", ["summary", "export"])
+def test_model_help_names_every_kind_of_model_file_taken(command) -> None:
+    """MODEL may be an .npz, an .onnx file or a training checkpoint (load_model)."""
+    import argparse
+
+    from npcnn.cli.main import build_parser
+
+    subparsers = next(
+        a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+    )
+    (model,) = [a for a in subparsers.choices[command]._actions if a.metavar == "MODEL"]
+    assert ".npz" in model.help and ".onnx" in model.help and "checkpoint" in model.help
+    assert "written by 'npcnn train'" not in model.help
+
+
 @pytest.mark.parametrize(
     ("argv", "fragments"),
     [

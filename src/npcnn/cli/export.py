@@ -18,7 +18,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "checkpoint's model) as ONNX, with a dynamic batch dimension; initializers carry "
         'the model\'s state-dict names. Needs the onnx extra: pip install "npcnn[onnx]".',
     )
-    p.add_argument("model", metavar="MODEL", help="a model .npz (or a checkpoint)")
+    p.add_argument(
+        "model", metavar="MODEL", help="a model .npz or .onnx file, or a training checkpoint"
+    )
     add_output_arguments(p, "OUT.onnx", "the ONNX file to write")
     p.add_argument(
         "--opset",

@@ -14,7 +14,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="print a model's layers, output shapes and parameter counts",
         description="Print the layer table of a preset's network or of a saved model.",
     )
-    p.add_argument("model", nargs="?", metavar="MODEL", help="a model .npz (default: a preset)")
+    p.add_argument(
+        "model",
+        nargs="?",
+        metavar="MODEL",
+        help="a model .npz or .onnx file, or a training checkpoint (default: a preset)",
+    )
     p.add_argument(
         "--preset",
         choices=list(PRESETS),
