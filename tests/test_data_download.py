@@ -19,6 +19,7 @@ from npcnn.data import (
     FileSpec,
     default_cache_dir,
     load_dataset,
+    load_split,
 )
 from npcnn.data import download as download_module
 from npcnn.data.datasets import IDX_FILE_NAMES
@@ -387,3 +388,21 @@ def test_debian_fashion_mnist_found_offline_and_verified(tmp_path):
     assert ds.source == DEBIAN
     assert ds.train_images.shape == (60000, 28, 28) and ds.test_images.shape == (10000, 28, 28)
     assert np.bincount(ds.train_labels).tolist() == [6000] * 10
+
+
+def test_load_split_downloads_only_the_files_of_its_split(server, toy, tmp_path):
+    arrays, blobs, md5, _ = toy
+    _serve_all(server, "m1", blobs)
+    test = load_split("toy", "test", spec=_spec([server.mirror("m1")], md5), cache_dir=tmp_path)
+    np.testing.assert_array_equal(test.images, arrays[2])
+    np.testing.assert_array_equal(test.labels, arrays[3])
+    assert test.classes == list(CLASSES) and test.split == "test"
+    assert sorted(server.requests) == [f"/m1/{name}" for name in sorted(IDX_FILE_NAMES[2:])]
+    assert sorted(p.name for p in (tmp_path / "toy").iterdir()) == sorted(IDX_FILE_NAMES[2:])
+
+
+def test_load_split_offline_names_only_the_missing_files_of_its_split(toy, tmp_path):
+    _, _, md5, _ = toy
+    with pytest.raises(DownloadError) as info:
+        load_split("toy", "test", spec=_spec([], md5), cache_dir=tmp_path)
+    assert IDX_FILE_NAMES[2] in info.value.summary and IDX_FILE_NAMES[0] not in info.value.summary

@@ -14,6 +14,7 @@ from npcnn.data import (
     LabelError,
     default_cache_dir,
     load_dataset,
+    load_split,
     write_idx,
 )
 from npcnn.data.datasets import IDX_FILE_NAMES
@@ -136,6 +137,31 @@ def test_directory_missing_a_file(tmp_path):
     (tmp_path / "d" / "t10k-images-idx3-ubyte").unlink()
     with pytest.raises(DataError, match=r"missing IDX file\(s\) t10k-images-idx3-ubyte"):
         load_dataset(tmp_path / "d")
+
+
+def test_one_split_of_a_directory_needs_only_its_two_files(tmp_path):
+    arrays = _write_dir(tmp_path / "d", labels_max=11)
+    for name in IDX_FILE_NAMES[:2]:
+        (tmp_path / "d" / name).unlink(missing_ok=True)
+        (tmp_path / "d" / name.removesuffix(".gz")).unlink(missing_ok=True)
+    test = load_split(tmp_path / "d", "test", num_classes=12)
+    assert (test.name, test.split, test.num_classes) == ("d", "test", 12)
+    np.testing.assert_array_equal(test.images, arrays[2])
+    np.testing.assert_array_equal(test.labels, arrays[3])
+    assert len(test.head(3).labels) == 3 and test.image_shape == (28, 28)
+    with pytest.raises(DataError, match=r"missing IDX file\(s\) train-images-idx3-ubyte\[\.gz\], "):
+        load_split(tmp_path / "d", "train", num_classes=12)
+    with pytest.raises(LabelError, match=r"outside 0\.\.9"):
+        load_split(tmp_path / "d", "test")
+
+
+def test_one_split_of_the_sample_is_that_of_the_whole(sample):
+    test = load_split("sample", "test")
+    np.testing.assert_array_equal(test.images, sample.test_images)
+    np.testing.assert_array_equal(test.labels, sample.test_labels)
+    assert test.classes == sample.classes and test.source == sample.source
+    with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
+        load_split("sample", "validation")
 
 
 def test_directory_with_a_corrupt_file(tmp_path):

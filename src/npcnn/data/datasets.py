@@ -65,6 +65,35 @@ def check_labels(labels: np.ndarray, num_classes: int, source: str, hint: str = 
     return labels.astype(np.int64, copy=False)
 
 
+#: The splits of every data set, in the order of their files.
+SPLITS = ("train", "test")
+
+
+def check_split_name(split: str) -> str:
+    """``split`` if it is one of :data:`SPLITS`, else a ValueError."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    return split
+
+
+def _checked_split(
+    name: str, split: str, images: np.ndarray, labels: np.ndarray, num_classes: int
+) -> np.ndarray:
+    """The labels of one split as int64, after checking them and the images against
+    each other: (N, H, W) uint8 images, (N,) integer labels in ``[0, num_classes)``."""
+    labels = np.asarray(labels)
+    if images.ndim != 3 or images.dtype != np.uint8:
+        raise DataError(
+            f"{name}: {split} images must be (N, H, W) uint8, got {images.shape} {images.dtype}"
+        )
+    if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
+        raise DataError(
+            f"{name}: {split} labels have shape {labels.shape}, "
+            f"expected ({images.shape[0]},) to match the images"
+        )
+    return check_labels(labels, num_classes, f"{name}: {split} labels")
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     """How to obtain one named data set.
@@ -118,20 +147,10 @@ class Dataset:
 
     def __post_init__(self) -> None:
         self.classes = list(self.classes)
-        for split in ("train", "test"):
+        for split in SPLITS:
             images = getattr(self, f"{split}_images")
-            labels = np.asarray(getattr(self, f"{split}_labels"))
-            if images.ndim != 3 or images.dtype != np.uint8:
-                raise DataError(
-                    f"{self.name}: {split} images must be (N, H, W) uint8, "
-                    f"got {images.shape} {images.dtype}"
-                )
-            if labels.ndim != 1 or labels.shape[0] != images.shape[0]:
-                raise DataError(
-                    f"{self.name}: {split} labels have shape {labels.shape}, "
-                    f"expected ({images.shape[0]},) to match the images"
-                )
-            labels = check_labels(labels, len(self.classes), f"{self.name}: {split} labels")
+            labels = getattr(self, f"{split}_labels")
+            labels = _checked_split(self.name, split, images, labels, len(self.classes))
             setattr(self, f"{split}_labels", labels)
 
     @property
@@ -142,6 +161,44 @@ class Dataset:
     def image_shape(self) -> tuple[int, int]:
         """(H, W) of one image."""
         return tuple(self.train_images.shape[1:])
+
+
+@dataclass
+class DatasetSplit:
+    """One split (``"train"`` or ``"test"``) of a labelled image data set held in memory.
+
+    ``images``: (N, H, W) uint8; ``labels``: (N,) int64 in ``[0, len(classes))``;
+    ``source`` says where the arrays came from. What
+    :func:`npcnn.data.load_split` returns: the files of the other split are
+    neither needed nor read.
+    """
+
+    name: str
+    split: str
+    images: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        check_split_name(self.split)
+        self.classes = list(self.classes)
+        self.labels = _checked_split(
+            self.name, self.split, self.images, self.labels, len(self.classes)
+        )
+
+    def head(self, count: int | None = None) -> DatasetSplit:
+        """The same split with only its first ``count`` examples (None: all)."""
+        return dataclasses.replace(self, images=self.images[:count], labels=self.labels[:count])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W) of one image."""
+        return tuple(self.images.shape[1:])
 
 
 def _files(md5: tuple[str, ...], sha256: tuple[str | None, ...]) -> tuple[FileSpec, ...]:

@@ -19,9 +19,12 @@ from npcnn.data.checksums import FileSpec, check_digests
 from npcnn.data.datasets import (
     DATASETS,
     IDX_FILE_NAMES,
+    SPLITS,
     Dataset,
     DatasetSpec,
+    DatasetSplit,
     check_labels,
+    check_split_name,
     dataset_spec,
 )
 from npcnn.data.download import fetch, mirror_url
@@ -34,6 +37,8 @@ ENV_VAR = "NPCNN_DATA"
 CLASSES_FILE = "classes.txt"
 #: Classes of a directory that does not say: MNIST-format drop-ins have ten.
 DEFAULT_NUM_CLASSES = 10
+#: The positions of each split's images and labels among a data set's four files.
+_SPLIT_FILES = {"train": (0, 1), "test": (2, 3)}
 
 
 def default_cache_dir() -> Path:
@@ -102,11 +107,15 @@ def _manual_download_error(
 
 
 def _locate(
-    spec: DatasetSpec, target: Path, download: bool, progress: bool | None
+    spec: DatasetSpec,
+    files: Sequence[FileSpec],
+    target: Path,
+    download: bool,
+    progress: bool | None,
 ) -> list[tuple[Path, str]]:
-    """Paths of the four files of ``spec`` (downloading missing ones) with a hint for errors."""
+    """Paths of ``files`` (some of ``spec``'s, downloading missing ones) with a hint for errors."""
     found: list[tuple[Path, str] | None] = []
-    for file in spec.files:
+    for file in files:
         path = find_file(target, file)
         if path is not None:
             found.append((path, " (delete the file to download it again)"))
@@ -114,12 +123,12 @@ def _locate(
         others = (find_file(d, file) for d in spec.search_dirs)
         path = next((p for p in others if p is not None), None)
         found.append(None if path is None else (path, ""))
-    missing = [file for file, hit in zip(spec.files, found, strict=True) if hit is None]
+    missing = [file for file, hit in zip(files, found, strict=True) if hit is None]
     if missing and not download:
         raise _manual_download_error(spec, missing, target, "download=False")
     if missing and not spec.mirrors:
         raise _manual_download_error(spec, missing, target, "no mirrors known")
-    for i, file in enumerate(spec.files):
+    for i, file in enumerate(files):
         if found[i] is not None:
             continue
         try:
@@ -127,34 +136,49 @@ def _locate(
         except ChecksumError:
             raise
         except DownloadError as exc:
-            still_missing = [f for f, hit in zip(spec.files, found, strict=True) if hit is None]
+            still_missing = [f for f, hit in zip(files, found, strict=True) if hit is None]
             raise _manual_download_error(spec, still_missing, target, str(exc)) from exc
     return found  # type: ignore[return-value]
 
 
-def _load_spec(
-    spec: DatasetSpec, cache_dir: Path | None, download: bool, progress: bool | None
-) -> Dataset:
-    if spec.packaged is not None:
-        arrays, _ = read_packaged(spec.packaged)
-        return Dataset(
-            name=spec.name,
-            train_images=arrays["train_images"],
-            train_labels=arrays["train_labels"],
-            test_images=arrays["test_images"],
-            test_labels=arrays["test_labels"],
-            classes=list(spec.classes),
-            source=f"npcnn/data/sample/{spec.packaged}",
-        )
+def _read_spec_files(
+    spec: DatasetSpec,
+    files: Sequence[FileSpec],
+    cache_dir: Path | None,
+    download: bool,
+    progress: bool | None,
+) -> tuple[list[np.ndarray], str]:
+    """The arrays of ``files`` (pairs of images and labels of ``spec``), checked,
+    and the directory they were found in."""
     target = (default_cache_dir() if cache_dir is None else Path(cache_dir)) / spec.name
-    located = _locate(spec, target, download, progress)
+    located = _locate(spec, files, target, download, progress)
     arrays = [
-        _read_checked(path, file, hint)
-        for (path, hint), file in zip(located, spec.files, strict=True)
+        _read_checked(path, file, hint) for (path, hint), file in zip(located, files, strict=True)
     ]
-    for i in (1, 3):
+    for i in range(1, len(arrays), 2):
         check_labels(arrays[i], len(spec.classes), str(located[i][0]))
-    return Dataset(spec.name, *arrays, classes=list(spec.classes), source=str(located[0][0].parent))
+    return arrays, str(located[0][0].parent)
+
+
+def _load_spec(
+    spec: DatasetSpec,
+    splits: Sequence[str],
+    cache_dir: Path | None,
+    download: bool,
+    progress: bool | None,
+) -> list[DatasetSplit]:
+    """The ``splits`` of a named data set: only their files are looked for and read."""
+    if spec.packaged is not None:
+        packaged, _ = read_packaged(spec.packaged)
+        arrays = [packaged[f"{split}_{kind}"] for split in splits for kind in ("images", "labels")]
+        source = f"npcnn/data/sample/{spec.packaged}"
+    else:
+        files = [spec.files[i] for split in splits for i in _SPLIT_FILES[split]]
+        arrays, source = _read_spec_files(spec, files, cache_dir, download, progress)
+    return [
+        DatasetSplit(spec.name, split, *arrays[2 * k : 2 * k + 2], list(spec.classes), source)
+        for k, split in enumerate(splits)
+    ]
 
 
 def _read_class_names(path: Path) -> list[str] | None:
@@ -202,6 +226,37 @@ def directory_classes(
     return names
 
 
+def _directory_splits(
+    path: Path, splits: Sequence[str], classes: Sequence[str] | None, num_classes: int | None
+) -> list[DatasetSplit]:
+    """The ``splits`` of a directory of MNIST-named IDX files: only their files are read."""
+    names = directory_classes(path, classes, num_classes)
+    files = [FileSpec(IDX_FILE_NAMES[i]) for split in splits for i in _SPLIT_FILES[split]]
+    paths = [find_file(path, f) for f in files]
+    missing = [f.stem + "[.gz]" for f, p in zip(files, paths, strict=True) if p is None]
+    if missing:
+        raise DataError(f"{path}: missing IDX file(s) {', '.join(missing)}")
+    arrays = [_read_checked(p, None) for p in paths]  # type: ignore[arg-type]
+    hint = (
+        "If the data set has more classes, pass load_dataset(..., num_classes=N) "
+        f"or name them, one per line, in {path / CLASSES_FILE}."
+    )
+    for i in range(1, len(arrays), 2):
+        check_labels(arrays[i], len(names), str(paths[i]), hint)
+    name = path.name or str(path)
+    return [
+        DatasetSplit(name, split, *arrays[2 * k : 2 * k + 2], names, str(path))
+        for k, split in enumerate(splits)
+    ]
+
+
+def _joined(train: DatasetSplit, test: DatasetSplit) -> Dataset:
+    """The data set of its two splits."""
+    return Dataset(
+        train.name, train.images, train.labels, test.images, test.labels, train.classes, test.source
+    )
+
+
 def load_directory(
     path: str | os.PathLike[str],
     classes: Sequence[str] | None = None,
@@ -216,21 +271,36 @@ def load_directory(
     raises :class:`LabelError` naming the file, how many labels are out of
     range and which values.
     """
-    path = Path(path)
-    names = directory_classes(path, classes, num_classes)
-    files = [FileSpec(name) for name in IDX_FILE_NAMES]
-    paths = [find_file(path, f) for f in files]
-    missing = [f.stem + "[.gz]" for f, p in zip(files, paths, strict=True) if p is None]
-    if missing:
-        raise DataError(f"{path}: missing IDX file(s) {', '.join(missing)}")
-    arrays = [_read_checked(p, None) for p in paths]  # type: ignore[arg-type]
-    hint = (
-        "If the data set has more classes, pass load_dataset(..., num_classes=N) "
-        f"or name them, one per line, in {path / CLASSES_FILE}."
+    return _joined(*_directory_splits(Path(path), SPLITS, classes, num_classes))
+
+
+def _load_splits(
+    name_or_path: str | os.PathLike[str],
+    splits: Sequence[str],
+    cache_dir: str | os.PathLike[str] | None,
+    download: bool,
+    spec: DatasetSpec | None,
+    progress: bool | None,
+    num_classes: int | None,
+) -> list[DatasetSplit]:
+    """The ``splits`` of a named data set or a directory (see :func:`load_dataset`)."""
+    cache = None if cache_dir is None else Path(cache_dir).expanduser()
+    if spec is None and isinstance(name_or_path, str):
+        spec = dataset_spec(name_or_path)
+    if spec is not None:
+        if num_classes is not None and num_classes != len(spec.classes):
+            raise DataError(
+                f"the {spec.name!r} data set has {len(spec.classes)} classes, not "
+                f"{num_classes}; num_classes is for a directory of files"
+            )
+        return _load_spec(spec, splits, cache, download, progress)
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return _directory_splits(path, splits, None, num_classes)
+    raise DataError(
+        f"unknown data set {str(name_or_path)!r}: use one of {', '.join(DATASETS)} or a "
+        f"directory holding {', '.join(IDX_FILE_NAMES)} (gzipped or not)"
     )
-    for i in (1, 3):
-        check_labels(arrays[i], len(names), str(paths[i]), hint)
-    return Dataset(path.name or str(path), *arrays, classes=names, source=str(path))
 
 
 def load_dataset(
@@ -261,20 +331,26 @@ def load_dataset(
     outside the classes, and :class:`DownloadError` with instructions for
     placing the files by hand when they cannot be downloaded.
     """
-    cache = None if cache_dir is None else Path(cache_dir).expanduser()
-    if spec is None and isinstance(name_or_path, str):
-        spec = dataset_spec(name_or_path)
-    if spec is not None:
-        if num_classes is not None and num_classes != len(spec.classes):
-            raise DataError(
-                f"the {spec.name!r} data set has {len(spec.classes)} classes, not "
-                f"{num_classes}; num_classes is for a directory of files"
-            )
-        return _load_spec(spec, cache, download, progress)
-    path = Path(name_or_path).expanduser()
-    if path.is_dir():
-        return load_directory(path, num_classes=num_classes)
-    raise DataError(
-        f"unknown data set {str(name_or_path)!r}: use one of {', '.join(DATASETS)} or a "
-        f"directory holding {', '.join(IDX_FILE_NAMES)} (gzipped or not)"
+    return _joined(
+        *_load_splits(name_or_path, SPLITS, cache_dir, download, spec, progress, num_classes)
     )
+
+
+def load_split(
+    name_or_path: str | os.PathLike[str] = "sample",
+    split: str = "test",
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    download: bool = True,
+    spec: DatasetSpec | None = None,
+    progress: bool | None = None,
+    num_classes: int | None = None,
+) -> DatasetSplit:
+    """Load one split (``"train"`` or ``"test"``) of a data set, as a :class:`DatasetSplit`.
+
+    Like :func:`load_dataset`, whose arguments it takes, but only the two
+    files of ``split`` are looked for, downloaded if missing and read: a
+    directory or cache holding only ``t10k-*`` files gives its test split.
+    """
+    check_split_name(split)
+    return _load_splits(name_or_path, (split,), cache_dir, download, spec, progress, num_classes)[0]
