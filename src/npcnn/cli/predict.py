@@ -124,7 +124,9 @@ def classify(model: Layer, inputs: list[np.ndarray], tta: str = "none") -> np.nd
     from npcnn import nn
     from npcnn.training.evaluate import inference_logits
 
-    x = np.stack(inputs).astype(next(p.dtype for p in model.parameters()))
+    # The model's parameters decide the precision; one without any (a Relu, a pooling)
+    # computes in the dtype of its input, and float32 is what the images are.
+    x = np.stack(inputs).astype(next((p.dtype for p in model.parameters()), np.float32))
     try:
         return nn.softmax(inference_logits(model, x, tta))
     except ValueError as err:
