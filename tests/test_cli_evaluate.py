@@ -72,3 +72,7 @@ def test_predict_with_a_model_without_parameters(tmp_path, digit, capsys) -> Non
     code, out, err = run_cli(capsys, "predict", path, digit)
     assert code == 0 and err == "", err
     assert out.startswith(f"{digit}: ") and out.count("%") == 3
+    npcnn.save(nn.Sequential([nn.ReLU()]), path)  # images out, not class scores
+    code, out, err = run_cli(capsys, "predict", path, digit)
+    assert out == ""
+    assert_one_error_line(code, err, "the model's outputs for 1 image are (1, 1, 28, 28), not")

@@ -128,6 +128,12 @@ def classify(model: Layer, inputs: list[np.ndarray], tta: str = "none") -> np.nd
     # computes in the dtype of its input, and float32 is what the images are.
     x = np.stack(inputs).astype(next((p.dtype for p in model.parameters()), np.float32))
     try:
-        return nn.softmax(inference_logits(model, x, tta))
+        logits = inference_logits(model, x, tta)
     except ValueError as err:
         raise CLIError(f"the model does not take 28x28 grayscale images: {err}") from None
+    if logits.ndim != 2:
+        raise CLIError(
+            f"the model's outputs for {len(x)} image{'s' if len(x) != 1 else ''} are "
+            f"{logits.shape}, not ({len(x)}, K) scores of K classes"
+        )
+    return nn.softmax(logits)
