@@ -4,6 +4,7 @@ beside explicit options, and the run's test-time augmentation and test limit."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import npcnn
 from npcnn import nn
 from npcnn.cli.main import main
-from npcnn.data import load_dataset, write_idx
+from npcnn.data import DATASETS, DatasetSpec, FileSpec, load_dataset, write_idx
 from npcnn.data.datasets import DIGITS, IDX_FILE_NAMES
 from npcnn.models import get_preset
 
@@ -66,6 +67,27 @@ def digit(tmp_path: Path) -> Path:
     return path
 
 
+def test_evaluate_needs_only_the_test_files_of_a_directory(run_dir, tmp_path, capsys) -> None:
+    data = write_test_files(tmp_path / "t")
+    code, out, err = run_cli(capsys, "evaluate", "--data", data, run_dir / "model.npz")
+    assert code == 0, err
+    assert "Data: t test split, 40 images" in out
+
+
+def test_evaluate_needs_only_the_test_files_of_a_named_data_set(
+    run_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    cache = tmp_path / "cache"
+    write_test_files(cache / "toy")
+    md5 = {n: hashlib.md5((cache / "toy" / n).read_bytes()).hexdigest() for n in TEST_FILES}
+    files = tuple(FileSpec(name, md5.get(name)) for name in IDX_FILE_NAMES)
+    monkeypatch.setitem(DATASETS, "toy", DatasetSpec("toy", DIGITS, files))  # no mirrors
+    monkeypatch.setenv("NPCNN_DATA", str(cache))
+    code, out, err = run_cli(capsys, "evaluate", "--data", "toy", run_dir / "model.npz")
+    assert code == 0, err
+    assert "Data: toy test split, 40 images" in out
+
+
 def test_predict_with_a_model_without_parameters(tmp_path, digit, capsys) -> None:
     path = tmp_path / "pool.npz"
     npcnn.save(nn.Sequential([nn.AvgPool2D(14), nn.Flatten()]), path)  # 4 outputs
@@ -76,3 +98,48 @@ def test_predict_with_a_model_without_parameters(tmp_path, digit, capsys) -> Non
     code, out, err = run_cli(capsys, "predict", path, digit)
     assert out == ""
     assert_one_error_line(code, err, "the model's outputs for 1 image are (1, 1, 28, 28), not")
+
+
+def test_evaluate_says_when_the_runs_data_folder_has_gone(run_dir, tmp_path, capsys) -> None:
+    gone = tmp_path / "digits"
+    write_record(run_dir, data=str(gone), num_classes=None, tta="none")
+    code, _, err = run_cli(capsys, "evaluate", run_dir / "model.npz")
+    assert_one_error_line(
+        code, err, f"the run's data folder {gone} (from {run_dir / 'run.json'}) no longer exists",
+        "pass --data",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["[" * 100_000, "{not json", '{"config": {"data": [[1]], "tta": 5, "num_classes": "x"}}'],
+)
+def test_a_damaged_run_record_does_not_matter_to_explicit_options(run_dir, capsys, text) -> None:
+    (run_dir / "run.json").write_text(text)
+    options = ["--data", "sample", "--tta", "none", "--limit-test", "20"]
+    code, out, err = run_cli(capsys, "evaluate", run_dir / "model.npz", *options)
+    assert code == 0 and err == "", err
+    assert "Data: sample test split, 20 images" in out
+
+
+def test_a_damaged_run_record_value_that_is_needed_is_one_error_line(run_dir, capsys) -> None:
+    (run_dir / "run.json").write_text('{"config": {"data": [[1]], "tta": 5}}')
+    model = run_dir / "model.npz"
+    code, _, err = run_cli(capsys, "evaluate", model, "--data", "sample", "--limit-test", "20")
+    assert_one_error_line(code, err, f"{run_dir / 'run.json'}: damaged run record ('tta' is 5)")
+    code, _, err = run_cli(capsys, "evaluate", model, "--tta", "none", "--limit-test", "20")
+    assert_one_error_line(code, err, "damaged run record ('data' is [[1]])")
+
+
+def test_evaluate_notes_a_run_tested_on_fewer_images(run_dir, capsys) -> None:
+    write_record(run_dir, test_images=100, data="sample", limit_test=100, tta="none")
+    model = run_dir / "model.npz"
+    code, out, err = run_cli(capsys, "evaluate", model)
+    assert code == 0 and "Data: sample test split, 500 images" in out
+    assert err == (
+        "note: the run was tested on its first 100 test images (metrics.json); evaluating "
+        "all 500: pass --limit-test 100 to compare\n"
+    )
+    for options in (["--limit-test", "100"], ["--limit-test", "300"], ["--data", "Sample"]):
+        code, _, err = run_cli(capsys, "evaluate", model, *options)
+        assert code == 0 and ("note:" in err) == (options[0] == "--data"), (options, err)

@@ -17,7 +17,7 @@ from npcnn.text import clip, short_repr
 if TYPE_CHECKING:
     import numpy as np
 
-    from npcnn.data import Dataset
+    from npcnn.data import Dataset, DatasetSplit
     from npcnn.nn import Layer
 
 
@@ -128,7 +128,18 @@ def load_data(name: str, num_classes: int | None = None) -> Dataset:
     ``num_classes`` (the --num-classes option) is for a directory of files;
     a named data set with another count of classes is a UsageError.
     """
-    from npcnn.data import DataError, LabelError, dataset_spec, load_dataset
+    return _load(name, num_classes, None)
+
+
+def load_test_split(name: str, num_classes: int | None = None) -> DatasetSplit:
+    """load_split(name, "test", num_classes=...) with its failures turned into CLIErrors,
+    as :func:`load_data`: only the test files are needed (and downloaded)."""
+    return _load(name, num_classes, "test")
+
+
+def _load(name: str, num_classes: int | None, split: str | None) -> Dataset | DatasetSplit:
+    """The data set ``name`` (``split`` None) or one split of it, every failure a CLIError."""
+    from npcnn.data import DataError, LabelError, dataset_spec, load_dataset, load_split
 
     spec = dataset_spec(name)
     if spec is not None and num_classes not in (None, len(spec.classes)):
@@ -137,7 +148,9 @@ def load_data(name: str, num_classes: int | None = None) -> Dataset:
             f"{len(spec.classes)} classes (the option is for a directory of IDX files)"
         )
     try:
-        data = load_dataset(name, num_classes=num_classes)
+        if split is None:
+            return load_dataset(name, num_classes=num_classes)
+        return load_split(name, split, num_classes=num_classes)
     except LabelError as err:
         hint = "; pass --num-classes N if the data set has more classes" if spec is None else ""
         raise CLIError(err.summary + hint) from None
@@ -145,7 +158,6 @@ def load_data(name: str, num_classes: int | None = None) -> Dataset:
         raise CLIError(err.summary) from None
     except OSError as err:
         raise CLIError(f"cannot read the data set {name!r}: {err}") from None
-    return data
 
 
 def limit_splits(data: Dataset, limit_train: int | None, limit_test: int | None) -> Dataset:
@@ -163,13 +175,14 @@ _RECORD_TYPES = {
 }
 
 
-def read_run_record(model_path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The run.json next to a model or checkpoint file, or None if there is none.
+def _record_path(model_path: str | os.PathLike[str]) -> Path:
+    """The run.json beside a model or checkpoint file."""
+    return Path(model_path).parent / RUN_RECORD
 
-    Raises CLIError for a run.json that is there but damaged (not JSON, too
-    deeply nested, settings of the wrong type), naming the file.
-    """
-    record = Path(model_path).parent / RUN_RECORD
+
+def _parse_run_record(record: Path) -> dict[str, Any] | None:
+    """The contents of ``record`` with a dict of settings under "config", or None if
+    there is none; a CLIError naming it if it is not JSON or has no settings."""
     try:
         text = record.read_text(encoding="utf-8")
     except (OSError, ValueError):
@@ -185,10 +198,52 @@ def read_run_record(model_path: str | os.PathLike[str]) -> dict[str, Any] | None
     config = data.get("config") if isinstance(data, dict) else None
     if not isinstance(config, dict):
         raise CLIError(f"{record}: damaged run record (no settings)")
-    for key, kind in _RECORD_TYPES.items():
-        if key in config and (isinstance(config[key], bool) or not isinstance(config[key], kind)):
-            raise CLIError(f"{record}: damaged run record ({key!r} is {short_repr(config[key])})")
     return data
+
+
+def _check_setting(record: Path, config: dict[str, Any], key: str) -> None:
+    """Refuse a setting of the record that is there with the wrong type."""
+    kind = _RECORD_TYPES[key]
+    if key in config and (isinstance(config[key], bool) or not isinstance(config[key], kind)):
+        raise CLIError(f"{record}: damaged run record ({key!r} is {short_repr(config[key])})")
+
+
+def read_run_record(model_path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The run.json next to a model or checkpoint file, or None if there is none.
+
+    Raises CLIError for a run.json that is there but damaged (not JSON, too
+    deeply nested, settings of the wrong type), naming the file.
+    """
+    record = _record_path(model_path)
+    data = _parse_run_record(record)
+    for key in _RECORD_TYPES if data is not None else ():
+        _check_setting(record, data["config"], key)
+    return data
+
+
+def run_setting(model_path: str | os.PathLike[str], key: str, default: Any = None) -> Any:
+    """One setting (``preset``, ``data``, ``num_classes``, ``tta``, ...) of the run
+    record next to a model, or ``default`` when there is no record or it does not say.
+
+    Only this setting is checked: a command reads the settings that the options it
+    was given leave open, so a record damaged elsewhere does not stop it. Raises
+    CLIError naming the file when the record is not JSON or this setting is damaged.
+    """
+    record = _record_path(model_path)
+    data = _parse_run_record(record)
+    if data is None or key not in data["config"]:
+        return default
+    _check_setting(record, data["config"], key)
+    return data["config"][key]
+
+
+def run_record_if_sound(model_path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The run record next to a model, or None when there is none or it is damaged:
+    for notes, which are not worth an error."""
+    try:
+        return read_run_record(model_path)
+    except CLIError:
+        return None
 
 
 def run_tta(model_path: str | os.PathLike[str], given: str | None) -> tuple[str, str]:
@@ -199,9 +254,9 @@ def run_tta(model_path: str | os.PathLike[str], given: str | None) -> tuple[str,
 
     if given is not None:
         return given, "--tta"
-    recorded = ((read_run_record(model_path) or {}).get("config") or {}).get("tta", "none")
+    recorded = run_setting(model_path, "tta", "none")
     if recorded not in TTA_MODES:
-        record = Path(model_path).parent / RUN_RECORD
+        record = _record_path(model_path)
         raise CLIError(f"{record}: damaged run record ('tta' is {short_repr(recorded)})")
     return recorded, "the run's, from run.json" if recorded != "none" else "none"
 

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from npcnn.cli import options
-from npcnn.cli.errors import EXIT_OK
+from npcnn.cli.errors import EXIT_OK, CLIError
 from npcnn.training.evaluate import TTA_MODES
+
+if TYPE_CHECKING:
+    from npcnn.metrics import ClassReport
+    from npcnn.training.evaluate import EvalResult
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -54,36 +61,33 @@ def run(args: argparse.Namespace) -> int:
     from npcnn.cli.common import (
         check_finite,
         check_model_fits,
-        limit_splits,
-        load_data,
         load_model,
-        read_run_record,
+        load_test_split,
+        run_setting,
         run_tta,
         set_threads,
     )
-    from npcnn.cli.errors import CLIError
     from npcnn.data import dataset_spec
     from npcnn.metrics import classification_report
     from npcnn.training import evaluate
 
     set_threads(args.threads)
     model = load_model(args.model)
-    config = (read_run_record(args.model) or {}).get("config") or {}
-    name = args.data or config.get("data", "sample")
+    # The run record is read only for what the options leave open.
+    name = data_name(args.model, args.data)
     num_classes = args.num_classes
     if num_classes is None and dataset_spec(name) is None:
-        num_classes = config.get("num_classes")  # what the run's directory was trained with
-    data = limit_splits(load_data(name, num_classes), None, args.limit_test)
-    check_model_fits(model, (1, *data.test_images.shape[1:]), args.model)
+        num_classes = run_setting(args.model, "num_classes")  # the run's directory's classes
+    data = load_test_split(name, num_classes).head(args.limit_test)
+    check_model_fits(model, (1, *data.image_shape), args.model)
     tta, tta_source = run_tta(args.model, args.tta)
+    if args.limit_test is None:
+        note = test_limit_note(args.model, args.data, len(data.labels))
+        if note:
+            print(note, file=sys.stderr)
     try:
         result = evaluate(
-            model,
-            data.test_images,
-            data.test_labels,
-            nn.CrossEntropyLoss(),
-            args.batch_size,
-            tta=tta,
+            model, data.images, data.labels, nn.CrossEntropyLoss(), args.batch_size, tta=tta
         )
     except ValueError as err:
         raise CLIError(f"the model does not fit the {data.name!r} images: {err}") from None
@@ -93,13 +97,19 @@ def run(args: argparse.Namespace) -> int:
             f"the model has {result.probabilities.shape[1]} outputs but {data.name!r} has "
             f"{len(data.classes)} classes"
         )
-    report = classification_report(data.test_labels, result.predictions, data.classes)
-    n = len(data.test_labels)
-    correct = int(report.confusion.trace())
+    report = classification_report(data.labels, result.predictions, data.classes)
     print(f"Model: {args.model}")
-    print(f"Data: {data.name} test split, {n} images")
+    print(f"Data: {data.name} test split, {len(data.labels)} images")
     if tta != "none":
         print(f"Test-time augmentation: {tta} ({tta_source})")
+    _print_results(result, report)
+    return EXIT_OK
+
+
+def _print_results(result: EvalResult, report: ClassReport) -> None:
+    """Loss, accuracy, the per-class table and the confusion matrix, on stdout."""
+    n = int(report.confusion.sum())
+    correct = int(report.confusion.trace())
     print(f"test loss: {result.loss:.4f}")
     print(f"test accuracy: {result.accuracy:.4f} ({correct}/{n})")
     print()
@@ -107,4 +117,51 @@ def run(args: argparse.Namespace) -> int:
     print()
     print("Confusion matrix (rows: true class, columns: predicted):")
     print(report.format_confusion())
-    return EXIT_OK
+
+
+def data_name(model_path: str, given: str | None) -> str:
+    """The data set to evaluate on: ``given`` (--data), else the run's (run.json beside
+    the model), else "sample".
+
+    Raises CLIError when the run's data set is a folder that has gone (moved or
+    deleted since training): the record names it by its absolute path.
+    """
+    from npcnn.cli.common import run_setting
+    from npcnn.cli.rundir import RUN_RECORD
+    from npcnn.data import dataset_spec
+
+    if given is not None:
+        return given
+    name = run_setting(model_path, "data")
+    if name is None:
+        return "sample"
+    folder = Path(name)
+    if dataset_spec(name) is None and folder.is_absolute() and not folder.is_dir():
+        state = "is not a folder" if folder.exists() else "no longer exists"
+        raise CLIError(
+            f"the run's data folder {name} (from {Path(model_path).parent / RUN_RECORD}) "
+            f"{state}; pass --data NAME|DIR"
+        )
+    return name
+
+
+def test_limit_note(model_path: str, given: str | None, count: int) -> str | None:
+    """A note when the run was tested on fewer than the ``count`` test images evaluated
+    now (it was trained with --limit-test), so that its metrics.json reports another
+    accuracy; None when it was not, or the data set is not the run's (``given`` is
+    --data), or its record does not say."""
+    from npcnn.cli.common import run_record_if_sound
+    from npcnn.cli.train_config import data_argument
+
+    record = run_record_if_sound(model_path)
+    if record is None:
+        return None
+    if given is not None and data_argument(given) != record["config"].get("data"):
+        return None
+    tested = record.get("data", {}).get("test_images") if isinstance(record, dict) else None
+    if isinstance(tested, bool) or not isinstance(tested, int) or tested >= count:
+        return None
+    return (
+        f"note: the run was tested on its first {tested:,} test images (metrics.json); "
+        f"evaluating all {count:,}: pass --limit-test {tested} to compare"
+    )
