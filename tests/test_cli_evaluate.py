@@ -131,6 +131,19 @@ def test_a_damaged_run_record_value_that_is_needed_is_one_error_line(run_dir, ca
     assert_one_error_line(code, err, "damaged run record ('data' is [[1]])")
 
 
+def test_predict_notes_the_runs_test_time_augmentation_once(run_dir, digit, capsys) -> None:
+    write_record(run_dir, data="sample", tta="flip")
+    model = run_dir / "model.npz"
+    code, out, err = run_cli(capsys, "predict", model, digit, digit)
+    assert code == 0 and out.count("\n") == 2 and out.startswith(f"{digit}: ")
+    assert err == (
+        "note: test-time augmentation: flip (the run's, from run.json); --tta none turns it off\n"
+    )
+    for tta in ("flip", "none"):
+        code, _, err = run_cli(capsys, "predict", model, digit, "--tta", tta)
+        assert code == 0 and err == "", err
+
+
 def test_evaluate_notes_a_run_tested_on_fewer_images(run_dir, capsys) -> None:
     write_record(run_dir, test_images=100, data="sample", limit_test=100, tta="none")
     model = run_dir / "model.npz"

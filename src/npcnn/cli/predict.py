@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"standard input ('{STDIN}') can be read only once")
     model = load_model(args.model)
     check_model_fits(model, (1, 28, 28), args.model)
-    tta = run_tta(args.model, args.tta)[0]
+    tta, tta_source = run_tta(args.model, args.tta)
     names, inputs = [], []
     for source in args.images:
         name = STDIN_NAME if source == STDIN else source
@@ -76,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
         except CLIError as err:
             print_error(f"{name}: {err}")
     if inputs:
+        if args.tta is None and tta != "none":  # the run's, which the user may not know
+            note = f"note: test-time augmentation: {tta} ({tta_source}); --tta none turns it off"
+            print(note, file=sys.stderr)
         probabilities = classify(model, inputs, tta)
         check_finite(probabilities, args.model)
         classes = class_names(args.model, args.data, probabilities.shape[1])
