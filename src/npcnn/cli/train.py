@@ -215,23 +215,14 @@ def run(args: argparse.Namespace) -> int:
     import npcnn
     from npcnn.cli.common import set_threads
     from npcnn.cli.rundir import discarded_if_unused
-    from npcnn.cli.train_config import (
-        check_same_data,
-        check_something_to_train,
-        previous_config,
-        resolve_config,
-    )
+    from npcnn.cli.train_config import check_same_data
     from npcnn.models import get_preset
     from npcnn.nn import use_reference
     from npcnn.training import NonFiniteLossError, NonFiniteWeightsError, TrainingInterrupted
 
     started = time.perf_counter()
     world, rank_threads = distributed.join_world(args)
-    checkpoint = None if args.resume is None else _load_checkpoint(args.resume)
-    previous = None if checkpoint is None else previous_config(checkpoint, args.resume)
-    config = resolve_config(args, previous)
-    if checkpoint is not None:
-        check_something_to_train(checkpoint, config["epochs"], args.resume)
+    checkpoint, previous, config = _settings(args)
     set_threads(args.threads or rank_threads)
     _check_plot_dependencies()
     preset = get_preset(config["preset"])
@@ -278,6 +269,20 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as stop:
         return _report_unfinished(run_dir, getattr(stop, "signal", signal.SIGINT))
     return EXIT_OK
+
+
+def _settings(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
+    """The checkpoint to resume (or None), its run's settings (or None) and this run's."""
+    from npcnn.cli.train_config import check_something_to_train, previous_config, resolve_config
+
+    checkpoint = None if args.resume is None else _load_checkpoint(args.resume)
+    previous = None if checkpoint is None else previous_config(checkpoint, args.resume)
+    config = resolve_config(args, previous)
+    if checkpoint is not None:
+        check_something_to_train(checkpoint, config["epochs"], args.resume)
+    return checkpoint, previous, config
 
 
 def build_trainer(
