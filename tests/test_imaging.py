@@ -251,6 +251,21 @@ def test_a_dot_specks_or_noise_are_blank_not_a_digit(picture) -> None:
         to_mnist(picture)
 
 
+def test_a_digit_too_small_in_its_picture_is_refused_in_fractions_of_it() -> None:
+    """A "0" 30x45 px on a 1000x1000 page (4.5% of its side): the message speaks of the
+    picture's proportions, which a shrunk copy keeps, and says what to do."""
+    page = np.full((1000, 1000), 0.9)
+    page[500:545, 500:530] = 0.1
+    page[505:540, 505:525] = 0.9  # a ring 5 px wide
+    with pytest.raises(ImageError) as e:
+        to_mnist(page)
+    assert str(e.value) == (
+        "no digit found: its only mark spans 4.5% of the picture's shorter side, too small "
+        "for a digit (at least 5%): crop the picture around the digit"
+    )
+    assert to_mnist(page[400:700, 400:700]).max() > 0.9  # cropped, it is a digit
+
+
 @pytest.mark.parametrize("dark_ink", [True, False])
 @pytest.mark.parametrize(
     "shape",

@@ -55,3 +55,15 @@ def test_bad_input() -> None:
         confusion_matrix([0, 1], [0])
     with pytest.raises(ValueError, match="lie in"):
         confusion_matrix([0, 3], [0, 1], num_classes=3)
+
+
+def test_tables_stay_aligned_with_wide_class_names() -> None:
+    """CJK characters take two terminal columns each; the columns must still line up."""
+    from npcnn.text import display_width
+
+    classes = ["T恤", "裤子", "pullover", "e\u0301"]  # an e with a combining accent
+    report = classification_report(np.array([0, 1, 2, 3]), np.array([0, 1, 3, 3]), classes)
+    for table in (report.format_table(), report.format_confusion()):
+        widths = {display_width(line) for line in table.splitlines()}
+        assert len(widths) == 1, table
+    assert report.format_confusion().splitlines()[2].startswith("裤子 ")

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from npcnn.text import cut, display_width, pad
+
 
 def confusion_matrix(
     labels: np.ndarray, predictions: np.ndarray, num_classes: int | None = None
@@ -80,22 +82,22 @@ class ClassReport:
 
     def format_table(self) -> str:
         """A fixed-width text table: one row per class, precision and recall in percent."""
-        width = max(8, *(len(c) for c in self.classes)) + 2
+        width = max(8, *(display_width(c) for c in self.classes)) + 2
         lines = [f"{'class':<{width}}{'precision':>10}{'recall':>10}{'support':>9}"]
         for name, p, r, s in zip(
             self.classes, self.precision, self.recall, self.support, strict=True
         ):
-            lines.append(f"{name:<{width}}{100 * p:>9.1f}%{100 * r:>9.1f}%{s:>9d}")
+            lines.append(f"{pad(name, width)}{100 * p:>9.1f}%{100 * r:>9.1f}%{s:>9d}")
         return "\n".join(lines)
 
     def format_confusion(self) -> str:
         """The confusion matrix as text: rows true class, columns predicted class."""
-        labels = [c[:6] for c in self.classes]
+        labels = [cut(c, 6) for c in self.classes]
         cell = max(5, *(len(str(v)) for v in self.confusion.reshape(-1))) + 1
-        first = max(len("true\\pred"), *(len(c) for c in labels)) + 1
-        lines = ["true\\pred".ljust(first) + "".join(f"{c:>{cell}}" for c in labels)]
+        first = max(len("true\\pred"), *(display_width(c) for c in labels)) + 1
+        lines = ["true\\pred".ljust(first) + "".join(pad(c, cell, right=True) for c in labels)]
         for name, row in zip(labels, self.confusion, strict=True):
-            lines.append(f"{name:<{first}}" + "".join(f"{v:>{cell}d}" for v in row))
+            lines.append(pad(name, first) + "".join(f"{v:>{cell}d}" for v in row))
         return "\n".join(lines)
 
 

@@ -4,6 +4,7 @@ whatever a damaged or crafted file holds."""
 from __future__ import annotations
 
 import reprlib
+import unicodedata
 
 _SHORT = reprlib.Repr()
 _SHORT.maxlevel, _SHORT.maxdict, _SHORT.maxlist, _SHORT.maxstring = 3, 4, 4, 40
@@ -24,3 +25,26 @@ def names_list(names: list[str], shown: int = 3) -> str:
     """The first `shown` names, quoted, and how many more: "'a', 'b' and 4 more"."""
     text = ", ".join(repr(clip(name, 40)) for name in names[:shown])
     return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
+
+
+def display_width(text: str) -> int:
+    """The terminal columns ``text`` takes: two for a wide East Asian character (CJK),
+    none for a combining mark, one for any other."""
+    return sum(
+        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        for ch in text
+    )
+
+
+def pad(text: str, columns: int, right: bool = False) -> str:
+    """``text`` padded with spaces to ``columns`` terminal columns (on the left when
+    ``right``-aligned), as str.ljust/rjust would with one column per character."""
+    spaces = " " * max(0, columns - display_width(text))
+    return spaces + text if right else text + spaces
+
+
+def cut(text: str, columns: int) -> str:
+    """The longest start of ``text`` that fits in ``columns`` terminal columns."""
+    while display_width(text) > columns:
+        text = text[:-1]
+    return text

@@ -454,7 +454,7 @@ def _describe_limits(data: Any, full: tuple[int, int], config: dict[str, Any]) -
         if limit > total:
             notes.append(
                 f"note: the {data.name!r} data set has only {total:,} {split} images; "
-                f"using all {total:,} (the recipe asks for {limit:,})"
+                f"using all {total:,} ({limit:,} were asked for)"
             )
         else:
             notes.append(f"note: using the first {used:,} of {total:,} {split} images")

@@ -64,8 +64,16 @@ def digit_box(ink: np.ndarray) -> tuple[slice, slice]:
     )
     rows, cols = _bounds(digit)
     height, width = rows.stop - rows.start, cols.stop - cols.start
-    if max(height, width) < max(MIN_INK_PIXELS, MIN_INK_FRACTION * min(ink.shape)):
+    if max(height, width) < MIN_INK_PIXELS:
         raise ImageError(f"{NO_DIGIT}: its only mark is {width}x{height} px, too small for a digit")
+    if max(height, width) < MIN_INK_FRACTION * min(ink.shape):
+        # In fractions of the picture: a large one is shrunk before this, so its pixels
+        # are not the user's.
+        raise ImageError(
+            f"{NO_DIGIT}: its only mark spans {max(height, width) / min(ink.shape):.1%} of the "
+            f"picture's shorter side, too small for a digit (at least {MIN_INK_FRACTION:.0%}): "
+            "crop the picture around the digit"
+        )
     if ink[digit].sum() < MIN_INK_WIDTH * max(height, width):
         specks = np.count_nonzero(digit)
         raise ImageError(f"{NO_DIGIT}: only specks ({specks} px of ink across {width}x{height} px)")
