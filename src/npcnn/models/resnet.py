@@ -17,13 +17,13 @@ epoch, are mirrored left to right, with label smoothing 0.1. Its tests
 average each test image's logits with those of its mirror image
 (`tta="flip"`, test-time augmentation: mirror images of clothes are
 clothes). benchmarks/bench_fashion.py --part resnet: 94.18% test accuracy
-on Fashion-MNIST (93.92% without the mirror averaging) after 961 s with
-seed 0, 94.07% (93.75%) after 1016 s with seed 1 (benchmarks/results/,
-fashion-resnet.json and fashion-resnet-seed1.json), on the 2-core machine
-(2 threads, its OpenBLAS set to Haswell's kernels) on a day it ran 1.1 to
-1.5 times slower than when the 13-epoch recipe below was measured (an
-epoch's training steps took 72 to 96 s, against 62 to 64 s then for the
-same network): over the 15 minutes the preset was meant to fit in.
+on Fashion-MNIST (93.92% without the mirror averaging) after 742 s with
+seed 0 (benchmarks/results/fashion-resnet.json), on the 2-core machine (2
+threads, its OpenBLAS set to Haswell's kernels; an epoch's training steps
+took 56 to 66 s). On a day the machine ran 1.1 to 1.5 times slower (epochs
+of 72 to 96 s) the same recipe took 961 s with seed 0, and 1016 s with
+seed 1: 94.07% (93.75%; fashion-resnet-seed1.json), over the 15 minutes
+the preset is meant to fit in.
 
 How the recipe was chosen (test accuracy on Fashion-MNIST, seed 0):
 - two blocks of 64 and two of 128 channels (659k parameters), flips, no
