@@ -39,7 +39,7 @@ def test_help_lists_the_commands_and_the_quick_trial_options(capsys) -> None:
     assert code == 0 and npcnn.__version__ in out
 
 
-@pytest.mark.parametrize("command", ["summary", "export"])
+@pytest.mark.parametrize("command", ["summary", "export", "evaluate", "predict"])
 def test_model_help_names_every_kind_of_model_file_taken(command) -> None:
     """MODEL may be an .npz, an .onnx file or a training checkpoint (load_model)."""
     import argparse

@@ -239,3 +239,25 @@ def test_an_empty_out_is_a_usage_error(tmp_path, capsys, monkeypatch) -> None:
         "npcnn: error: argument --out: expected a directory path, got an empty string"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["train", "--resume", ""], "--resume"),
+        (["evaluate", ""], "MODEL"),
+        (["predict", "", "x.png"], "MODEL"),
+        (["predict", "model.npz", ""], "IMAGE"),
+        (["export", "model.npz", ""], "OUT.onnx"),
+        (["import", "", "out.npz"], "MODEL.onnx"),
+        (["import", "m.onnx", ""], "OUT.npz"),
+    ],
+)
+def test_an_empty_file_argument_is_a_usage_error(argv, name, tmp_path, capsys, monkeypatch):
+    """An unset shell variable gives an empty argument, which would name the current
+    directory; each command refuses it by name."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.startswith(f"npcnn: error: argument {name}: expected a file path, got an empty")
+    assert err.count("\n") == 1

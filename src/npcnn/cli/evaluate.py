@@ -25,7 +25,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "precision/recall and the confusion matrix."
         ),
     )
-    p.add_argument("model", metavar="MODEL", help="a model .npz written by 'npcnn train'")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        type=options.non_empty,
+        help=options.MODEL_HELP,
+    )
     p.add_argument(
         "--data",
         metavar="NAME|DIR",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from npcnn.cli import options
 from npcnn.cli.errors import EXIT_OK, CLIError
 from npcnn.cli.outputs import add_output_arguments, check_output
 
@@ -19,7 +20,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         'the model\'s state-dict names. Needs the onnx extra: pip install "npcnn[onnx]".',
     )
     p.add_argument(
-        "model", metavar="MODEL", help="a model .npz or .onnx file, or a training checkpoint"
+        "model",
+        metavar="MODEL",
+        type=options.non_empty,
+        help=options.MODEL_HELP,
     )
     add_output_arguments(p, "OUT.onnx", "the ONNX file to write")
     p.add_argument(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from npcnn.cli import options
 from npcnn.cli.errors import EXIT_OK, CLIError
 from npcnn.cli.outputs import add_output_arguments, check_output
 
@@ -17,7 +18,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "training take. An operator npcnn cannot represent is named, and nothing is "
         'written. Needs the onnx extra: pip install "npcnn[onnx]".',
     )
-    p.add_argument("source", metavar="MODEL.onnx", help="the ONNX file")
+    p.add_argument("source", metavar="MODEL.onnx", type=options.non_empty, help="the ONNX file")
     add_output_arguments(p, "OUT.npz", "the npcnn model file to write")
     p.add_argument(
         "--allow-external-data",

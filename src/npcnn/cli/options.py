@@ -7,6 +7,9 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+#: What every command that takes a model file (MODEL) accepts.
+MODEL_HELP = "a model .npz or .onnx file, or a training checkpoint"
+
 
 def _int(text: str, expected: str) -> int:
     try:
@@ -100,3 +103,16 @@ def directory(text: str) -> Path:
     if not text:
         raise argparse.ArgumentTypeError("expected a directory path, got an empty string")
     return Path(text)
+
+
+def non_empty(text: str) -> str:
+    """A file or data set named on the command line; an empty string (a shell variable
+    left unset) is refused, rather than taken as the current directory."""
+    if not text:
+        raise argparse.ArgumentTypeError("expected a file path, got an empty string")
+    return text
+
+
+def file_path(text: str) -> Path:
+    """`non_empty`, as a Path."""
+    return Path(non_empty(text))

@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from npcnn.cli import options
 from npcnn.cli.errors import CLIError, UsageError
 
 
 def add_output_arguments(p: argparse.ArgumentParser, metavar: str, help: str) -> None:
     """The OUT positional argument (``metavar``, e.g. "OUT.onnx") and ``--force``."""
-    p.add_argument("output", metavar=metavar, type=Path, help=help)
+    p.add_argument("output", metavar=metavar, type=options.file_path, help=help)
     p.add_argument(
         "--force",
         action="store_true",

@@ -36,11 +36,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "error line and the others are still classified; the exit code is then 1."
         ),
     )
-    p.add_argument("model", metavar="MODEL", help="a model .npz written by 'npcnn train'")
+    p.add_argument(
+        "model",
+        metavar="MODEL",
+        type=options.non_empty,
+        help=options.MODEL_HELP,
+    )
     p.add_argument(
         "images",
         metavar="IMAGE",
         nargs="+",
+        type=options.non_empty,
         help="image files (PNG, JPEG, ...); '-' reads one image from standard input",
     )
     p.add_argument(

@@ -185,7 +185,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--resume",
-        type=Path,
+        type=options.file_path,
         metavar="CHECKPOINT",
         help="continue the run that wrote CHECKPOINT with its settings (recipe options may "
         "be given again, e.g. --epochs); the continued run gets a fresh directory",
