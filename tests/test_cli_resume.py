@@ -151,6 +151,26 @@ def test_a_resume_on_replaced_files_counts_as_other_data(tmp_path, capsys) -> No
     assert config["data_fingerprint"] != fingerprint
 
 
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("lr", "0.1"), ("epochs", 2.5), ("batch_size", True), ("preset", 3), ("limit_test", [])],
+)
+def test_a_checkpoint_with_a_damaged_setting_is_one_line(
+    tmp_path, capsys, first_epoch, key, value
+) -> None:
+    from npcnn.training.checkpoint import CHECKPOINT_KEY
+
+    arrays = dict(np.load(first_epoch))
+    record = json.loads(str(arrays[CHECKPOINT_KEY]))
+    record["run"][key] = value
+    arrays[CHECKPOINT_KEY] = np.array(json.dumps(record))
+    damaged = tmp_path / "damaged.npz"
+    np.savez(damaged, **arrays)
+    code, out, err = run_cli(capsys, "train", "--resume", damaged, "--out", tmp_path / "r")
+    assert code == 1 and out == "" and not (tmp_path / "r").exists()
+    assert err == f"npcnn: error: {damaged}: damaged run settings ({key!r} is {value!r})\n"
+
+
 def test_a_failed_resume_leaves_no_directory(tmp_path, capsys, first_epoch) -> None:
     """A checkpoint that is damaged where only the trainer sees it: the error comes after
     the run directory was chosen and its run.json written."""

@@ -63,14 +63,44 @@ def previous_config(checkpoint: dict[str, Any], path: Path) -> dict[str, Any]:
 
     recorded = checkpoint.get("run")
     if isinstance(recorded, dict) and "preset" in recorded:
-        return recorded
+        return check_recorded_settings(recorded, path)
     config = (read_run_record(path) or {}).get("config")
     if isinstance(config, dict) and "preset" in config:
-        return config
+        return check_recorded_settings(config, path)
     raise CLIError(
         f"{path} does not record its run's settings (an older npcnn wrote it) and has no "
         "run.json beside it: move it back next to its run.json"
     )
+
+
+def check_recorded_settings(settings: dict[str, Any], path: Path) -> dict[str, Any]:
+    """``settings`` if every recipe setting, the preset, seed and data set it records has
+    the type the recipe declares (a float lr, an int or None batch size, ...); else a
+    CLIError naming the first damaged one (a crafted or damaged file)."""
+    import dataclasses
+
+    from npcnn.models.recipe import Recipe
+    from npcnn.text import short_repr
+
+    option = {field: name for name, field in RECIPE_FIELD.items()}
+    declared = {option.get(f.name, f.name): str(f.type) for f in dataclasses.fields(Recipe)}
+    declared.update(preset="str", data="str", seed="int", num_classes="int | None")
+    for name, kind in declared.items():
+        if name in settings and not _has_type(settings[name], kind):
+            raise CLIError(
+                f"{path}: damaged run settings ({name!r} is {short_repr(settings[name])})"
+            )
+    return settings
+
+
+def _has_type(value: Any, declared: str) -> bool:
+    """Whether ``value`` fits a declared type such as "float", "int | None" or "bool"
+    (an int fits a float; a bool fits only "bool")."""
+    kinds = declared.split(" | ")
+    if value is None or isinstance(value, bool):
+        return type(value).__name__.replace("NoneType", "None") in kinds
+    python = {"float": (int, float), "int": (int,), "str": (str,)}
+    return any(isinstance(value, python.get(kind, ())) for kind in kinds)
 
 
 def resolve_config(args: argparse.Namespace, previous: dict[str, Any] | None) -> dict[str, Any]:
