@@ -675,7 +675,12 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
         "git_revision": revision,
         "env": {
             k: os.environ[k]
-            for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+            for k in (
+                "OMP_NUM_THREADS",
+                "OPENBLAS_NUM_THREADS",
+                "MKL_NUM_THREADS",
+                "OPENBLAS_CORETYPE",
+            )
             if k in os.environ
         },
         "load_average_before": os.getloadavg(),
