@@ -317,3 +317,15 @@ def test_sigterm_during_the_final_report_says_how_to_write_it(tmp_path) -> None:
     assert err.count("\n") == 1 and "before its report was complete" in err, err
     assert f"npcnn evaluate {out_dir / 'model.npz'}" in err and (out_dir / "model.npz").is_file()
     assert npcnn.load(out_dir / "model.npz") is not None
+
+
+def test_a_resume_names_its_directory_as_the_checkpoint_was_named(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(capsys, "train", "--epochs", "1", *QUICK, "--out", "runs/a")[0] == 0
+    code, out, _ = run_cli(capsys, "train", "--resume", "runs/a/checkpoint.npz", "--epochs", "2")
+    assert code == 0 and "\nrun directory: runs/a-resumed\n" in out
+    monkeypatch.chdir(tmp_path / "runs" / "a")  # a bare file name: its folder has a name
+    code, out, _ = run_cli(capsys, "train", "--resume", "checkpoint.npz", "--epochs", "2")
+    assert code == 0 and f"\nrun directory: {tmp_path / 'runs' / 'a-resumed-2'}\n" in out

@@ -615,7 +615,9 @@ def _choose_run_directory(args: argparse.Namespace, preset: str) -> Path:
             print(f"note: {args.out} is taken; writing to {run_dir} instead")
         return run_dir
     if args.resume is not None:
-        parent = args.resume.resolve().parent
+        parent = args.resume.parent  # kept relative, as the user wrote it, when it has a name
+        if parent.name in ("", ".."):
+            parent = args.resume.resolve().parent
         return fresh_directory(parent.with_name(f"{parent.name}-resumed"))
     return fresh_directory(default_run_directory(preset))
 
