@@ -156,3 +156,14 @@ def test_evaluate_notes_a_run_tested_on_fewer_images(run_dir, capsys) -> None:
     for options in (["--limit-test", "100"], ["--limit-test", "300"], ["--data", "Sample"]):
         code, _, err = run_cli(capsys, "evaluate", model, *options)
         assert code == 0 and ("note:" in err) == (options[0] == "--data"), (options, err)
+
+
+def test_predict_reads_only_the_class_names_of_a_record_damaged_elsewhere(
+    run_dir, digit, capsys
+) -> None:
+    names = [f"kind-{i}" for i in range(10)]
+    config = {"lr": "fast", "epochs": 1.5, "data": [[1]]}  # settings predict does not read
+    (run_dir / "run.json").write_text(json.dumps({"config": config, "data": {"classes": names}}))
+    code, out, err = run_cli(capsys, "predict", run_dir / "model.npz", digit)
+    assert code == 0 and err == "", err
+    assert out.startswith(f"{digit}: kind-") and out.count("kind-") == 3

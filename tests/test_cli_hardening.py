@@ -109,7 +109,9 @@ def test_a_damaged_run_record_is_one_line_naming_it(
     run_dir.mkdir()
     (run_dir / "model.npz").write_bytes((trained / "model.npz").read_bytes())
     (run_dir / "run.json").write_text(text)
-    for command in (["evaluate", run_dir / "model.npz"], ["predict", run_dir / "model.npz", digit]):
+    commands = [["evaluate", run_dir / "model.npz"], ["predict", run_dir / "model.npz", digit]]
+    # predict reads no 'data' setting: only the class names, and they are not damaged
+    for command in commands[: 1 if "'data'" in fragment else 2]:
         code, _, err = run_cli(capsys, *command)
         assert code == 1 and err.count("\n") == 1, err
         assert f"{run_dir / 'run.json'}: damaged run record" in err and fragment in err

@@ -261,6 +261,18 @@ def run_tta(model_path: str | os.PathLike[str], given: str | None) -> tuple[str,
     return recorded, "the run's, from run.json" if recorded != "none" else "none"
 
 
+def run_classes(model_path: str | os.PathLike[str]) -> list[str] | None:
+    """The class names the run record next to a model lists, or None when there is no
+    record or it lists none. Only they are read: a record damaged elsewhere does not
+    matter; one that is not JSON is a CLIError naming it."""
+    data = _parse_run_record(_record_path(model_path))
+    found = (data or {}).get("data")
+    classes = found.get("classes") if isinstance(found, dict) else None
+    if isinstance(classes, list) and all(isinstance(c, str) for c in classes):
+        return classes
+    return None
+
+
 def class_names(model_path: str | os.PathLike[str], data: str | None, count: int) -> list[str]:
     """Names of the model's ``count`` classes.
 
@@ -283,10 +295,7 @@ def class_names(model_path: str | os.PathLike[str], data: str | None, count: int
         else:
             classes = list(load_data(data).classes)
     else:
-        record = read_run_record(model_path) or {}
-        found = record.get("data", {}).get("classes") if isinstance(record, dict) else None
-        if isinstance(found, list) and all(isinstance(c, str) for c in found):
-            classes = found
+        classes = run_classes(model_path)
     if classes is None:
         return [str(i) for i in range(count)]
     if len(classes) != count:
