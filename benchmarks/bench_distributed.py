@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from npcnn.training.callbacks import Callback
+from processes import cpu_model
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -301,6 +302,7 @@ def main() -> None:
     result["machine"] = {
         "cpus": os.cpu_count(),
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "openblas_coretype": os.environ.get("OPENBLAS_CORETYPE"),
     }

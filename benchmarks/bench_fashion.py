@@ -62,6 +62,7 @@ from npcnn.data.augment import Augmentation
 from npcnn.models import Recipe, get_preset
 from npcnn.models.resnet import STAGES as RESNET_STAGES
 from npcnn.training import Trainer, callbacks, evaluate, schedules
+from processes import cpu_model
 from torch_twins import torch_notebook_net, torch_resnet
 
 HERE = Path(__file__).resolve().parent
@@ -668,6 +669,7 @@ def environment(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "npcnn": npcnn.__version__,
         "numpy": np.__version__,

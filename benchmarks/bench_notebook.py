@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from processes import cpu_model
+
 HERE = Path(__file__).resolve().parent
 N_NOTEBOOK = 1000  # images per notebook iteration (training and test each)
 BATCH = 128
@@ -349,6 +351,7 @@ def environment_info(threads: int) -> dict[str, Any]:
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "threads": threads,
         "numpy": np.__version__,

@@ -17,13 +17,19 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def load_benchmark_module(name: str) -> ModuleType:
-    """Import benchmarks/<name>.py (benchmarks/ is not a package), once, by file path."""
+    """Import benchmarks/<name>.py (benchmarks/ is not a package), once, by file path;
+    the sibling modules it imports (``processes``, ``torch_twins``) are found as when
+    the benchmark runs as a script."""
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
     return module
 
 
