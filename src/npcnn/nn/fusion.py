@@ -38,7 +38,7 @@ from npcnn import kernels
 from npcnn.nn.activations import ReLU
 from npcnn.nn.backend import reference_active
 from npcnn.nn.batchnorm import BatchNorm1D, BatchNorm2D
-from npcnn.nn.hooks import notify_gradients_ready
+from npcnn.nn.hooks import notify_gradients_ready, timed_step
 from npcnn.nn.linear import Dense, Flatten
 from npcnn.nn.module import Layer, NoForwardError, check_input, check_shape, keeps_cache
 from npcnn.nn.pooling import MaxPool2D
@@ -302,7 +302,7 @@ def forward_steps(steps: Sequence[Step], x: np.ndarray, training: bool) -> np.nd
     spinning after a multi-threaded product would take a core from them."""
     with single_threaded_blas():
         for step in steps:
-            x = step.forward(x, training)
+            x = timed_step(step, "forward", step.forward, x, training)
     return x
 
 
@@ -316,8 +316,9 @@ def backward_steps(
         return dy if need_input_grad else None
     with single_threaded_blas():
         for step in reversed(steps[1:]):
-            dy = step.backward(dy)
+            dy = timed_step(step, "backward", step.backward, dy)
             notify_gradients_ready(step.layers)
-        dx = steps[0].backward(dy, need_input_grad=need_input_grad)
-        notify_gradients_ready(steps[0].layers)
+        first = steps[0]
+        dx = timed_step(first, "backward", first.backward, dy, need_input_grad=need_input_grad)
+        notify_gradients_ready(first.layers)
     return dx if need_input_grad else None
