@@ -47,11 +47,11 @@ def test_a_block_used_as_a_layer_is_reported_after_its_steps_with_their_time(rng
 
 def test_the_time_reported_is_the_steps_own(rng, monkeypatch) -> None:
     relu = nn.ReLU()
-    slow_forward = relu.forward
+    original_forward = relu.forward
 
     def forward(x: np.ndarray, training: bool = False) -> np.ndarray:
         time.sleep(0.05)
-        return slow_forward(x, training=training)
+        return original_forward(x, training=training)
 
     monkeypatch.setattr(relu, "forward", forward)
     heard = _record(nn.Sequential([nn.Dense(4, 4, rng=rng), relu]), rng.random((2, 4)))
