@@ -28,3 +28,11 @@ def test_the_library_example_runs(tmp_path, monkeypatch, capsys) -> None:
     printed = capsys.readouterr().out
     assert printed.startswith("Input shape: (None, 1, 28, 28)")  # the summary table
     assert len(model.parameters()) == 11
+
+
+def test_the_step_timer_example_prints_the_three_slowest_steps(capsys) -> None:
+    exec(_first_python_block_after("## How it is fast"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all(line.split()[1] == "ms" for line in lines)
+    assert lines[0].endswith("backward  Conv2D"), lines
+    assert "Model" not in "".join(lines)
