@@ -167,3 +167,16 @@ def test_predict_reads_only_the_class_names_of_a_record_damaged_elsewhere(
     code, out, err = run_cli(capsys, "predict", run_dir / "model.npz", digit)
     assert code == 0 and err == "", err
     assert out.startswith(f"{digit}: kind-") and out.count("kind-") == 3
+
+
+def test_a_record_whose_data_section_is_not_a_mapping_leaves_only_the_facts_unknown(
+    run_dir, digit, capsys
+) -> None:
+    config = {"data": "sample", "tta": "none"}
+    (run_dir / "run.json").write_text(json.dumps({"config": config, "data": [1]}))
+    code, out, err = run_cli(capsys, "evaluate", run_dir / "model.npz")
+    assert code == 0 and err == "", err  # no note on a limit the record cannot tell
+    assert "Data: sample test split, 500 images" in out
+    code, out, err = run_cli(capsys, "predict", run_dir / "model.npz", digit)
+    assert code == 0 and err == "", err
+    assert out.startswith(f"{digit}: ")  # class indices: the record names no classes

@@ -261,13 +261,19 @@ def run_tta(model_path: str | os.PathLike[str], given: str | None) -> tuple[str,
     return recorded, "the run's, from run.json" if recorded != "none" else "none"
 
 
+def run_data_section(record: dict[str, Any] | None) -> dict[str, Any]:
+    """The "data" section of a run record (what the run's data held: its classes, how
+    many test images, ...), or {} when there is no record, or no such section, or it is
+    not a mapping (a damaged record: the facts in it are then simply unknown)."""
+    section = (record or {}).get("data")
+    return section if isinstance(section, dict) else {}
+
+
 def run_classes(model_path: str | os.PathLike[str]) -> list[str] | None:
     """The class names the run record next to a model lists, or None when there is no
     record or it lists none. Only they are read: a record damaged elsewhere does not
     matter; one that is not JSON is a CLIError naming it."""
-    data = _parse_run_record(_record_path(model_path))
-    found = (data or {}).get("data")
-    classes = found.get("classes") if isinstance(found, dict) else None
+    classes = run_data_section(_parse_run_record(_record_path(model_path))).get("classes")
     if isinstance(classes, list) and all(isinstance(c, str) for c in classes):
         return classes
     return None

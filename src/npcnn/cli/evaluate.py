@@ -155,7 +155,7 @@ def test_limit_note(model_path: str, given: str | None, count: int) -> str | Non
     now (it was trained with --limit-test), so that its metrics.json reports another
     accuracy; None when it was not, or the data set is not the run's (``given`` is
     --data), or its record does not say."""
-    from npcnn.cli.common import run_record_if_sound
+    from npcnn.cli.common import run_data_section, run_record_if_sound
     from npcnn.cli.train_config import data_argument
 
     record = run_record_if_sound(model_path)
@@ -163,7 +163,7 @@ def test_limit_note(model_path: str, given: str | None, count: int) -> str | Non
         return None
     if given is not None and data_argument(given) != record["config"].get("data"):
         return None
-    tested = record.get("data", {}).get("test_images") if isinstance(record, dict) else None
+    tested = run_data_section(record).get("test_images")
     if isinstance(tested, bool) or not isinstance(tested, int) or tested >= count:
         return None
     return (
