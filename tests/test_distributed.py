@@ -336,15 +336,18 @@ def test_a_parameter_shared_by_two_layers_is_summed_after_both_backward_passes()
     events: list[str] = []
     runs = []
     for world in (None, RecordingWorld(events)):
-        shared = nn.Dense(16, 16, rng=0)
-        model = nn.Sequential([nn.Flatten(), shared, nn.ReLU(), shared, nn.Dense(16, 10, rng=0)])
-        own_backward = shared.backward
+        first, second = nn.Dense(16, 16, rng=0), nn.Dense(16, 16, rng=1)
+        second.weight, second.bias = first.weight, first.bias  # tied: one Parameter each
+        model = nn.Sequential([nn.Flatten(), first, nn.ReLU(), second, nn.Dense(16, 10, rng=0)])
+        assert len(model.parameters()) == 4  # the tied pair once, and the head's two
 
-        def recorded_backward(dy, need_input_grad=True, own=own_backward):
-            events.append("shared layer's backward")
-            return own(dy, need_input_grad)
+        for tied in (first, second):
 
-        shared.backward = recorded_backward
+            def recorded_backward(dy, need_input_grad=True, own=tied.backward):
+                events.append("tied layer's backward")
+                return own(dy, need_input_grad)
+
+            tied.backward = recorded_backward
         parallel = None if world is None else DataParallel(world, bucket_bytes=4 * 300)
         trainer = Trainer(
             model, nn.CrossEntropyLoss(), optim.SGD(model.parameters(), lr=0.1),
@@ -354,7 +357,7 @@ def test_a_parameter_shared_by_two_layers_is_summed_after_both_backward_passes()
         with nn.no_fusion():
             trainer.fit(BatchIterator(*_images(8), 8, rng=0), epochs=1)
         runs.append(model.state_dict())
-    assert events[:2] == ["shared layer's backward"] * 2  # every sum starts after both
+    assert events[:2] == ["tied layer's backward"] * 2  # every sum starts after both
     assert all(e.startswith("all-reduce") for e in events[2:]) and len(events) > 2
     for name, value in runs[0].items():
         np.testing.assert_array_equal(runs[1][name], value)

@@ -369,3 +369,39 @@ def test_a_dropped_model_frees_its_layers() -> None:
     del model
     gc.collect()
     assert probe() is None
+
+
+def test_a_layer_instance_in_two_places_of_one_network_is_refused() -> None:
+    # One instance at two places would keep one forward's cache for both calls (wrong
+    # weight gradients) and list its parameters twice: refused, however it gets there.
+    conv = nn.Conv2D(4, 4, 3, padding=1)
+    with pytest.raises(ValueError, match=r"layer '1' to this Sequential: that Conv2D.* \(as '0'\)"):
+        nn.Sequential(conv, conv)
+    with pytest.raises(ValueError, match=r"Conv2D '1\.1' .* already in it \(as '0'\)"):
+        nn.Sequential(conv, nn.Sequential(nn.ReLU(), conv))
+    inner = nn.Input((4, 8, 8))
+    out = conv(inner)
+    first, second = nn.Model(inner, out), nn.Model(inner, out)  # two Models of one graph
+    x = nn.Input((4, 8, 8))
+    with pytest.raises(ValueError, match=r"that Conv2D is already in it \(as 'model_1\.conv2d"):
+        nn.Model(x, second(first(x)))
+    block = nn.Sequential(nn.ReLU())
+    with pytest.raises(ValueError, match="cannot contain itself"):
+        block.add_layer("again", block)
+    block.add_layer("0", block[0])  # the child it replaces is no other place
+
+
+def test_a_parameter_two_layers_hold_is_stepped_once_with_both_gradients() -> None:
+    first, second = nn.Dense(3, 3, bias=False, rng=0), nn.Dense(3, 3, bias=False, rng=1)
+    second.weight = first.weight
+    model = nn.Sequential(first, second).astype(np.float64)
+    assert model.parameters() == [first.weight]
+    assert list(model.state_dict()) == ["0.weight", "1.weight"]  # as PyTorch's state_dict
+    x, w = _x((5, 3)), first.weight.data.copy()
+    model.forward(x, training=True)
+    model.backward(np.ones((5, 3)))
+    # y = x W^T W^T: dL/dW = sum of the two layers' terms, each seen through the other
+    expected = np.ones((5, 3)).T @ (x @ w.T) + (np.ones((5, 3)) @ w).T @ x
+    np.testing.assert_allclose(first.weight.grad, expected, rtol=1e-12)
+    optim.SGD(model.parameters(), lr=0.1).step()
+    np.testing.assert_allclose(second.weight.data, w - 0.1 * expected, rtol=1e-12)

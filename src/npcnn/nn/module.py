@@ -178,13 +178,42 @@ class Layer:
 
         Raises:
             TypeError: `layer` is not a Layer.
+            ValueError: `layer`, or a layer inside it, is already in this layer's tree
+                (shared weights are not supported), or is this layer itself.
             ValueError, AttributeError: as `register_parameter`.
         """
         if not isinstance(layer, Layer):
             raise TypeError(f"cannot add a {type(layer).__name__} as layer {name!r}: not a Layer")
+        self._check_not_in_tree(name, layer)
         self._register(name, "layer")
         self._children[name] = layer  # type: ignore[index]
         object.__setattr__(self, name, layer)
+
+    def _check_not_in_tree(self, name: str, layer: Layer) -> None:
+        """ValueError when `layer` or one of its layers already has a place below this
+        layer (outside the child `name` it would replace), or is this layer: one instance
+        in two places would keep one forward's cache for two calls (wrong weight
+        gradients) and have its parameters listed, and stepped, twice."""
+        placed = {id(self): None}
+        for child_name, child in self._children.items():
+            if child_name != name:
+                placed.update((id(sub), path) for path, sub in child.named_layers(child_name))
+        for path, sub in layer.named_layers(name):
+            if id(sub) not in placed:
+                continue
+            what = f"{type(sub).__name__} {path!r}" if path != name else repr(name)
+            where = placed[id(sub)]
+            if where is None:
+                raise ValueError(
+                    f"cannot add layer {what} to this {type(self).__name__}: it is "
+                    f"that {type(self).__name__} itself, which cannot contain itself"
+                )
+            raise ValueError(
+                f"cannot add layer {what} to this {type(self).__name__}: that "
+                f"{type(sub).__name__} is already in it (as {where!r}); a layer instance "
+                "may be in one place only (shared weights are not supported): create "
+                "another layer"
+            )
 
     def _register(self, name: str, kind: str) -> None:
         """Check that `name` can hold a `kind` ("parameter", "buffer" or "layer"), and
@@ -308,8 +337,10 @@ class Layer:
                 yield from child.named_parameters(f"{prefix}{child_name}.")
 
     def parameters(self) -> list[Parameter]:
-        """Every trainable parameter, in a fixed order (the optimiser's order)."""
-        return [p for _, p in self.named_parameters()]
+        """Every trainable parameter once, in a fixed order (the optimiser's order): a
+        Parameter that two layers hold (tied weights) comes at its first place only, as
+        in PyTorch, so that an optimiser steps it once, with the sum of both gradients."""
+        return list({id(p): p for _, p in self.named_parameters()}.values())
 
     def named_buffers(
         self, prefix: str = "", recurse: bool = True

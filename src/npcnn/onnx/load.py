@@ -56,7 +56,10 @@ def _own_model(model: Any) -> nn.Layer | None:
         return None
     try:
         arrays: dict[str, np.ndarray] = {NPZ_KEY: np.array(meta[ARCHITECTURE_KEY])}
-        arrays.update({t.name: numpy_helper.to_array(t) for t in model.graph.initializer})
+        # The weights; an int64 initializer is a node's operand (a Pad's pads), which
+        # the export of the rebuilt model writes again.
+        initializers = ((t.name, numpy_helper.to_array(t)) for t in model.graph.initializer)
+        arrays.update((name, a) for name, a in initializers if a.dtype.kind == "f")
         counters = json.loads(meta.get(COUNTERS_KEY, "{}"))
         arrays.update({k: np.array(int(v), dtype=np.int64) for k, v in counters.items()})
         rebuilt = model_from_arrays(arrays, source="the ONNX metadata")
