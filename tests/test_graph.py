@@ -195,6 +195,30 @@ def test_load_refuses_a_graph_that_uses_a_tensor_before_it_is_made(tmp_path) -> 
         npcnn.load(_saved_architecture(tmp_path, cycle))
 
 
+def test_load_refuses_a_one_input_layer_given_a_list_of_tensors(tmp_path) -> None:
+    def listed(config):  # the third layer (a ReLU) reads a list
+        config["layers"][2]["inbound"] = [config["layers"][2]["inbound"]]
+
+    with pytest.raises(ValueError, match=r"bad.npz: cannot build Model: cannot call ReLU 'relu1'"):
+        npcnn.load(_saved_architecture(tmp_path, listed))
+
+
+def test_a_layer_called_on_the_wrong_number_of_inputs_is_refused_by_name() -> None:
+    x = nn.Input((3, 6, 6))
+    a = nn.Conv2D(3, 3, 1)(x, name="conv")
+    with pytest.raises(ValueError, match=r"ReLU on Conv2D 'conv' .*, Input .*takes one input"):
+        nn.ReLU()([a, x])
+    for one_input in (nn.Flatten(), nn.Identity(), nn.Dropout(0.5), nn.Sequential(nn.ReLU())):
+        with pytest.raises(ValueError, match="takes one input, not a list"):
+            one_input([a, x])
+        with pytest.raises(TypeError, match=r"takes one input \(a numpy array"):
+            one_input([np.ones((1, 3))])
+    with pytest.raises(ValueError, match=r"cannot call Add on Conv2D 'conv' .*: Add takes a list"):
+        nn.Add()(a)
+    with pytest.raises(TypeError, match="got a list holding list"):
+        nn.Add()([[a], [x]])
+
+
 def test_build_errors_name_the_layers_and_shapes() -> None:
     x = nn.Input((3, 8, 8))
     a = nn.Conv2D(3, 4, 3, padding=1)(x, name="conv1")
@@ -405,3 +429,12 @@ def test_a_parameter_two_layers_hold_is_stepped_once_with_both_gradients() -> No
     np.testing.assert_allclose(first.weight.grad, expected, rtol=1e-12)
     optim.SGD(model.parameters(), lr=0.1).step()
     np.testing.assert_allclose(second.weight.data, w - 0.1 * expected, rtol=1e-12)
+
+
+def test_a_name_that_model_files_reserve_is_refused_when_the_graph_is_built() -> None:
+    # '__fc.weight' would be saved, then read back as a record beside the model.
+    x = nn.Input((4,))
+    with pytest.raises(ValueError, match=r"must not begin with '__'.*got '__fc'"):
+        nn.Model(x, nn.Dense(4, 2)(x, name="__fc"))
+    with pytest.raises(ValueError, match="buffer name must not begin with '__'"):
+        nn.Dense(2, 2).register_buffer("__count", None)

@@ -29,6 +29,7 @@ import numpy as np
 
 from npcnn.files import atomic_path
 from npcnn.nn import Layer, generator_states, set_generator_states
+from npcnn.nn.module import RESERVED_PREFIX
 from npcnn.nn.registry import build_layer, build_limits, check_saveable, layer_spec
 from npcnn.text import clip, names_list, short_repr
 
@@ -47,9 +48,6 @@ __all__ = [
 ]
 
 ARCHITECTURE_KEY = "__npcnn_architecture__"
-#: Array names beginning with it are records beside a model (a training
-#: checkpoint's), never a layer's parameter or buffer.
-RESERVED_PREFIX = "__"
 FORMAT_NAME = "npcnn-model"
 FORMAT_VERSION = 1
 

@@ -21,6 +21,8 @@ from npcnn.nn.module import Layer, NoForwardError, check_float, keeps_cache
 class MergeLayer(Layer):
     """Base class of the layers that take a list of inputs and return one output."""
 
+    takes_several_inputs = True
+
     def check_inputs(self, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
         """`xs` as a list of at least two floating-point arrays of one rank and batch size.
 
@@ -29,8 +31,14 @@ class MergeLayer(Layer):
             ValueError: fewer than two inputs, or ranks or batch sizes that differ.
         """
         kind = type(self).__name__
-        if not isinstance(xs, (list, tuple)) or not all(isinstance(x, np.ndarray) for x in xs):
+        if not isinstance(xs, (list, tuple)):
             raise TypeError(f"{kind} takes a list of numpy arrays, got {type(xs).__name__}")
+        others = sorted({type(x).__name__ for x in xs if not isinstance(x, np.ndarray)})
+        if others:
+            raise TypeError(
+                f"{kind} takes a list of numpy arrays (or of symbolic tensors), got a "
+                f"{type(xs).__name__} holding {' and '.join(others)}"
+            )
         if len(xs) < 2:
             raise ValueError(f"{kind} takes at least 2 inputs, got {len(xs)}")
         for x in xs:

@@ -25,6 +25,10 @@ import numpy as np
 from npcnn.nn.symbolic import call_symbolic, is_symbolic
 from npcnn.text import names_list
 
+#: Names beginning with it are records beside a model in its files (its architecture,
+#: a checkpoint's optimiser state), never a layer's, parameter's or buffer's name.
+RESERVED_PREFIX = "__"
+
 DEFAULT_DTYPE = np.float32
 
 
@@ -83,6 +87,9 @@ class Layer:
     `named_layers` every layer below. `config()` and `from_config(config)`
     rebuild a layer from its constructor arguments (what `npcnn.save` stores).
     """
+
+    #: Whether `forward` takes a list of arrays (a merge layer's) rather than one array.
+    takes_several_inputs = False
 
     # Empty until Layer.__init__ gives each instance its own (see __setattr__).
     _params: Mapping[str, None] = MappingProxyType({})
@@ -226,6 +233,11 @@ class Layer:
             )
         if not isinstance(name, str) or not name or "." in name:
             raise ValueError(f"a {kind} name must be a non-empty string without '.', got {name!r}")
+        if name.startswith(RESERVED_PREFIX):
+            raise ValueError(
+                f"a {kind} name must not begin with {RESERVED_PREFIX!r} (model files keep "
+                f"their own records under such names), got {name!r}"
+            )
         if hasattr(type(self), name):
             raise ValueError(
                 f"cannot register {kind} {name!r}: {type(self).__name__} has a method "
@@ -304,6 +316,11 @@ class Layer:
             return self.forward(x, training=training)
         if is_symbolic(x):
             return call_symbolic(self, x, name)
+        if isinstance(x, (list, tuple)) and not self.takes_several_inputs:
+            raise TypeError(
+                f"{type(self).__name__} takes one input (a numpy array or a symbolic "
+                f"tensor), got a {type(x).__name__} of {len(x)}"
+            )
         return self.forward(x, training=training)
 
     # --- walking the layers ------------------------------------------------

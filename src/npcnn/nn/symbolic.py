@@ -115,6 +115,11 @@ def call_symbolic(
     merge = not isinstance(x, SymbolicTensor)
     inputs = list(x) if merge else [x]
     label = f"{type(layer).__name__} {name!r}" if name else type(layer).__name__
+    several = getattr(layer, "takes_several_inputs", False)
+    if merge != several:
+        shapes = ", ".join(t.describe() for t in inputs)
+        takes = "a list of at least 2 inputs" if several else "one input, not a list"
+        raise ValueError(f"cannot call {label} on {shapes}: {type(layer).__name__} takes {takes}")
     previous = _node_of_layer.get(layer)
     if previous is not None:
         raise ValueError(
