@@ -873,3 +873,36 @@ def test_conv_config_without_groups_is_an_ordinary_conv() -> None:
     del config["groups"]  # a file written before groups existed
     assert nn.Conv2D.state_shapes(config)["weight"] == (6, 4, 3, 3)
     assert nn.Conv2D.from_config(config).weight.shape == (6, 4, 3, 3)
+
+
+def _look_at_by_summary(model: nn.Layer, tmp_path: Path) -> None:
+    model.summary((1, 28, 28), print_fn=None)
+
+
+def _look_at_by_export(model: nn.Layer, tmp_path: Path) -> None:
+    pytest.importorskip("onnx")
+    import npcnn.onnx
+
+    npcnn.onnx.export(model, tmp_path / "m.onnx")
+
+
+@pytest.mark.parametrize("preset", ["notebook", "resnet"])
+@pytest.mark.parametrize("look", [_look_at_by_summary, _look_at_by_export])
+def test_looking_at_a_model_between_forward_and_backward_changes_no_gradient(
+    preset, look, tmp_path, rng
+) -> None:
+    # summary() and export run an inference forward, which on its own drops the
+    # caches of the training forward before it (fused steps' too).
+    from npcnn.models import PRESETS
+
+    x = rng.random((4, 1, 28, 28), dtype=np.float32)
+    grads = []
+    for looked in (False, True):
+        model = PRESETS[preset].model(seed=0)
+        y = model.forward(x, training=True)
+        if looked:
+            look(model, tmp_path)
+        dx = model.backward(np.ones_like(y))
+        grads.append([dx] + [p.grad for p in model.parameters()])
+    for plain, after_look in zip(*grads, strict=True):
+        np.testing.assert_array_equal(after_look, plain)

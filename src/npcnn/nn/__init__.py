@@ -13,7 +13,7 @@ from npcnn.nn.graph import Model
 from npcnn.nn.linear import Dense, Flatten
 from npcnn.nn.loss import CrossEntropyLoss
 from npcnn.nn.merge import Add, Concatenate, MergeLayer
-from npcnn.nn.module import Layer, NoForwardError, Parameter, inference_backward
+from npcnn.nn.module import Layer, NoForwardError, Parameter, inference_backward, passes_undone
 from npcnn.nn.padding import ZeroPad2D
 from npcnn.nn.pooling import AvgPool2D, GlobalAvgPool2D, MaxPool2D
 from npcnn.nn.random_state import generator_states, set_generator_states
@@ -78,6 +78,7 @@ __all__ = [
     "init",
     "log_softmax",
     "no_fusion",
+    "passes_undone",
     "register_layer",
     "set_fusion",
     "set_generator_states",

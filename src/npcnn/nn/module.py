@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any
 
@@ -469,7 +470,8 @@ class Layer:
         """
         from npcnn.nn.summary import summarize
 
-        return summarize(self, input_shape, print_fn)
+        with passes_undone(self):  # a training forward's caches stay for its backward
+            return summarize(self, input_shape, print_fn)
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments that rebuild this layer (JSON-serialisable)."""
@@ -600,6 +602,23 @@ class inference_backward:
     def __exit__(self, *exc: object) -> None:
         global _inference_backward
         _inference_backward = self._previous
+
+
+@contextmanager
+def passes_undone(model: Layer) -> Iterator[None]:
+    """Within the block, forward passes of `model` leave no trace: afterwards every
+    layer below it, and every step of their plans, has the attributes it had before
+    (what the last training forward kept for backward among them). For looking at a
+    model (`summary`, an export) between a training forward and its backward."""
+    owners: list[Any] = [layer for _, layer in model.named_layers()]
+    owners += [step for layer in list(owners) if hasattr(layer, "plan") for step in layer.plan()]
+    saved = [(owner, dict(vars(owner))) for owner in owners]
+    try:
+        yield
+    finally:
+        for owner, attributes in saved:
+            vars(owner).clear()
+            vars(owner).update(attributes)
 
 
 def keeps_cache(training: bool) -> bool:

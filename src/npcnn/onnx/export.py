@@ -276,7 +276,8 @@ def to_onnx(
 def _output_shape(model: nn.Layer, probe: np.ndarray) -> tuple[int, ...]:
     """The per-sample output shape of `model` on `probe` (1, *input_shape), or ValueError."""
     try:
-        y = model.forward(probe.astype(_dtype(model)), training=False)
+        with nn.passes_undone(model):  # a training forward's caches stay for its backward
+            y = model.forward(probe.astype(_dtype(model)), training=False)
     except (ValueError, TypeError) as err:
         raise ValueError(
             f"the model does not take inputs of shape (N, {', '.join(map(str, probe.shape[1:]))})"
