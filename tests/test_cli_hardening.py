@@ -70,6 +70,15 @@ def test_a_model_whose_outputs_are_nan_is_refused(trained, tmp_path, digit, caps
         assert "outputs are NaN or infinite" in err.splitlines()[-1], err
 
 
+def test_a_model_for_other_images_is_refused_naming_the_shapes_per_batch(tmp_path, capsys):
+    x = nn.Input((3, 32, 32))
+    npcnn.save(nn.Model(x, nn.Conv2D(3, 2, 3)(x)), tmp_path / "colour.npz")
+    code, _, err = run_cli(capsys, "evaluate", tmp_path / "colour.npz", "--data", "sample")
+    assert code == 1 and err.count("\n") == 1, err
+    # The probe is a batch of 0 images: the message speaks of any batch (N), not of 0.
+    assert err.endswith("expects input of shape (N, 3, 32, 32), got (N, 1, 28, 28)\n"), err
+
+
 @pytest.mark.parametrize("command", ["evaluate", "summary"])
 def test_a_crafted_padding_is_refused_before_it_allocates(tmp_path, capsys, command) -> None:
     import tracemalloc

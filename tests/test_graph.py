@@ -134,6 +134,15 @@ def test_add_and_concatenate_against_finite_differences(count: int) -> None:
     np.testing.assert_array_equal(nn.Add().forward(xs), sum(xs))
 
 
+@pytest.mark.parametrize("wide", [0, 1, 2])
+def test_add_keeps_the_widest_dtype_wherever_it_comes(wide: int) -> None:
+    xs = [np.ones((1, 2), np.float32) for _ in range(3)]
+    xs[wide] = np.full((1, 2), 1 + 1e-9)  # float64: its 1e-9 is lost in float32
+    y = nn.Add().forward(xs)
+    assert y.dtype == np.float64
+    np.testing.assert_array_equal(y, 3 + 1e-9)
+
+
 def test_a_tensor_used_by_several_layers_gets_the_sum_of_their_gradients() -> None:
     x = nn.Input((3,))
     model = nn.Model(x, nn.Add()([x, x, x, x]))
@@ -242,7 +251,8 @@ def test_build_errors_name_the_layers_and_shapes() -> None:
     other = nn.Input((3,), name="other")
     with pytest.raises(ValueError, match="depends on Input 'other'"):
         nn.Model(x, nn.Concatenate()([nn.Flatten()(x), other]))
-    with pytest.raises(ValueError, match="does not depend on its input: nothing uses the input"):
+    unused = r"Input 'input' \(None, 3\): nothing uses it \(the output depends on Input 'other'"
+    with pytest.raises(ValueError, match=unused):
         nn.Model(nn.Input((3,)), nn.ReLU()(other))
     with pytest.raises(ValueError, match="named 'conv1'"):
         nn.Model(x, nn.Conv2D(4, 4, 1)(a, name="conv1"))
@@ -256,6 +266,11 @@ def test_build_errors_name_the_layers_and_shapes() -> None:
         nn.Model(x, a).forward(np.zeros((1, 3, 4, 4), np.float32))
     with pytest.raises(TypeError, match="one numpy array"):
         nn.Model(x, a).forward([np.zeros((1, 3, 8, 8), np.float32)])
+    with pytest.raises(TypeError, match=r"a tuple such as \(1, 28, 28\), got 3"):
+        nn.Input(3)
+    features = nn.Input((2,))
+    with pytest.raises(ValueError, match=r"shape \(N, 2\), got \(1, 3\)$"):
+        nn.Model(features, nn.Dense(2, 3)(features)).forward(np.ones((1, 3)))
 
 
 def test_summary_has_a_connected_to_column_and_marks_fused_blocks() -> None:

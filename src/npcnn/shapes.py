@@ -46,3 +46,14 @@ def check_shape(array: np.ndarray, shape: tuple[int, ...], what: str) -> None:
     the right size in another layout (channels-last), would otherwise be reshaped silently."""
     if array.shape != shape:
         raise ValueError(f"{what} must have shape {shape}, got {array.shape}")
+
+
+def batch_shape(sample_shape: tuple[int, ...]) -> str:
+    """A batch of samples of `sample_shape`, its size unknown: (1, 28, 28) -> "(N, 1, 28, 28)"."""
+    return "(" + ", ".join(["N", *map(str, sample_shape)]) + ")"
+
+
+def name_batch_axis(message: str, empty_shape: tuple[int, ...]) -> str:
+    """`message` about a batch of 0 samples (a probe of the shapes) as about any batch:
+    "got (0, 1, 28, 28)" -> "got (N, 1, 28, 28)"."""
+    return message.replace(str(tuple(empty_shape)), batch_shape(tuple(empty_shape)[1:]))

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from npcnn.cli.errors import CLIError, UsageError
 from npcnn.cli.rundir import RUN_RECORD
 from npcnn.files import atomic_write_text, remove_stale_temporaries_in
+from npcnn.shapes import name_batch_axis
 from npcnn.text import clip, short_repr
 
 if TYPE_CHECKING:
@@ -107,7 +108,8 @@ def check_model_fits(model: Layer, input_shape: tuple[int, ...], source: object)
             model.forward(np.zeros((0, *input_shape), np.float32))
     except (ValueError, TypeError, MemoryError) as err:
         size = "x".join(map(str, input_shape))
-        raise CLIError(f"{source} does not take {size} images: {clip(err, 120)}") from None
+        reason = name_batch_axis(str(err), (0, *input_shape))
+        raise CLIError(f"{source} does not take {size} images: {clip(reason, 120)}") from None
 
 
 def check_finite(probabilities: np.ndarray, source: object) -> None:

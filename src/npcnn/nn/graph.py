@@ -34,6 +34,7 @@ from npcnn.nn.module import Layer, check_float
 from npcnn.nn.registry import build_layer, layer_spec
 from npcnn.nn.symbolic import Input, Node, SymbolicTensor, default_name, node_label
 from npcnn.runtime.threads import single_threaded_blas
+from npcnn.shapes import batch_shape
 from npcnn.text import short_repr
 
 
@@ -86,12 +87,12 @@ def _graph_nodes(inputs: SymbolicTensor, outputs: SymbolicTensor) -> list[Node]:
     if others:
         used = any(t is inputs for node in found.values() for t in node.inputs)
         cause = (
-            f"depends on {others[0].describe()}, which is not the model's input"
+            f"depends on {others[0].describe()}, which is not the model's input {inputs.describe()}"
             if used
-            else "does not depend on its input: nothing uses the input (it depends on "
-            f"{others[0].describe()})"
+            else f"does not depend on its input {inputs.describe()}: nothing uses it (the "
+            f"output depends on {others[0].describe()} instead)"
         )
-        raise ValueError(f"Model output {outputs.describe()} {cause} {inputs.describe()}")
+        raise ValueError(f"Model output {outputs.describe()} {cause}")
     return [found[i] for i in sorted(found)]
 
 
@@ -209,9 +210,8 @@ class Model(Layer):
             raise TypeError(f"Model takes one numpy array (one input), got {type(x).__name__}")
         check_float(x, "Model")
         if x.shape[1:] != self.input_shape:
-            shape = x.shape
             raise ValueError(
-                f"Model expects input of shape (N, {str(self.input_shape)[1:]}, got {shape}"
+                f"Model expects input of shape {batch_shape(self.input_shape)}, got {x.shape}"
             )
         values: dict[str, Any] = {self.input_name: x}
         with single_threaded_blas():

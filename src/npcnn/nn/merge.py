@@ -81,7 +81,8 @@ class Add(MergeLayer):
         xs = self.check_inputs(xs)
         if len({x.shape for x in xs}) > 1:
             raise ValueError(f"Add needs inputs of one shape, got {_shapes(xs)}")
-        y = xs[0] + xs[1]
+        # In the widest dtype of all the inputs (float64 if any is), whatever their order.
+        y = np.add(xs[0], xs[1], dtype=np.result_type(*xs))
         for x in xs[2:]:
             y += x  # (y is a new array)
         self._count = len(xs) if keeps_cache(training) else None

@@ -11,8 +11,8 @@ turns the recorded nodes between x and y into a layer.
 A layer instance may be called in one node only: shared weights (one layer
 in two places of a graph) are not supported, and a second call is refused.
 
-This module imports nothing of npcnn, so that `Layer.__call__`
-(`npcnn.nn.module`) can record nodes.
+This module imports nothing of npcnn but the leaf `npcnn.shapes`, so that
+`Layer.__call__` (`npcnn.nn.module`) can record nodes.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from npcnn.shapes import name_batch_axis
 
 _node_ids = itertools.count()
 #: The label of the node each layer was called in (a layer is in one node at most).
@@ -70,6 +72,8 @@ def Input(shape: tuple[int, ...], name: str = "input") -> SymbolicTensor:
     Raises:
         ValueError: a dimension that is not a positive integer, or an empty name.
     """
+    if not isinstance(shape, (tuple, list)):
+        raise TypeError(f"Input shape must be a tuple such as (1, 28, 28), got {shape!r}")
     dims = tuple(shape)
     if not all(isinstance(n, (int, np.integer)) and n > 0 for n in dims):
         raise ValueError(f"Input shape must be positive integers, got {dims!r}")
@@ -134,7 +138,7 @@ def call_symbolic(
         shapes = ", ".join(t.describe() for t in inputs)
         message = str(err)
         for e in empty:  # the batch of 0 is the symbolic batch axis
-            message = message.replace(str(e.shape), str(("N", *e.shape[1:])).replace("'N'", "N"))
+            message = name_batch_axis(message, e.shape)
         raise ValueError(f"cannot call {label} on {shapes}: {message}") from None
     node = Node(layer, inputs, merge, name)
     node.output = SymbolicTensor((None, *y.shape[1:]), node=node, dtype=y.dtype)
