@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import npcnn
+from npcnn import nn
 from npcnn.cli.main import main
 from npcnn.models import get_preset
 
@@ -164,6 +165,22 @@ def test_gradcheck_passes_for_the_presets(capsys) -> None:
     assert "0.weight" in out and "input" in out and out.strip().endswith("OK")
     errors = [float(line.split()[-1]) for line in out.splitlines() if line.startswith("8.weight")]
     assert errors and errors[0] < 1e-6
+
+
+def test_gradcheck_checks_a_saved_graph_and_refuses_what_is_no_classifier(tmp_path, capsys):
+    npcnn.save(get_preset("resnet").model(seed=1), tmp_path / "resnet.npz")
+    code, out, _ = run_cli(capsys, "gradcheck", tmp_path / "resnet.npz", "--elements", "4")
+    assert code == 0 and out.startswith(f"Gradient check of {tmp_path / 'resnet.npz'}"), out
+    assert "layer2.1.conv2.weight" in out and out.strip().endswith("OK")
+    x = nn.Input((1, 28, 28))
+    npcnn.save(nn.Model(x, nn.Conv2D(1, 2, 3)(x)), tmp_path / "maps.npz")
+    code, _, err = run_cli(capsys, "gradcheck", tmp_path / "maps.npz")
+    assert code == 1 and err == (
+        f"npcnn: error: {tmp_path / 'maps.npz'} outputs shape (2, 26, 26) per image, "
+        "not class scores\n"
+    )
+    code, _, err = run_cli(capsys, "gradcheck", tmp_path / "maps.npz", "--preset", "small")
+    assert code == 2 and "give either MODEL or --preset, not both" in err
 
 
 def test_gradcheck_exits_1_when_a_gradient_is_wrong(capsys, monkeypatch) -> None:

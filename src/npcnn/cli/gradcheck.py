@@ -1,4 +1,5 @@
-"""``npcnn gradcheck``: finite-difference check of a preset network's gradients."""
+"""``npcnn gradcheck``: finite-difference check of the gradients of a preset's network or
+of a saved model."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import argparse
 from typing import TYPE_CHECKING
 
 from npcnn.cli import options
-from npcnn.cli.errors import EXIT_FAILURE, EXIT_OK
+from npcnn.cli.errors import EXIT_FAILURE, EXIT_OK, CLIError, UsageError
 from npcnn.models import DEFAULT_PRESET, PRESETS
 
 if TYPE_CHECKING:
+    from npcnn import nn
     from npcnn.gradcheck import GradcheckResult
 
 TOLERANCE = 1e-6
@@ -23,16 +25,27 @@ MAX_BATCH = 64
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "gradcheck",
-        help="check a preset network's gradients against finite differences",
+        help="check a network's gradients against finite differences",
         description=(
-            "Run the preset's network in float64 on a small random batch, compare the "
+            "Run a preset's network (or a saved model) in float64 on a small random "
+            "batch, compare the "
             "backward pass of cross-entropy loss with centred finite differences, print "
             "the relative error per tensor and exit with 1 if the largest is above "
             f"{TOLERANCE:g}. Entries on a kink of ReLU or max pooling, where the loss has "
             "no derivative, are counted as excluded."
         ),
     )
-    p.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET)
+    p.add_argument(
+        "model",
+        nargs="?",
+        metavar="MODEL",
+        help="a model .npz or .onnx file, or a training checkpoint (default: a preset)",
+    )
+    p.add_argument(
+        "--preset",
+        choices=list(PRESETS),
+        help=f"check this preset's network (default: {DEFAULT_PRESET})",
+    )
     p.add_argument(
         "--batch-size",
         type=options.int_in_range(1, MAX_BATCH),
@@ -54,13 +67,17 @@ def run(args: argparse.Namespace) -> int:
 
     import npcnn
     from npcnn import nn
-    from npcnn.models import get_preset
 
-    preset = get_preset(args.preset)
-    model = preset.model(seed=args.seed).astype(np.float64)
+    if args.model is not None and args.preset is not None:
+        raise UsageError("give either MODEL or --preset, not both")
+    model, input_shape, what = _network(args)
+    model.astype(np.float64)
     rng = np.random.default_rng(args.seed)
-    x = rng.random((args.batch_size, *preset.input_shape))
-    y = rng.integers(0, 10, size=args.batch_size)
+    x = rng.random((args.batch_size, *input_shape))
+    logits = model.forward(x[:1])
+    if logits.ndim != 2:
+        raise CLIError(f"{what} outputs shape {logits.shape[1:]} per image, not class scores")
+    y = rng.integers(0, logits.shape[1], size=args.batch_size)
     result = npcnn.gradcheck(
         model,
         x,
@@ -70,10 +87,24 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_elements=args.elements,
     )
-    print(f"Gradient check of preset {preset.name!r}: float64, batch {args.batch_size}")
+    print(f"Gradient check of {what}: float64, batch {args.batch_size}")
     print(result)
     print(verdict(result))
     return EXIT_OK if result.passed() else EXIT_FAILURE
+
+
+def _network(args: argparse.Namespace) -> tuple[nn.Layer, tuple[int, ...], str]:
+    """(model, one image's shape, how to name it) for the MODEL file or the preset."""
+    from npcnn.cli.common import check_model_fits, load_model
+    from npcnn.models import get_preset
+
+    if args.model is None:
+        preset = get_preset(args.preset or DEFAULT_PRESET)
+        return preset.model(seed=args.seed), preset.input_shape, f"preset {preset.name!r}"
+    model = load_model(args.model)
+    input_shape = getattr(model, "input_shape", (1, 28, 28))  # a Model knows its input
+    check_model_fits(model, input_shape, args.model)
+    return model, input_shape, str(args.model)
 
 
 def verdict(result: GradcheckResult) -> str:
