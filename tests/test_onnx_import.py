@@ -402,6 +402,28 @@ def test_pads_of_the_wrong_length_are_refused_by_name(tmp_path) -> None:
         load(_graph_file(tmp_path / "pad.onnx", nodes, [pads]))
 
 
+def test_weights_read_by_two_nodes_are_copied_with_a_warning(tmp_path, rng) -> None:
+    # One PyTorch module applied twice: two layers with equal weights, no longer tied.
+    w = rng.standard_normal((1, 1, 3, 3)).astype(np.float32)
+    nodes = [
+        helper.make_node("Conv", ["input", "w"], ["h"], name="first", pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["h", "w"], ["y"], name="again", pads=[1, 1, 1, 1]),
+    ]
+    path = _graph_file(tmp_path / "twice.onnx", nodes, [onnx.numpy_helper.from_array(w, "w")])
+    with pytest.warns(UserWarning, match=r"several nodes read \('w'\) are copied"):
+        model = load(path)
+    convs = [layer for _, layer in model.named_layers() if isinstance(layer, nn.Conv2D)]
+    assert len(convs) == 2 and convs[0].weight is not convs[1].weight
+    for conv in convs:
+        np.testing.assert_array_equal(conv.weight.data, w)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a weight read once warns of nothing
+        once = _graph_file(
+            tmp_path / "once.onnx", nodes[:1], [onnx.numpy_helper.from_array(w, "w")], output="h"
+        )
+        load(once)
+
+
 def test_a_layer_that_refuses_its_input_is_named(tmp_path) -> None:
     """A conv on GlobalAveragePool's (N, C, 1, 1), which npcnn holds as (N, C)."""
     w = helper.make_tensor("w", TensorProto.FLOAT, [2, 1, 1, 1], np.ones(2, np.float32))

@@ -14,6 +14,7 @@ half-way, since the model is only made at the end.
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
 
 from npcnn import nn
@@ -21,6 +22,10 @@ from npcnn.onnx.layout import CHANNELS_LAST, channels_last_input
 from npcnn.onnx.nodes import UnsupportedOnnx, attributes, default_opset, label, unique_name
 from npcnn.onnx.operators import handler_for
 from npcnn.onnx.values import Batch
+from npcnn.text import names_list
+
+#: Operators whose initializers are a layer's weights (not constants folded away).
+WEIGHT_READERS = frozenset({"Conv", "Gemm", "MatMul", "BatchNormalization"})
 
 
 class Converter:
@@ -53,7 +58,24 @@ class Converter:
             for name, value in zip(node.output, outputs, strict=False):
                 if name:
                     self.values[name] = value
+        self._warn_of_shared_weights()
         return self._model(x)
+
+    def _warn_of_shared_weights(self) -> None:
+        """Warn when layers' weights are read by several nodes (one PyTorch module applied
+        twice): each node becomes a layer with a copy of them, no longer tied in training."""
+        shared = [
+            t.name
+            for t in self.graph.initializer
+            if sum(op in WEIGHT_READERS for op in self.consumer_ops.get(t.name, [])) > 1
+        ]
+        if shared:
+            warnings.warn(
+                f"weights that several nodes read ({names_list(shared)}) are copied into "
+                "each node's layer: npcnn layers share no weights, so training the model "
+                "no longer keeps the copies equal",
+                stacklevel=3,
+            )
 
     def _input(self) -> nn.SymbolicTensor:
         inputs = [v for v in self.graph.input if v.name not in self.values]
