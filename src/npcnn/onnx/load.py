@@ -27,7 +27,9 @@ from npcnn.onnx.reader import read_model
 
 
 def load(path: str | os.PathLike[str], allow_external_data: bool = False) -> nn.Layer:
-    """The npcnn model of the ONNX file at `path` (float32, ready to evaluate or train).
+    """The npcnn model of the ONNX file at `path`, ready to evaluate or train: float32,
+    or for a file npcnn wrote the dtype of the model exported (float64 too, holding
+    the weights as the file does, rounded to float32).
 
     Raises FileNotFoundError, IsADirectoryError, OnnxMissingError without the
     onnx package, or ValueError (one line starting with the path) for a file
