@@ -97,6 +97,28 @@ def test_a_dash_reads_the_image_from_standard_input(capsys, tmp_path, model, mon
     assert err.startswith("npcnn: error: standard input ('-') can be read only once")
 
 
+def test_an_endless_pipe_is_read_up_to_a_cap(capsys, tmp_path, model, monkeypatch) -> None:
+    from npcnn.cli import predict
+
+    class Endless(io.RawIOBase):  # as /dev/zero: read(n) always gives n bytes
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:
+            buffer[:] = bytes(len(buffer))
+            return len(buffer)
+
+    stdin = io.TextIOWrapper(io.BufferedReader(Endless()))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    monkeypatch.setattr(predict, "MAX_STDIN_BYTES", 3 << 20)
+    code, out, err = run_cli(capsys, "predict", model, "-")
+    assert code == 1 and out == ""
+    assert (
+        err
+        == "npcnn: error: <stdin>: standard input holds more than 3 MiB: too much for one picture\n"
+    )
+
+
 def test_a_dash_at_a_terminal_says_to_pipe_an_image(capsys, model, monkeypatch) -> None:
     class Terminal(io.StringIO):
         buffer = io.BytesIO()

@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 #: The IMAGE argument that means standard input, and its name in the output.
 STDIN = "-"
 STDIN_NAME = "<stdin>"
+#: A picture piped in is read up to this size (the largest photos are tens of MB).
+MAX_STDIN_BYTES = 256 << 20
+STDIN_PIECE_BYTES = 1 << 20
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -119,10 +122,20 @@ def _read_stdin() -> bytes:
         raise CLIError("standard input is closed")
     if stream.isatty():
         raise CLIError("standard input is a terminal: pipe an image into it")
-    data = stream.buffer.read()
-    if not data:
+    # Read in pieces, up to a cap: one unbounded read() of an endless pipe (/dev/zero)
+    # would fill the memory, and a signal (Ctrl-C, SIGTERM) is only handled between reads.
+    pieces, size = [], 0
+    while piece := stream.buffer.read(STDIN_PIECE_BYTES):
+        pieces.append(piece)
+        size += len(piece)
+        if size > MAX_STDIN_BYTES:
+            raise CLIError(
+                f"standard input holds more than {MAX_STDIN_BYTES >> 20} MiB: too much for "
+                "one picture"
+            )
+    if not size:
         raise CLIError("standard input is empty")
-    return data
+    return b"".join(pieces)
 
 
 def classify(model: Layer, inputs: list[np.ndarray], tta: str = "none") -> np.ndarray:
