@@ -272,3 +272,29 @@ def test_an_empty_file_argument_is_a_usage_error(argv, name, tmp_path, capsys, m
     assert code == 2 and out == ""
     assert err.startswith(f"npcnn: error: argument {name}: expected a file path, got an empty")
     assert err.count("\n") == 1
+
+
+def test_a_signal_that_python_would_drop_still_stops_the_command(capsys, monkeypatch) -> None:
+    # SIGTERM's handler raises; when it runs inside a weakref callback, Python prints
+    # "Exception ignored in ..." with a traceback and the command went on to exit 0.
+    import weakref
+
+    from npcnn.cli import summary
+    from npcnn.training.interrupts import Terminated
+
+    class Anything:
+        pass
+
+    def signal_inside_a_callback(args) -> int:
+        def callback(_ref) -> None:
+            raise Terminated
+
+        thing = Anything()
+        probe = weakref.ref(thing, callback)
+        del thing  # the callback runs here, and its exception cannot propagate
+        assert probe() is None
+        return 0
+
+    monkeypatch.setattr(summary, "run", signal_inside_a_callback)
+    code, _, err = run_cli(capsys, "summary")
+    assert code == 128 + 15 and err == "npcnn: stopped by SIGTERM\n", err

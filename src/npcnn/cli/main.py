@@ -31,7 +31,7 @@ from npcnn.cli.errors import (
 from npcnn.cli.streams import pipe_safe_output
 from npcnn.distributed.data_parallel import DistributedError
 from npcnn.distributed.launch import LaunchError, abort_job, init_world, launcher_size
-from npcnn.training.interrupts import terminate_as_interrupt
+from npcnn.training.interrupts import interrupts_not_lost, terminate_as_interrupt
 
 COMMANDS = (train, evaluate, predict, summary, gradcheck, export, onnx_import)
 COMMAND_NAMES = ("train", "evaluate", "predict", "summary", "gradcheck", "export", "import")
@@ -77,8 +77,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     results are files) fails when that output could not be written (a full
     disk), rather than exit 0 with the result lost.
     """
-    with pipe_safe_output() as stdout, one_line_warnings(), terminate_as_interrupt():
+    with (
+        pipe_safe_output() as stdout,
+        one_line_warnings(),
+        terminate_as_interrupt(),
+        interrupts_not_lost() as lost,
+    ):
         code = run_command_line(argv)
+        if lost and code not in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            code = report_interrupt(lost[0])  # what the command had no chance to see
         if code not in (EXIT_OK, 128 + signal.SIGINT, 128 + signal.SIGTERM):
             # A rank that leaves alone would keep the others waiting for ever; a stop
             # by Ctrl-C or SIGTERM is one every rank agreed on, at the same step.
@@ -152,10 +159,7 @@ def run_command_line(argv: Sequence[str] | None = None) -> int:
         print_error(missing_dependency(err))
         return EXIT_FAILURE
     except KeyboardInterrupt as stop:
-        signum = getattr(stop, "signal", signal.SIGINT)
-        how = "interrupted" if signum == signal.SIGINT else f"stopped by {signum.name}"
-        print(f"{PROG}: {how}", file=sys.stderr)
-        return 128 + int(signum)
+        return report_interrupt(stop)
     except MemoryError:
         print_error("out of memory: try a smaller --batch-size, or fewer --threads")
         return EXIT_FAILURE
@@ -164,6 +168,14 @@ def run_command_line(argv: Sequence[str] | None = None) -> int:
         # all reported in one line, as the user can act on each of them.
         print_error(err)
         return EXIT_FAILURE
+
+
+def report_interrupt(stop: KeyboardInterrupt) -> int:
+    """Say that Ctrl-C or SIGTERM stopped the command; the exit code of that signal."""
+    signum = getattr(stop, "signal", signal.SIGINT)
+    how = "interrupted" if signum == signal.SIGINT else f"stopped by {signum.name}"
+    print(f"{PROG}: {how}", file=sys.stderr)
+    return 128 + int(signum)
 
 
 def refuse_launcher(command: str) -> None:

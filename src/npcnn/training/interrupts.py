@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -40,6 +41,28 @@ def terminate_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def interrupts_not_lost() -> Iterator[list[KeyboardInterrupt]]:
+    """Within the block, a KeyboardInterrupt (Ctrl-C, or SIGTERM's `Terminated`) that
+    Python would drop, because its signal handler ran inside a weakref callback or a
+    `__del__` ("Exception ignored in ..."), is kept in the list yielded instead of
+    printed, so that the caller can still stop as the signal asked."""
+    lost: list[KeyboardInterrupt] = []
+    previous = sys.unraisablehook
+
+    def keep_interrupts(unraisable: Any) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            lost.append(unraisable.exc_value)
+        else:
+            previous(unraisable)
+
+    sys.unraisablehook = keep_interrupts
+    try:
+        yield lost
+    finally:
+        sys.unraisablehook = previous
 
 
 class DeferredInterrupt:
