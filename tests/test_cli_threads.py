@@ -50,3 +50,11 @@ def test_evaluate_with_too_many_threads_warns_once_and_runs(
         "on them, which slows every step"
     ]
     assert "accuracy" in captured.out
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate"])
+def test_a_number_of_threads_that_cannot_be_started_is_a_usage_error(capsys, command) -> None:
+    # 100,000 threads: the system refuses to start them ("can't start new thread").
+    assert main([command, "--threads", "100000"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--threads: must be from 1 to 1024, got 100000" in err, err

@@ -57,7 +57,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "mirror image (default: the run's, from run.json next to MODEL, else none)",
     )
     p.add_argument("--batch-size", type=options.positive_int, default=500, help="(default: 500)")
-    p.add_argument("--threads", type=options.positive_int, help="threads inside the layers")
+    p.add_argument(
+        "--threads",
+        type=options.threads,
+        help=f"threads inside the layers, at most {options.MAX_THREADS} (default: all cores)",
+    )
     p.set_defaults(run=run)
 
 

@@ -25,6 +25,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+#: --threads at most: more would only take turns on the cores, and tens of thousands
+#: of threads cannot even be started.
+MAX_THREADS = 1024
+
+
+def threads(text: str) -> int:
+    """A number of threads inside the layers: from 1 to MAX_THREADS."""
+    return int_in_range(1, MAX_THREADS)(text)
+
+
 def int_in_range(low: int, high: int) -> Callable[[str], int]:
     """A checker for integers in [low, high]."""
 

@@ -196,7 +196,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="with --resume: continue training on other data (--data, --limit-*), e.g. "
         "to fine-tune; the run records it",
     )
-    p.add_argument("--threads", type=options.positive_int, help="threads inside the layers")
+    p.add_argument(
+        "--threads",
+        type=options.threads,
+        help=f"threads inside the layers, at most {options.MAX_THREADS} (default: all cores)",
+    )
     p.add_argument(
         "--reference",
         action="store_true",
