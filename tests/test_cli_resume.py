@@ -142,13 +142,42 @@ def test_a_resume_on_replaced_files_counts_as_other_data(tmp_path, capsys) -> No
     assert code == 2 and out == "" and not (tmp_path / "b").exists()
     assert err == (
         f"npcnn: error: the data at {data_dir} differs from what the checkpoint's run trained "
-        "on (same name, other contents); add --allow-data-change to continue training on it\n"
+        "on (same name): other contents; add --allow-data-change to continue training on it\n"
     )
     code, out, _ = run_cli(capsys, *resume, tmp_path / "c", "--allow-data-change")
     assert code == 0, out
     config = json.loads((tmp_path / "c" / "run.json").read_text())["config"]
     assert config["data_changed_from"] == {"contents": fingerprint}
     assert config["data_fingerprint"] != fingerprint
+
+
+def test_a_resume_follows_its_data_folder_to_a_new_place(tmp_path, capsys) -> None:
+    data_dir = tmp_path / "digits"
+    _write_digits(data_dir, 0)
+    argv = ["--data", data_dir, "--no-progress", "--out"]
+    assert run_cli(capsys, "train", "--epochs", "1", *argv, tmp_path / "a")[0] == 0
+    checkpoint = tmp_path / "a" / "checkpoint.npz"
+    moved = data_dir.rename(tmp_path / "moved")
+    resume = ["train", "--resume", checkpoint, "--epochs", "2", "--no-progress", "--out"]
+    code, out, err = run_cli(capsys, *resume, tmp_path / "b")
+    assert code == 1 and out == "" and not (tmp_path / "b").exists()
+    assert err == (
+        f"npcnn: error: the data folder of the run in {checkpoint} ({data_dir}) no longer "
+        "exists; pass --data DIR with its new place (the same files are recognised by their "
+        "contents)\n"
+    )
+    code, out, err = run_cli(capsys, *resume, tmp_path / "c", "--data", moved)
+    assert code == 0 and "other data" not in out, err
+    config = json.loads((tmp_path / "c" / "run.json").read_text())["config"]
+    assert config["data"] == str(moved) and "data_changed_from" not in config
+    _write_digits(tmp_path / "other", 96)  # another folder, other digits: other data
+    code, _, err = run_cli(capsys, *resume, tmp_path / "d", "--data", tmp_path / "other")
+    assert code == 2 and f"(the run trained on {data_dir}): other contents" in err, err
+    code, out, _ = run_cli(
+        capsys, *resume, tmp_path / "e", "--data", tmp_path / "other", "--allow-data-change"
+    )
+    config = json.loads((tmp_path / "e" / "run.json").read_text())["config"]
+    assert code == 0 and config["data_changed_from"]["data"] == str(data_dir)
 
 
 @pytest.mark.parametrize(

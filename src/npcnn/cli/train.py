@@ -279,13 +279,19 @@ def _settings(
     args: argparse.Namespace,
 ) -> tuple[dict[str, Any] | None, dict[str, Any] | None, dict[str, Any]]:
     """The checkpoint to resume (or None), its run's settings (or None) and this run's."""
-    from npcnn.cli.train_config import check_something_to_train, previous_config, resolve_config
+    from npcnn.cli.train_config import (
+        check_data_folder_exists,
+        check_something_to_train,
+        previous_config,
+        resolve_config,
+    )
 
     checkpoint = None if args.resume is None else _load_checkpoint(args.resume)
     previous = None if checkpoint is None else previous_config(checkpoint, args.resume)
     config = resolve_config(args, previous)
     if checkpoint is not None:
         check_something_to_train(checkpoint, config["epochs"], args.resume)
+        check_data_folder_exists(config, args.resume)
     return checkpoint, previous, config
 
 

@@ -132,6 +132,8 @@ def resolve_config(args: argparse.Namespace, previous: dict[str, Any] | None) ->
         else:
             config[name] = getattr(preset.recipe, RECIPE_FIELD.get(name, name))
     changed = {k: previous[k] for k in DATA_SETTINGS if k in previous and previous[k] != config[k]}
+    if is_folder_move(changed.get("data"), config["data"]):
+        del changed["data"]  # a data folder moved (its contents are checked on loading)
     if changed:
         config["data_changed_from"] = changed
     elif "data_changed_from" in previous:
@@ -172,11 +174,35 @@ def _check_resume_keeps(args: argparse.Namespace, previous: dict[str, Any]) -> N
         "limit_test": args.limit_test,
     }
     differs = [k for k, v in given.items() if v is not None and v != previous.get(k)]
+    if is_folder_move(previous.get("data"), given["data"]):
+        differs.remove("data")  # the same files elsewhere? `check_same_data` decides
     if differs and not getattr(args, "allow_data_change", False):
         was = ", ".join(f"{k.replace('_', '-')} {_shown(previous.get(k))}" for k in differs)
         raise UsageError(
             f"--{differs[0].replace('_', '-')} differs from the checkpoint's ({was}); "
             "add --allow-data-change to continue training on other data"
+        )
+
+
+def is_folder_move(before: str | None, now: str | None) -> bool:
+    """Whether a run's data went from one folder to another (neither a named data set)."""
+    from npcnn.data import DATASETS
+
+    return bool(before and now and before != now) and not {before, now} & set(DATASETS)
+
+
+def check_data_folder_exists(config: dict[str, Any], resumed: Path | None) -> None:
+    """Refuse to resume from a data folder that is gone, saying how to name its new place."""
+    from npcnn.data import DATASETS
+
+    folder = Path(config["data"])
+    if resumed is None or config["data"] in DATASETS or not folder.is_absolute():
+        return
+    if not folder.is_dir():
+        state = "is not a folder" if folder.exists() else "no longer exists"
+        raise CLIError(
+            f"the data folder of the run in {resumed} ({folder}) {state}; pass --data DIR "
+            "with its new place (the same files are recognised by their contents)"
         )
 
 
@@ -218,10 +244,17 @@ def check_same_data(
     before = (previous or {}).get("data_fingerprint")
     if before is None or before == config["data_fingerprint"]:
         return
+    assert previous is not None
+    moved = is_folder_move(previous.get("data"), config["data"])
     if not getattr(args, "allow_data_change", False):
+        where = f" (the run trained on {previous['data']})" if moved else " (same name)"
         raise UsageError(
-            f"the data at {config['data']} differs from what the checkpoint's run trained on "
-            "(same name, other contents); add --allow-data-change to continue training on it"
+            f"the data at {config['data']} differs from what the checkpoint's run trained on"
+            f"{where}: other contents; add --allow-data-change to continue training on it"
         )
-    if all(previous.get(k, config[k]) == config[k] for k in DATA_SETTINGS):  # (else recorded)
-        config["data_changed_from"] = {"contents": before}
+    moved_from = {"data": previous["data"]} if moved else {}
+    settings = [k for k in DATA_SETTINGS if not (moved and k == "data")]
+    if all(previous.get(k, config[k]) == config[k] for k in settings):
+        config["data_changed_from"] = {"contents": before, **moved_from}
+    else:  # (the settings that differ are recorded already)
+        config["data_changed_from"] = {**config["data_changed_from"], **moved_from}
