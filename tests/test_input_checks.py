@@ -185,3 +185,21 @@ def test_astype_refuses_dtypes_the_layers_cannot_compute_in(dtype) -> None:
 def test_astype_accepts_float64_by_any_name() -> None:
     model = _notebook().astype("float64")
     assert all(p.dtype == np.float64 and p.grad.dtype == np.float64 for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"eps": -1.0}, "finite eps >= 0, got -1.0"),
+        ({"eps": float("nan")}, "finite eps >= 0, got nan"),
+        ({"eps": float("inf")}, "finite eps >= 0, got inf"),
+        ({"momentum": 5.0}, r"momentum from 0 to 1 \(or None\), got 5.0"),
+        ({"momentum": -0.1}, "momentum from 0 to 1"),
+    ],
+)
+def test_batch_norm_refuses_settings_that_would_make_every_output_nan(settings, message) -> None:
+    for layer in (nn.BatchNorm1D, nn.BatchNorm2D):
+        with pytest.raises(ValueError, match=message):
+            layer(3, **settings)
+    nn.BatchNorm2D(3, eps=0.0, momentum=1.0)  # the edges are fine
+    nn.BatchNorm2D(3, momentum=None)

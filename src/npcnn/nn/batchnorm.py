@@ -24,6 +24,7 @@ fused batch-norm kernels share (see `npcnn.nn.backend`).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -61,6 +62,14 @@ class _BatchNorm(Layer):
             raise ValueError(f"{type(self).__name__} needs num_features >= 1, got {num_features}")
         self.eps = float(eps)
         self.momentum = None if momentum is None else float(momentum)
+        # Both are checked where they are given: a negative or NaN eps (a crafted model
+        # file) makes 1/sqrt(var + eps) NaN only later, in every output.
+        if not 0 <= self.eps < math.inf:
+            raise ValueError(f"{type(self).__name__} needs a finite eps >= 0, got {eps}")
+        if self.momentum is not None and not 0 <= self.momentum <= 1:
+            raise ValueError(
+                f"{type(self).__name__} needs momentum from 0 to 1 (or None), got {momentum}"
+            )
         dtype = parameter_dtype(dtype)
         self.weight = Parameter(np.ones(num_features, dtype=dtype))
         self.bias = Parameter(np.zeros(num_features, dtype=dtype))
