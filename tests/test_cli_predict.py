@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -168,3 +169,40 @@ def test_standard_input_through_a_real_pipe(tmp_path, model) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert LINE.match(result.stdout.strip()).group(1) == "<stdin>"
+
+
+def _shoe(path: Path) -> Path:
+    """A dark filled shape (a shoe's outline, roughly) on a light grey page."""
+    pic = Image.new("L", (300, 220), 230)
+    ImageDraw.Draw(pic).polygon([(40, 150), (60, 80), (150, 110), (260, 150), (250, 175)], 40)
+    pic.save(path)
+    return path
+
+
+def test_a_fashion_model_gets_pictures_prepared_as_fashion_mnist_was(
+    capsys, tmp_path, model
+) -> None:
+    from npcnn.data import dataset_spec
+    from npcnn.imaging import prepare_image, to_fashion_mnist
+    from npcnn.training.evaluate import inference_logits
+
+    classes = list(dataset_spec("fashion-mnist").classes)
+    record = {"config": {"data": "fashion-mnist"}, "data": {"name": "fashion-mnist"}}
+    (tmp_path / "run.json").write_text(
+        json.dumps({**record, "data": {**record["data"], "classes": classes}})
+    )
+    shoe = _shoe(tmp_path / "shoe.png")
+    code, out, err = run_cli(capsys, "predict", model, shoe, "--top", "10")
+    assert (
+        code == 0
+        and err == "note: pictures prepared as fashion-mnist's images were (--prepare object)\n"
+    )
+    # The input: the shape trimmed, 28 px on its longer side, light on black.
+    x = prepare_image(shoe, "object")
+    assert x.shape == (1, 28, 28) and x[0, 0, 0] == 0 and x.max() > 0.7
+    np.testing.assert_array_equal(x[0], to_fashion_mnist(np.asarray(Image.open(shoe), float) / 255))
+    probs = npcnn.nn.softmax(inference_logits(npcnn.load(model), x[None]))[0]
+    shown = dict(item[:-2].rsplit(" (", 1) for item in out.strip().split(": ", 1)[1].split(", "))
+    assert shown == {c: f"{100 * p:.1f}" for c, p in zip(classes, probs, strict=True)}
+    code, out, err = run_cli(capsys, "predict", model, shoe, "--prepare", "digit")
+    assert code == 0 and err == ""  # asked for: no note

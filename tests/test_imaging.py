@@ -9,12 +9,15 @@ from npcnn.imaging import (
     BOX,
     FIELD,
     ImageError,
+    as_is,
     center_of_mass,
     load_image,
     prepare_image,
+    to_fashion_mnist,
     to_mnist,
     to_white_on_black,
 )
+from npcnn.imaging.decode import resize
 
 Image = pytest.importorskip("PIL.Image")
 ImageDraw = pytest.importorskip("PIL.ImageDraw")
@@ -387,3 +390,33 @@ def test_arrays_that_are_not_pictures_are_refused() -> None:
         to_mnist(np.where(np.eye(30) > 0, np.nan, 0.9))
     with pytest.raises(ValueError, match=r"\(H, W\)"):
         to_mnist(np.zeros((4, 30, 30)))
+
+
+def _object_field(rng: np.random.Generator) -> np.ndarray:
+    """A 28x28 light object on black spanning the field's height, as Fashion-MNIST's are."""
+    rows, cols = np.mgrid[0:28, 0:28]
+    body = ((rows - 13.5) / 14) ** 2 + ((cols - 13.5) / 9) ** 2 <= 1
+    shading = 0.4 + 0.5 * (rows / 27) * rng.uniform(0.8, 1.0)  # smooth, as cloth is
+    return np.where(body, shading, 0.0)
+
+
+def test_an_image_of_fashion_mnists_kind_comes_back_as_it_was(rng) -> None:
+    field = _object_field(rng)
+    np.testing.assert_allclose(to_fashion_mnist(field), field, atol=1e-6)
+    np.testing.assert_array_equal(as_is(field), field.astype(np.float32))
+
+
+def test_a_photo_of_an_object_on_a_light_page_is_trimmed_fitted_and_negated(rng) -> None:
+    field = _object_field(rng)
+    page = np.full((300, 250), 0.9)
+    big = resize(field, 280, 280)  # dark on the light page, off-centre
+    page[12:292, 3:248] = np.minimum(0.9, 0.9 - big[:, 20:265] * 0.9 + 0.001)
+    got = to_fashion_mnist(page)
+    assert got.shape == (28, 28) and got.dtype == np.float32
+    assert got[:, :3].max() == 0 and got[:, -3:].max() == 0  # centred, black around
+    assert np.abs(got - field).mean() < 0.05
+
+
+def test_a_picture_of_one_tone_shows_no_object() -> None:
+    with pytest.raises(ImageError, match="no object found: nothing differs from the background"):
+        to_fashion_mnist(np.full((40, 30), 0.8))

@@ -281,6 +281,13 @@ def run_classes(model_path: str | os.PathLike[str]) -> list[str] | None:
     return None
 
 
+def run_data_name(model_path: str | os.PathLike[str]) -> str | None:
+    """The name of the data set the run next to a model trained on (its record's "data"
+    section), or None when there is no record or it does not say."""
+    name = run_data_section(_parse_run_record(_record_path(model_path))).get("name")
+    return name if isinstance(name, str) else None
+
+
 def class_names(model_path: str | os.PathLike[str], data: str | None, count: int) -> list[str]:
     """Names of the model's ``count`` classes.
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from npcnn.cli import options
 from npcnn.cli.errors import EXIT_FAILURE, EXIT_OK, CLIError, UsageError, print_error
+from npcnn.imaging.prepare import RECIPES
 from npcnn.training.evaluate import TTA_MODES
 
 if TYPE_CHECKING:
@@ -30,13 +31,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="classify PNG/JPEG images with a saved model (top-3 classes)",
         description=(
             "Classify each IMAGE with MODEL. Photos and drawings of any size and "
-            "polarity are prepared as MNIST was: turned upright as their EXIF tag "
-            "says, grayscale, the ink found against its local background (uneven "
-            "light, a desk around the page, noise), cropped to the digit, scaled to "
-            "20 px on the longer side and centred by centre of mass in 28x28. An "
-            "image that cannot be read, or shows no digit (blank, a dot, a filled "
-            "shape), gets one "
-            "error line and the others are still classified; the exit code is then 1."
+            "polarity are turned upright as their EXIF tag says, made grayscale, and "
+            "prepared as the images of the model's data set were (--prepare). Digits "
+            "and characters as MNIST's: the ink found against its local background "
+            "(uneven light, a desk around the page, noise), cropped to the digit, "
+            "scaled to 20 px on the longer side and centred by centre of mass in "
+            "28x28. Objects as Fashion-MNIST's products: the object found against the "
+            "tone of the picture's edges, trimmed, scaled to 28 px on the longer side "
+            "and centred, light on black. An image that cannot be read, or shows "
+            "nothing to classify (blank, a dot, a filled shape), gets one error line "
+            "and the others are still classified; the exit code is then 1."
         ),
     )
     p.add_argument(
@@ -58,6 +62,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="take the class names from this data set (default: run.json next to MODEL, "
         "else class indices)",
     )
+    p.add_argument(
+        "--prepare",
+        choices=list(RECIPES),
+        help="how pictures become 28x28 inputs: digit (MNIST's recipe), object "
+        "(Fashion-MNIST's), as-is (only resized: pictures already in that format); "
+        "default: the recipe of the model's data set (--data, else run.json next to "
+        "MODEL), else digit",
+    )
     p.add_argument("--top", type=options.positive_int, default=3, help="classes shown (default: 3)")
     p.add_argument(
         "--tta",
@@ -76,17 +88,21 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     check_model_fits(model, (1, 28, 28), args.model)
     tta, tta_source = run_tta(args.model, args.tta)
+    recipe, data_name = picture_recipe(args.model, args.prepare, args.data)
     names, inputs = [], []
     for source in args.images:
         name = STDIN_NAME if source == STDIN else source
         try:
-            inputs.append(read_image(source))
+            inputs.append(read_image(source, recipe))
             names.append(name)
         except CLIError as err:
             print_error(f"{name}: {err}")
     if inputs:
         if args.tta is None and tta != "none":  # the run's, which the user may not know
             note = f"note: test-time augmentation: {tta} ({tta_source}); --tta none turns it off"
+            print(note, file=sys.stderr)
+        if args.prepare is None and recipe != "digit":  # likewise
+            note = f"note: pictures prepared as {data_name}'s images were (--prepare {recipe})"
             print(note, file=sys.stderr)
         probabilities = classify(model, inputs, tta)
         check_finite(probabilities, args.model)
@@ -98,7 +114,21 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK if len(inputs) == len(args.images) else EXIT_FAILURE
 
 
-def read_image(source: str) -> np.ndarray:
+def picture_recipe(model_path: str, given: str | None, data: str | None) -> tuple[str, str]:
+    """How pictures are prepared for the model (a key of `npcnn.imaging.RECIPES`), and
+    the data set that says so: ``given`` (--prepare), else the recipe of the data set
+    ``data`` (--data) or of the run's (run.json next to the model), else "digit"."""
+    from npcnn.cli.common import run_data_name
+    from npcnn.data import dataset_spec
+
+    name = data if data is not None else run_data_name(model_path)
+    spec = dataset_spec(name) if name is not None else None
+    if given is not None or spec is None:
+        return given or "digit", ""
+    return spec.pictures, spec.name
+
+
+def read_image(source: str, recipe: str = "digit") -> np.ndarray:
     """The model input (1, 28, 28) for a path, or for standard input if ``source`` is '-'.
 
     Raises CLIError with the cause (without the file's name) for a file that
@@ -108,8 +138,8 @@ def read_image(source: str) -> np.ndarray:
 
     try:
         if source == STDIN:
-            return prepare_image(io.BytesIO(_read_stdin()))
-        return prepare_image(source)
+            return prepare_image(io.BytesIO(_read_stdin()), recipe)
+        return prepare_image(source, recipe)
     except FileNotFoundError:
         raise CLIError("no such image file") from None
     except ImageError as err:

@@ -112,6 +112,10 @@ class DatasetSpec:
     packaged: str | None = None
     licence: str = ""
     homepage: str = ""
+    #: What its images show, which decides how `npcnn predict` prepares a picture for a
+    #: model trained on it (`npcnn.imaging.RECIPES`): "digit" (strokes, MNIST's recipe)
+    #: or "object" (a product on a plain background, Fashion-MNIST's).
+    pictures: str = "digit"
 
     def __post_init__(self) -> None:
         if self.packaged is None and len(self.files) != 4:
@@ -263,6 +267,7 @@ FASHION_MNIST = DatasetSpec(
     search_dirs=("/usr/share/datasets/fashion-mnist",),
     licence="MIT (Zalando Research)",
     homepage="https://github.com/zalandoresearch/fashion-mnist",
+    pictures="object",
 )
 
 KMNIST = DatasetSpec(

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from typing import BinaryIO
-
 import numpy as np
 
-from npcnn.imaging.decode import load_image, resize
+from npcnn.imaging.decode import resize
 from npcnn.imaging.errors import NO_DIGIT, NOTHING_STANDS_OUT, ImageError
 from npcnn.imaging.ink import INK_THRESHOLD, to_white_on_black
 from npcnn.imaging.morphology import components
 
 FIELD = 28  # output side, px
 BOX = 20  # the ink's longer side after scaling, px
-# prepare_image shrinks larger pictures to this longer side first: a digit
-# needs far fewer pixels, and it bounds the time and memory per picture.
-WORK_SIDE = 1024
 # The digit is the largest mark (by ink), the marks that carry at least
 # PART_MASS of its ink (strokes drawn apart or broken), and the marks within
 # NEAR_FRACTION of its extent from its box; smaller marks further away
@@ -113,18 +107,3 @@ def to_mnist(gray: np.ndarray, field: int = FIELD, box: int = BOX) -> np.ndarray
     left = margin + round(centre - cx)
     canvas[top : top + height, left : left + width] = digit
     return canvas[margin : margin + field, margin : margin + field].astype(np.float32)
-
-
-def prepare_image(source: str | os.PathLike[str] | BinaryIO) -> np.ndarray:
-    """Load a file or binary stream; return the model input (1, 28, 28) float32 in [0, 1].
-
-    The picture is shrunk to ``WORK_SIDE`` px on its longer side first.
-    Raises FileNotFoundError, or :class:`ImageError` (its ``source`` the
-    path, None for a stream) if it cannot be decoded or shows no digit.
-    """
-    gray = load_image(source, max_side=WORK_SIDE)
-    try:
-        return to_mnist(gray)[np.newaxis]
-    except ImageError as err:
-        name = None if hasattr(source, "read") else os.fspath(source)
-        raise ImageError(err.cause, name) from None
