@@ -261,3 +261,19 @@ def test_a_directory_data_set_is_remembered_for_evaluate(tmp_path, capsys, monke
     metrics = json.loads(Path("metrics.json").read_text())
     accuracy = float(re.search(r"test accuracy: ([\d.]+)", out).group(1))
     assert accuracy == pytest.approx(metrics["test"]["accuracy"], abs=5e-5)
+
+
+def test_a_run_directory_that_cannot_be_made_and_a_file_for_data_are_one_line_each(
+    tmp_path, capsys
+) -> None:
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a folder")
+    code = main(["train", "--epochs", "1", "--out", str(a_file / "run")])
+    err = capsys.readouterr().err
+    assert code == 1 and err == (
+        f"npcnn: error: cannot create the run directory {a_file / 'run'}: not a directory\n"
+    )
+    code = main(["train", "--epochs", "1", "--data", str(a_file), "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith(f"npcnn: error: '{a_file}' is a file, not a data set: ")
+    assert not (tmp_path / "r").exists()

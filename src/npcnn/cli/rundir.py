@@ -46,12 +46,22 @@ def fresh_directory(path: Path) -> Path:
             candidate.mkdir(parents=True)
         except FileExistsError:
             free = candidate.is_dir() and not any(candidate.iterdir())
+        except OSError as err:  # an unwritable parent, a folder of /proc, ...
+            raise OSError(f"cannot create the run directory {candidate}: {reason(err)}") from None
         else:
             free = True
-        if free and _claim(candidate):
-            return candidate
+        try:
+            if free and _claim(candidate):
+                return candidate
+        except OSError as err:
+            raise OSError(f"cannot write in the run directory {candidate}: {reason(err)}") from None
         n += 1
         candidate = path.with_name(f"{path.name}-{n}")
+
+
+def reason(err: OSError) -> str:
+    """An OSError's cause without its errno and path: "permission denied"."""
+    return (err.strerror or str(err)).lower()
 
 
 def default_run_directory(preset: str) -> Path:

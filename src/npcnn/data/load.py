@@ -297,9 +297,14 @@ def _load_splits(
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return _directory_splits(path, splits, None, num_classes)
+    what = (
+        f"{str(name_or_path)!r} is a file, not a data set"
+        if path.exists()
+        else f"unknown data set {str(name_or_path)!r}"
+    )
     raise DataError(
-        f"unknown data set {str(name_or_path)!r}: use one of {', '.join(DATASETS)} or a "
-        f"directory holding {', '.join(IDX_FILE_NAMES)} (gzipped or not)"
+        f"{what}: use one of {', '.join(DATASETS)} or a directory holding "
+        f"{', '.join(IDX_FILE_NAMES)} (gzipped or not)"
     )
 
 
