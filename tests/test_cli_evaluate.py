@@ -110,6 +110,18 @@ def test_evaluate_says_when_the_runs_data_folder_has_gone(run_dir, tmp_path, cap
     )  # fmt: skip
 
 
+def test_evaluate_names_the_record_whose_data_folder_holds_no_data(run_dir, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    write_record(run_dir, data=str(tmp_path / "empty"), num_classes=None, tta="none")
+    code, _, err = run_cli(capsys, "evaluate", run_dir / "model.npz")
+    assert_one_error_line(
+        code, err, f"the run's data {tmp_path / 'empty'} (from {run_dir / 'run.json'}): ",
+        "missing IDX file(s)", "; pass --data NAME|DIR",
+    )  # fmt: skip
+    code, _, err = run_cli(capsys, "evaluate", run_dir / "model.npz", "--data", tmp_path / "empty")
+    assert code == 1 and "run.json" not in err  # a folder given: the run's record is no cause
+
+
 @pytest.mark.parametrize(
     "text",
     ["[" * 100_000, "{not json", '{"config": {"data": [[1]], "tta": 5, "num_classes": "x"}}'],

@@ -12,6 +12,7 @@ from npcnn.cli.errors import EXIT_OK, CLIError
 from npcnn.training.evaluate import TTA_MODES
 
 if TYPE_CHECKING:
+    from npcnn.data import DatasetSplit
     from npcnn.metrics import ClassReport
     from npcnn.training.evaluate import EvalResult
 
@@ -71,7 +72,6 @@ def run(args: argparse.Namespace) -> int:
         check_finite,
         check_model_fits,
         load_model,
-        load_test_split,
         run_setting,
         run_tta,
         set_threads,
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     num_classes = args.num_classes
     if num_classes is None and dataset_spec(name) is None:
         num_classes = run_setting(args.model, "num_classes")  # the run's directory's classes
-    data = load_test_split(name, num_classes).head(args.limit_test)
+    data = test_split(args, name, num_classes)
     check_model_fits(model, (1, *data.image_shape), args.model)
     tta, tta_source = run_tta(args.model, args.tta)
     if args.limit_test is None:
@@ -126,6 +126,22 @@ def _print_results(result: EvalResult, report: ClassReport) -> None:
     print()
     print("Confusion matrix (rows: true class, columns: predicted):")
     print(report.format_confusion())
+
+
+def test_split(args: argparse.Namespace, name: str, num_classes: int | None) -> DatasetSplit:
+    """The test images of data set ``name`` (the first --limit-test of them); a failure
+    to load the run's own data set (no --data given) names the record it came from."""
+    from npcnn.cli.common import load_test_split, run_setting
+    from npcnn.cli.rundir import RUN_RECORD
+
+    try:
+        return load_test_split(name, num_classes).head(args.limit_test)
+    except CLIError as err:
+        if args.data is not None or run_setting(args.model, "data") is None:
+            raise
+        record = Path(args.model).parent / RUN_RECORD
+        message = f"the run's data {name} (from {record}): {err}; pass --data NAME|DIR"
+        raise CLIError(message, err.code) from None
 
 
 def data_name(model_path: str, given: str | None) -> str:
