@@ -172,6 +172,8 @@ def test_gradcheck_checks_a_saved_graph_and_refuses_what_is_no_classifier(tmp_pa
     code, out, _ = run_cli(capsys, "gradcheck", tmp_path / "resnet.npz", "--elements", "4")
     assert code == 0 and out.startswith(f"Gradient check of {tmp_path / 'resnet.npz'}"), out
     assert "layer2.1.conv2.weight" in out and out.strip().endswith("OK")
+    rows = out.splitlines()[1:-1]  # the header and a row per tensor: columns line up
+    assert len({len(row) for row in rows}) == 1 and len({row.index(" ") for row in rows}) > 1
     x = nn.Input((1, 28, 28))
     npcnn.save(nn.Model(x, nn.Conv2D(1, 2, 3)(x)), tmp_path / "maps.npz")
     code, _, err = run_cli(capsys, "gradcheck", tmp_path / "maps.npz")

@@ -126,12 +126,12 @@ class GradcheckResult:
         return self.num_checked > 0 and self.max_error <= tol
 
     def __str__(self) -> str:
-        lines = [f"{'tensor':<24}{'checked':>9}{'excluded':>10}{'rel. error':>14}"]
+        width = max([24, *(len(name) + 1 for name in self.errors)])  # the names line up
+        lines = [f"{'tensor':<{width}}{'checked':>9}{'excluded':>10}{'rel. error':>14}"]
         for name, error in self.errors.items():
             shown = "-" if math.isnan(error) else f"{error:.2e}"
-            lines.append(
-                f"{name:<24}{self.checked[name]:>9}{self.excluded.get(name, 0):>10}{shown:>14}"
-            )
+            counts = f"{self.checked[name]:>9}{self.excluded.get(name, 0):>10}"
+            lines.append(f"{name:<{width}}{counts}{shown:>14}")
         return "\n".join(lines)
 
 
