@@ -176,6 +176,18 @@ def test_malformed_architecture_record_is_a_value_error(changes, tmp_path: Path)
         npcnn.load(path)
 
 
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_a_switch_that_is_not_true_or_false_is_named(value, tmp_path: Path) -> None:
+    # "yes" would count as true: the model would then ask the file for a bias it never
+    # had, and the message would blame a missing array rather than the setting.
+    arrays = model_to_arrays(nn.Sequential([nn.Dense(2, 2, bias=False, rng=0)]))
+    dense = {"type": "Dense", "config": {"in_features": 2, "out_features": 2, "bias": value}}
+    model = {"type": "Sequential", "config": {"layers": [dense]}}
+    np.savez(tmp_path / "bad.npz", **_with_record(arrays, model=model))
+    with pytest.raises(ValueError, match=f"bias must be true or false, got {value!r}"):
+        npcnn.load(tmp_path / "bad.npz")
+
+
 def test_architecture_record_that_is_not_json_is_refused(tmp_path: Path) -> None:
     arrays = model_to_arrays(nn.Sequential([nn.Dense(2, 2, rng=0)]))
     path = tmp_path / "bad.npz"

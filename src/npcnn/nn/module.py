@@ -483,8 +483,11 @@ class Layer:
         configuration holds their children's descriptions override it (Sequential).
 
         Raises:
-            TypeError, ValueError: the configuration does not fit the constructor.
+            TypeError, ValueError: the configuration does not fit the constructor (a
+                switch such as `bias` that is not true or false, too: "yes" would
+                count as true).
         """
+        check_switches(cls, config)
         return cls(**config)
 
     @classmethod
@@ -501,6 +504,24 @@ class Layer:
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+def check_switches(cls: type, config: Mapping[str, Any]) -> None:
+    """TypeError unless each of `config`'s values for a bool argument of `cls`'s
+    constructor (`bias`, `ceil_mode`) is true or false: "yes" or 1 would count as true."""
+    for name in _switches(cls).intersection(config):
+        if not isinstance(config[name], (bool, np.bool_)):
+            raise TypeError(f"{name} must be true or false, got {config[name]!r}")
+
+
+@functools.cache
+def _switches(cls: type) -> frozenset[str]:
+    """The arguments of `cls`'s constructor annotated as bool (its on/off settings)."""
+    try:
+        parameters = inspect.signature(cls.__init__, eval_str=True).parameters
+    except (NameError, TypeError, ValueError, SyntaxError):  # annotations it cannot resolve
+        return frozenset()
+    return frozenset(name for name, p in parameters.items() if p.annotation is bool)
 
 
 def _takes_need_input_grad(backward: Callable[..., Any]) -> bool:

@@ -23,7 +23,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, overload
 
-from npcnn.nn.module import Layer
+from npcnn.nn.module import Layer, check_switches
 from npcnn.text import clip, short_repr
 
 #: Every registered layer type by name (the built-in ones and the user's own).
@@ -223,6 +223,7 @@ def _build(spec: Mapping[str, Any], state: _Build) -> Layer:
     cls, config = _parse(spec, state)
     before = state.elements
     try:
+        check_switches(cls, config)  # before the shapes, which a switch decides
         shapes = cls.state_shapes(config)
         if shapes is not None:
             state.check(shapes)
