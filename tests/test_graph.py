@@ -204,6 +204,15 @@ def test_load_refuses_a_graph_that_uses_a_tensor_before_it_is_made(tmp_path) -> 
         npcnn.load(_saved_architecture(tmp_path, cycle))
 
 
+def test_load_refuses_a_dotted_layer_name_as_such(tmp_path) -> None:
+    def dotted(config):  # "conv1" -> "conv.1": its arrays would be looked for as conv.1.*
+        config["layers"][0]["name"] = "conv.1"
+        config["layers"][1]["inbound"] = "conv.1"
+
+    with pytest.raises(ValueError, match=r"without '\.', got 'conv\.1'"):
+        npcnn.load(_saved_architecture(tmp_path, dotted))
+
+
 def test_load_refuses_a_one_input_layer_given_a_list_of_tensors(tmp_path) -> None:
     def listed(config):  # the third layer (a ReLU) reads a list
         config["layers"][2]["inbound"] = [config["layers"][2]["inbound"]]

@@ -315,6 +315,8 @@ def _add_node(item: Any, tensors: dict[str, SymbolicTensor]) -> None:
     if not isinstance(item, Mapping) or not isinstance(item.get("name"), str):
         raise ValueError(f"malformed Model layer {short_repr(item)}")
     name, inbound = item["name"], item.get("inbound")
+    if not name or "." in name:  # (checked before its arrays are looked for under it)
+        raise ValueError(f"a layer's name must be a non-empty string without '.', got {name!r}")
     names = inbound if isinstance(inbound, list) else [inbound]
     missing = [n for n in names if not isinstance(n, str) or n not in tensors]
     if missing or not names:
