@@ -120,6 +120,9 @@ def test_evaluate_names_the_record_whose_data_folder_holds_no_data(run_dir, tmp_
     )  # fmt: skip
     code, _, err = run_cli(capsys, "evaluate", run_dir / "model.npz", "--data", tmp_path / "empty")
     assert code == 1 and "run.json" not in err  # a folder given: the run's record is no cause
+    write_record(run_dir, data="sample", num_classes=None, tta="none")
+    code, _, err = run_cli(capsys, "evaluate", run_dir / "model.npz", "--num-classes", "5")
+    assert code == 2 and "run.json" not in err and "--num-classes 5" in err, err
 
 
 @pytest.mark.parametrize(

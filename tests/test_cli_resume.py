@@ -178,6 +178,30 @@ def test_a_resume_follows_its_data_folder_to_a_new_place(tmp_path, capsys) -> No
     )
     config = json.loads((tmp_path / "e" / "run.json").read_text())["config"]
     assert code == 0 and config["data_changed_from"]["data"] == str(data_dir)
+    code, _, err = run_cli(capsys, *resume, tmp_path / "f", "--data", tmp_path / "typo")
+    assert code == 1 and f"'{tmp_path / 'typo'}'" in err and "of the run" not in err, err
+
+
+def test_a_checkpoint_without_a_data_fingerprint_keeps_refusing_another_folder(
+    tmp_path, capsys
+) -> None:
+    # Checkpoints written before fingerprints cannot show that a folder is the same.
+    from npcnn.training.checkpoint import CHECKPOINT_KEY
+
+    _write_digits(tmp_path / "digits", 0)
+    argv = ["--data", tmp_path / "digits", "--no-progress", "--out"]
+    assert run_cli(capsys, "train", "--epochs", "1", *argv, tmp_path / "a")[0] == 0
+    checkpoint = tmp_path / "a" / "checkpoint.npz"
+    with np.load(checkpoint) as f:
+        arrays = dict(f)
+    record = json.loads(str(arrays[CHECKPOINT_KEY]))
+    del record["run"]["data_fingerprint"]
+    arrays[CHECKPOINT_KEY] = np.array(json.dumps(record))
+    np.savez(checkpoint, **arrays)
+    _write_digits(tmp_path / "copy", 0)
+    resume = ["train", "--resume", checkpoint, "--epochs", "2", "--no-progress"]
+    code, _, err = run_cli(capsys, *resume, "--data", tmp_path / "copy", "--out", tmp_path / "b")
+    assert code == 2 and "--data differs from the checkpoint's" in err, err
 
 
 @pytest.mark.parametrize(

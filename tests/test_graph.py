@@ -421,7 +421,8 @@ def test_a_dropped_model_frees_its_layers() -> None:
 
 def test_a_layer_instance_in_two_places_of_one_network_is_refused() -> None:
     # One instance at two places would keep one forward's cache for both calls (wrong
-    # weight gradients) and list its parameters twice: refused, however it gets there.
+    # weight gradients) and list its parameters twice: refused when a container that
+    # already holds it, or holds it twice, is built or given it.
     conv = nn.Conv2D(4, 4, 3, padding=1)
     with pytest.raises(ValueError, match=r"layer '1' to this Sequential: that Conv2D.* \(as '0'\)"):
         nn.Sequential(conv, conv)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from npcnn.cli import options
-from npcnn.cli.errors import EXIT_OK, CLIError
+from npcnn.cli.errors import EXIT_OK, CLIError, UsageError
 from npcnn.training.evaluate import TTA_MODES
 
 if TYPE_CHECKING:
@@ -137,7 +137,8 @@ def test_split(args: argparse.Namespace, name: str, num_classes: int | None) -> 
     try:
         return load_test_split(name, num_classes).head(args.limit_test)
     except CLIError as err:
-        if args.data is not None or run_setting(args.model, "data") is None:
+        came_from_record = args.data is None and run_setting(args.model, "data") is not None
+        if isinstance(err, UsageError) or not came_from_record:  # (an option's mistake)
             raise
         record = Path(args.model).parent / RUN_RECORD
         message = f"the run's data {name} (from {record}): {err}; pass --data NAME|DIR"

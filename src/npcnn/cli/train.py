@@ -291,7 +291,7 @@ def _settings(
     config = resolve_config(args, previous)
     if checkpoint is not None:
         check_something_to_train(checkpoint, config["epochs"], args.resume)
-        check_data_folder_exists(config, args.resume)
+        check_data_folder_exists(config, args.resume, args.data)
     return checkpoint, previous, config
 
 

@@ -132,7 +132,7 @@ def resolve_config(args: argparse.Namespace, previous: dict[str, Any] | None) ->
         else:
             config[name] = getattr(preset.recipe, RECIPE_FIELD.get(name, name))
     changed = {k: previous[k] for k in DATA_SETTINGS if k in previous and previous[k] != config[k]}
-    if is_folder_move(changed.get("data"), config["data"]):
+    if "data" in changed and is_folder_move(previous, config["data"]):
         del changed["data"]  # a data folder moved (its contents are checked on loading)
     if changed:
         config["data_changed_from"] = changed
@@ -174,7 +174,7 @@ def _check_resume_keeps(args: argparse.Namespace, previous: dict[str, Any]) -> N
         "limit_test": args.limit_test,
     }
     differs = [k for k, v in given.items() if v is not None and v != previous.get(k)]
-    if is_folder_move(previous.get("data"), given["data"]):
+    if is_folder_move(previous, given["data"]):
         differs.remove("data")  # the same files elsewhere? `check_same_data` decides
     if differs and not getattr(args, "allow_data_change", False):
         was = ", ".join(f"{k.replace('_', '-')} {_shown(previous.get(k))}" for k in differs)
@@ -184,19 +184,29 @@ def _check_resume_keeps(args: argparse.Namespace, previous: dict[str, Any]) -> N
         )
 
 
-def is_folder_move(before: str | None, now: str | None) -> bool:
-    """Whether a run's data went from one folder to another (neither a named data set)."""
+def is_folder_move(previous: dict[str, Any], now: str | None) -> bool:
+    """Whether a resumed run's data goes from one folder to another (neither a named data
+    set) whose contents can be compared: its checkpoint records their fingerprint (those
+    written before fingerprints were do not, and such a move stays a change of data)."""
     from npcnn.data import DATASETS
 
-    return bool(before and now and before != now) and not {before, now} & set(DATASETS)
+    before = previous.get("data")
+    if not (before and now and before != now and previous.get("data_fingerprint")):
+        return False
+    return not {before, now} & set(DATASETS)
 
 
-def check_data_folder_exists(config: dict[str, Any], resumed: Path | None) -> None:
-    """Refuse to resume from a data folder that is gone, saying how to name its new place."""
+def check_data_folder_exists(
+    config: dict[str, Any], resumed: Path | None, given: str | None
+) -> None:
+    """Refuse to resume from the run's data folder (no --data `given`) when it is gone,
+    saying how to name its new place."""
     from npcnn.data import DATASETS
 
     folder = Path(config["data"])
-    if resumed is None or config["data"] in DATASETS or not folder.is_absolute():
+    if resumed is None or given is not None or config["data"] in DATASETS:
+        return
+    if not folder.is_absolute():
         return
     if not folder.is_dir():
         state = "is not a folder" if folder.exists() else "no longer exists"
@@ -245,7 +255,7 @@ def check_same_data(
     if before is None or before == config["data_fingerprint"]:
         return
     assert previous is not None
-    moved = is_folder_move(previous.get("data"), config["data"])
+    moved = is_folder_move(previous, config["data"])
     if not getattr(args, "allow_data_change", False):
         where = f" (the run trained on {previous['data']})" if moved else " (same name)"
         raise UsageError(

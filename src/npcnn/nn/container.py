@@ -26,7 +26,7 @@ class Sequential(Layer):
         for i, layer in enumerate(items):
             if not isinstance(layer, Layer):
                 raise TypeError(f"Sequential item {i} is a {type(layer).__name__}, not a Layer")
-            self.add_layer(str(i), layer)
+        self.add_layers((str(i), layer) for i, layer in enumerate(items))
         self._planner = Planner()
         self._steps: list[Step] | None = None  # the steps of the last forward, for backward
 

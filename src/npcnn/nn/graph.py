@@ -176,8 +176,8 @@ class Model(Layer):
         self.input_name = inputs.name or "input"
         self.input_shape = tuple(int(n) for n in inputs.shape[1:])
         self.nodes: list[GraphNode] = []
+        self.add_layers((names[node], node.layer) for node in nodes)
         for node in nodes:
-            self.add_layer(names[node], node.layer)
             inbound = tuple(
                 self.input_name if t.node is None else names[t.node] for t in node.inputs
             )
