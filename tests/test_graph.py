@@ -235,6 +235,18 @@ def test_a_layer_called_on_the_wrong_number_of_inputs_is_refused_by_name() -> No
         nn.Add()(a)
     with pytest.raises(TypeError, match="got a list holding list"):
         nn.Add()([[a], [x]])
+    # A Sequential takes what its first layer takes; a layer of one's own says so.
+    joined = nn.Sequential(nn.Concatenate(), nn.ReLU())([a, x], name="joined")
+    assert joined.shape == (None, 6, 6, 6)
+
+    class Product(nn.Layer):
+        takes_several_inputs = True
+
+        def forward(self, xs, training=False):
+            return xs[0] * xs[1]
+
+    assert Product()([a, x]).shape == (None, 3, 6, 6)
+    np.testing.assert_array_equal(Product()([np.full(2, 3.0), np.full(2, 2.0)]), [6.0, 6.0])
 
 
 def test_build_errors_name_the_layers_and_shapes() -> None:

@@ -31,6 +31,12 @@ class Sequential(Layer):
         self._steps: list[Step] | None = None  # the steps of the last forward, for backward
 
     @property
+    def takes_several_inputs(self) -> bool:  # type: ignore[override]
+        """As its first layer: a Sequential that starts with a merge layer takes a list."""
+        first = next(iter(self._children.values()), None)
+        return first is not None and first.takes_several_inputs
+
+    @property
     def layers(self) -> list[Layer]:
         return list(self._children.values())
 

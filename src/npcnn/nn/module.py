@@ -89,7 +89,9 @@ class Layer:
     rebuild a layer from its constructor arguments (what `npcnn.save` stores).
     """
 
-    #: Whether `forward` takes a list of arrays (a merge layer's) rather than one array.
+    #: Whether `forward` takes a list of arrays (as `nn.MergeLayer`s do) rather than one
+    #: array: a layer of one's own that does sets it True (or subclasses MergeLayer),
+    #: and calls on a list are refused for the others.
     takes_several_inputs = False
 
     # Empty until Layer.__init__ gives each instance its own (see __setattr__).
