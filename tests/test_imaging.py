@@ -417,6 +417,15 @@ def test_a_photo_of_an_object_on_a_light_page_is_trimmed_fitted_and_negated(rng)
     assert np.abs(got - field).mean() < 0.05
 
 
+@pytest.mark.parametrize("page", [0.45, 0.3, 0.6])
+def test_a_dark_object_on_a_grey_page_comes_out_light_on_black(page: float) -> None:
+    gray = np.full((100, 100), page)
+    gray[30:70, 40:60] = 0.0  # a black box, 40 x 20
+    got = to_fashion_mnist(gray)
+    assert got[14, 14] == pytest.approx(1.0) and got[0, 0] == 0 and got[14, 2] == 0
+    assert got.max() == pytest.approx(1.0)
+
+
 def test_a_picture_of_one_tone_shows_no_object() -> None:
     with pytest.raises(ImageError, match="no object found: nothing differs from the background"):
         to_fashion_mnist(np.full((40, 30), 0.8))

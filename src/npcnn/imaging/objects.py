@@ -5,9 +5,10 @@ Fashion-MNIST's images were made from product photos on a light background
 shorter side extended to 28 px with the object in the middle, the
 intensities negated. So here, for a picture (H, W) in [0, 1]:
 
-    background b = median of the border pixels; if b > 1/2 (a light page),
+    background b = median of the border pixels
+    object       = pixels with |x - b| > OBJECT_CONTRAST, and its bounding box;
+                   if they are darker than b on average (a dark object on a page),
                    x <- 1 - x and b <- 1 - b, so that the object is light on dark
-    object       = pixels with |x - b| > OBJECT_CONTRAST, and its bounding box
     output       = (x - b) / (1 - b), clipped to [0, 1], of that box, resized so
                    its longer side is 28 px (aspect kept), centred in 28 x 28
 
@@ -42,14 +43,14 @@ def to_fashion_mnist(gray: np.ndarray, field: int = FIELD) -> np.ndarray:
     Raises :class:`ImageError` when nothing differs from the background.
     """
     background = border_median(gray)
-    if background > 0.5:
-        gray, background = 1.0 - gray, 1.0 - background
-    rows = np.flatnonzero((np.abs(gray - background) > OBJECT_CONTRAST).any(axis=1))
-    cols = np.flatnonzero((np.abs(gray - background) > OBJECT_CONTRAST).any(axis=0))
+    differs = np.abs(gray - background) > OBJECT_CONTRAST
+    rows, cols = np.flatnonzero(differs.any(axis=1)), np.flatnonzero(differs.any(axis=0))
     if len(rows) == 0 or max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1 < MIN_OBJECT_PIXELS:
         raise ImageError(
             "no object found: nothing differs from the background (the tone of the edges)"
         )
+    if gray[differs].mean() < background:  # a dark object: made light on a dark ground
+        gray, background = 1.0 - gray, 1.0 - background
     crop = gray[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     crop = np.clip((crop - background) / max(1.0 - background, 1e-6), 0.0, 1.0)
     h, w = crop.shape
