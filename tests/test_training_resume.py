@@ -270,3 +270,27 @@ def test_resume_mid_epoch_needs_the_same_batches(tmp_path) -> None:
         make_trainer(checkpoint_path=ckpt, callbacks=[InterruptAt(2)]).fit(batches(), 2)
     with pytest.raises(ValueError, match="same data and batch size"):
         make_trainer().fit(batches(batch_size=32), 2, resume_from=ckpt)
+
+
+def test_a_sigterm_python_dropped_before_fit_stops_it_at_the_first_safe_point() -> None:
+    # Its handler ran inside a weakref callback, where an exception cannot propagate.
+    import weakref
+
+    from npcnn.training.interrupts import Terminated, interrupts_not_lost
+
+    class Anything:
+        pass
+
+    def callback(_ref) -> None:
+        raise Terminated
+
+    trainer = make_trainer()
+    with interrupts_not_lost() as lost:
+        thing = Anything()
+        probe = weakref.ref(thing, callback)
+        del thing
+        assert probe() is None and len(lost) == 1
+        with pytest.raises(TrainingInterrupted) as info:
+            trainer.fit(batches(), 2)
+    assert info.value.signal == signal.SIGTERM
+    assert len(trainer.history.steps) <= 1  # the first step's end is a safe point

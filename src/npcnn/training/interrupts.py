@@ -43,24 +43,30 @@ def terminate_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+#: The interrupts that `interrupts_not_lost` kept from being dropped, oldest first.
+_lost: list[KeyboardInterrupt] = []
+
+
 @contextlib.contextmanager
 def interrupts_not_lost() -> Iterator[list[KeyboardInterrupt]]:
     """Within the block, a KeyboardInterrupt (Ctrl-C, or SIGTERM's `Terminated`) that
     Python would drop, because its signal handler ran inside a weakref callback or a
     `__del__` ("Exception ignored in ..."), is kept in the list yielded instead of
-    printed, so that the caller can still stop as the signal asked."""
-    lost: list[KeyboardInterrupt] = []
+    printed. A training loop (`DeferredInterrupt`) then stops at its next safe point as
+    for the signal itself; elsewhere the caller can still act on it when the work in
+    hand is done (it cannot be raised again where it was lost)."""
     previous = sys.unraisablehook
 
     def keep_interrupts(unraisable: Any) -> None:
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            lost.append(unraisable.exc_value)
+            _lost.append(unraisable.exc_value)
         else:
             previous(unraisable)
 
+    _lost.clear()
     sys.unraisablehook = keep_interrupts
     try:
-        yield lost
+        yield _lost
     finally:
         sys.unraisablehook = previous
 
@@ -81,8 +87,20 @@ class DeferredInterrupt:
     )
 
     def __init__(self) -> None:
-        self.requested: int | None = None
+        self._requested: int | None = None
         self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> int | None:
+        """The signal that asked to stop (SIGINT or SIGTERM), or None: this block's own,
+        else one that `interrupts_not_lost` kept from being dropped."""
+        if self._requested is None and _lost:
+            return int(getattr(_lost[0], "signal", signal.SIGINT))
+        return self._requested
+
+    @requested.setter
+    def requested(self, signum: int | None) -> None:
+        self._requested = signum
 
     def __enter__(self) -> DeferredInterrupt:
         if threading.current_thread() is threading.main_thread():
