@@ -886,23 +886,30 @@ def _look_at_by_export(model: nn.Layer, tmp_path: Path) -> None:
     npcnn.onnx.export(model, tmp_path / "m.onnx")
 
 
+@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("preset", ["notebook", "resnet"])
 @pytest.mark.parametrize("look", [_look_at_by_summary, _look_at_by_export])
 def test_looking_at_a_model_between_forward_and_backward_changes_no_gradient(
-    preset, look, tmp_path, rng
+    preset, look, fused, tmp_path, rng
 ) -> None:
     # summary() and export run an inference forward, which on its own drops the
-    # caches of the training forward before it (fused steps' too).
+    # caches of the training forward before it (fused steps' too), and runs fused
+    # steps: other steps than those of a training pass without fusion.
+    import contextlib
+
     from npcnn.models import PRESETS
 
+    mode = contextlib.nullcontext if fused else nn.no_fusion
     x = rng.random((4, 1, 28, 28), dtype=np.float32)
     grads = []
     for looked in (False, True):
         model = PRESETS[preset].model(seed=0)
-        y = model.forward(x, training=True)
+        with mode():
+            y = model.forward(x, training=True)
         if looked:
             look(model, tmp_path)
-        dx = model.backward(np.ones_like(y))
+        with mode():
+            dx = model.backward(np.ones_like(y))
         grads.append([dx] + [p.grad for p in model.parameters()])
     for plain, after_look in zip(*grads, strict=True):
         np.testing.assert_array_equal(after_look, plain)

@@ -642,11 +642,14 @@ class inference_backward:
 @contextmanager
 def passes_undone(model: Layer) -> Iterator[None]:
     """Within the block, forward passes of `model` leave no trace: afterwards every
-    layer below it, and every step of their plans, has the attributes it had before
+    layer below it, every step of their plans and every chain of a Model (which keeps
+    the steps of its last forward) has the attributes it had before
     (what the last training forward kept for backward among them). For looking at a
     model (`summary`, an export) between a training forward and its backward."""
-    owners: list[Any] = [layer for _, layer in model.named_layers()]
-    owners += [step for layer in list(owners) if hasattr(layer, "plan") for step in layer.plan()]
+    layers = [layer for _, layer in model.named_layers()]
+    owners: list[Any] = list(layers)
+    owners += [step for layer in layers if hasattr(layer, "plan") for step in layer.plan()]
+    owners += [chain for layer in layers for chain in getattr(layer, "chains", ())]  # a Model's
     saved = [(owner, dict(vars(owner))) for owner in owners]
     try:
         yield
