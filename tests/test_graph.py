@@ -452,7 +452,7 @@ def test_a_layer_instance_in_two_places_of_one_network_is_refused() -> None:
     block.add_layer("0", block[0])  # the child it replaces is no other place
 
 
-def test_a_parameter_two_layers_hold_is_stepped_once_with_both_gradients() -> None:
+def test_a_parameter_two_layers_hold_is_stepped_once_with_both_gradients(tmp_path) -> None:
     first, second = nn.Dense(3, 3, bias=False, rng=0), nn.Dense(3, 3, bias=False, rng=1)
     second.weight = first.weight
     model = nn.Sequential(first, second).astype(np.float64)
@@ -466,6 +466,10 @@ def test_a_parameter_two_layers_hold_is_stepped_once_with_both_gradients() -> No
     np.testing.assert_allclose(first.weight.grad, expected, rtol=1e-12)
     optim.SGD(model.parameters(), lr=0.1).step()
     np.testing.assert_allclose(second.weight.data, w - 0.1 * expected, rtol=1e-12)
+    # A file would untie them (and its optimiser state would no longer fit): refused.
+    with pytest.raises(ValueError, match=r"0\.weight and 1\.weight are one Parameter"):
+        npcnn.save(model, tmp_path / "tied.npz")
+    assert not (tmp_path / "tied.npz").exists()
 
 
 def test_a_name_that_model_files_reserve_is_refused_when_the_graph_is_built() -> None:

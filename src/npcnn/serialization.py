@@ -79,6 +79,7 @@ def model_to_arrays(model: Layer) -> dict[str, np.ndarray]:
         text = json.dumps(record)
     except (TypeError, ValueError) as err:
         raise ValueError(f"cannot save: a layer's config() is not JSON data ({err})") from None
+    _check_untied(model)
     arrays = {ARCHITECTURE_KEY: np.array(text)}
     arrays.update(model.state_dict())
     bad = [
@@ -91,6 +92,20 @@ def model_to_arrays(model: Layer) -> dict[str, np.ndarray]:
             f"cannot save: the model's weights contain NaN or infinity (in {names_list(bad)})"
         )
     return arrays
+
+
+def _check_untied(model: Layer) -> None:
+    """Refuse a model in which two layers hold one Parameter (tied weights): a file keeps
+    each name's array apart, so the model loaded would train them apart, and an
+    optimiser's state (one entry per distinct Parameter) would no longer fit it."""
+    first: dict[int, str] = {}
+    for name, param in model.named_parameters():
+        if id(param) in first:
+            raise ValueError(
+                f"cannot save: {first[id(param)]} and {name} are one Parameter (tied "
+                "weights), which a model file cannot keep tied"
+            )
+        first[id(param)] = name
 
 
 def split_records(

@@ -70,6 +70,7 @@ def Input(shape: tuple[int, ...], name: str = "input") -> SymbolicTensor:
     """A symbolic batch of samples of `shape` (batch axis left out), e.g. (1, 28, 28).
 
     Raises:
+        TypeError: a shape that is not a tuple (or list).
         ValueError: a dimension that is not a positive integer, or an empty name.
     """
     if not isinstance(shape, (tuple, list)):

@@ -17,6 +17,8 @@ import re
 import warnings
 from typing import Any
 
+import numpy as np
+
 from npcnn import nn
 from npcnn.onnx.layout import CHANNELS_LAST, channels_last_input
 from npcnn.onnx.nodes import UnsupportedOnnx, attributes, default_opset, label, unique_name
@@ -25,7 +27,9 @@ from npcnn.onnx.values import Batch
 from npcnn.text import names_list
 
 #: Operators whose initializers are a layer's weights (not constants folded away).
-WEIGHT_READERS = frozenset({"Conv", "Gemm", "MatMul", "BatchNormalization"})
+#: Batch norms' are left out: a fresh one's ones and zeros, equal in two layers, may
+#: be merged into one initializer by an exporter that dedupes equal values.
+WEIGHT_READERS = frozenset({"Conv", "Gemm", "MatMul"})
 
 
 class Converter:
@@ -68,6 +72,7 @@ class Converter:
             t.name
             for t in self.graph.initializer
             if sum(op in WEIGHT_READERS for op in self.consumer_ops.get(t.name, [])) > 1
+            and np.ptp(self.values[t.name]) > 0  # (equal values: maybe merged, not shared)
         ]
         if shared:
             warnings.warn(
