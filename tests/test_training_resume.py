@@ -294,3 +294,4 @@ def test_a_sigterm_python_dropped_before_fit_stops_it_at_the_first_safe_point() 
             trainer.fit(batches(), 2)
     assert info.value.signal == signal.SIGTERM
     assert len(trainer.history.steps) <= 1  # the first step's end is a safe point
+    make_trainer().fit(batches(), 1)  # after the block, nothing is left to stop for

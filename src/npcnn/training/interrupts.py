@@ -51,10 +51,11 @@ _lost: list[KeyboardInterrupt] = []
 def interrupts_not_lost() -> Iterator[list[KeyboardInterrupt]]:
     """Within the block, a KeyboardInterrupt (Ctrl-C, or SIGTERM's `Terminated`) that
     Python would drop, because its signal handler ran inside a weakref callback or a
-    `__del__` ("Exception ignored in ..."), is kept in the list yielded instead of
-    printed. A training loop (`DeferredInterrupt`) then stops at its next safe point as
-    for the signal itself; elsewhere the caller can still act on it when the work in
-    hand is done (it cannot be raised again where it was lost)."""
+    `__del__` ("Exception ignored in ..."), is kept in the list yielded (until the
+    block ends) instead of printed. A training loop (`DeferredInterrupt`) then stops
+    at its next safe point as for the signal itself; elsewhere the caller can still
+    act on it when the work in hand is done (it cannot be raised again where it was
+    lost)."""
     previous = sys.unraisablehook
 
     def keep_interrupts(unraisable: Any) -> None:
@@ -69,6 +70,7 @@ def interrupts_not_lost() -> Iterator[list[KeyboardInterrupt]]:
         yield _lost
     finally:
         sys.unraisablehook = previous
+        _lost.clear()  # (they concern this block only: later training runs normally)
 
 
 class DeferredInterrupt:
