@@ -72,7 +72,7 @@ class Converter:
             t.name
             for t in self.graph.initializer
             if sum(op in WEIGHT_READERS for op in self.consumer_ops.get(t.name, [])) > 1
-            and np.ptp(self.values[t.name]) > 0  # (equal values: maybe merged, not shared)
+            and np.unique(self.values[t.name]).size > 1  # (equal values: merged, maybe)
         ]
         if shared:
             warnings.warn(
