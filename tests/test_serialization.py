@@ -188,6 +188,14 @@ def test_a_switch_that_is_not_true_or_false_is_named(value, tmp_path: Path) -> N
         npcnn.load(tmp_path / "bad.npz")
 
 
+def test_a_negative_running_variance_is_refused_on_load(tmp_path: Path) -> None:
+    arrays = model_to_arrays(nn.Sequential([nn.Conv2D(1, 2, 3), nn.BatchNorm2D(2)]))
+    arrays["1.running_var"] = np.array([1.0, -0.5], np.float32)  # sqrt(var + eps): NaN
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match=r"the running variance '1\.running_var' is negative"):
+        npcnn.load(tmp_path / "bad.npz")
+
+
 def test_architecture_record_that_is_not_json_is_refused(tmp_path: Path) -> None:
     arrays = model_to_arrays(nn.Sequential([nn.Dense(2, 2, rng=0)]))
     path = tmp_path / "bad.npz"

@@ -216,6 +216,9 @@ def _check_state(state: Mapping[str, np.ndarray], source: str) -> None:
             f"{source}: the model's weights contain NaN or infinity ({count:,} "
             f"value{'s' if count > 1 else ''} in {clip(name, 60)!r}{more})"
         )
+    for name, value in state.items():  # a variance below 0: NaN in every output
+        if name.rpartition(".")[2] == "running_var" and (value < 0).any():
+            raise ValueError(f"{source}: the running variance {clip(name, 60)!r} is negative")
 
 
 def _check_kinds(model: Layer, state: Mapping[str, np.ndarray], source: str) -> None:
