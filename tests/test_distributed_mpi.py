@@ -163,6 +163,19 @@ def test_a_rank_that_fails_ends_the_job_with_its_message(rank_1, message, tmp_pa
     assert message.replace("MISSING", "missing") in done.stderr
 
 
+def test_sigterm_to_one_rank_before_training_ends_the_job_at_once(tmp_path) -> None:
+    # No other rank knows of this stop: they would wait in their first collective
+    # for --collective-timeout (600 s by default).
+    common = ["train", "--epochs", "1", "--no-progress", "--distributed"]
+    common += ["--out", str(tmp_path / "run")]
+    stopped = [sys.executable, str(HERE / "sigterm_while_loading.py")]
+    argv = [MPIEXEC, "-n", "1", *NPCNN, *common, ":", "-n", "1", *stopped, *common]
+    start = time.monotonic()
+    done = _run(argv, timeout=90)
+    assert done.returncode != 0 and time.monotonic() - start < 40, done.stderr
+    assert "npcnn: stopped by SIGTERM" in done.stderr
+
+
 def test_ranks_running_different_jobs_stop_at_the_start(tmp_path) -> None:
     common = ["--epochs", "1", "--no-progress", "--distributed", "--out", str(tmp_path / "run")]
     argv = [

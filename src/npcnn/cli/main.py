@@ -77,6 +77,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     results are files) fails when that output could not be written (a full
     disk), rather than exit 0 with the result lost.
     """
+    # Before SIGTERM becomes an exception: one that arrives while MPI starts then ends
+    # the process as the system would, and the launcher the job, rather than leaving
+    # the other ranks in MPI_Init for ever.
+    join_early(list(sys.argv[1:] if argv is None else argv))
     with (
         pipe_safe_output() as stdout,
         one_line_warnings(),
@@ -86,9 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = run_command_line(argv)
         if lost and code not in (128 + signal.SIGINT, 128 + signal.SIGTERM):
             code = report_interrupt(lost[0])  # what the command had no chance to see
+            abort_job(code)  # (no stop the ranks agreed on)
         if code not in (EXIT_OK, 128 + signal.SIGINT, 128 + signal.SIGTERM):
             # A rank that leaves alone would keep the others waiting for ever; a stop
-            # by Ctrl-C or SIGTERM is one every rank agreed on, at the same step.
+            # by Ctrl-C or SIGTERM in training is one every rank agreed on, at the same
+            # step (one outside it is aborted where it is caught).
             abort_job(code)
         command = next(
             (a for a in (sys.argv[1:] if argv is None else argv) if a in COMMAND_NAMES), None
@@ -158,8 +164,10 @@ def run_command_line(argv: Sequence[str] | None = None) -> int:
     except ImportError as err:
         print_error(missing_dependency(err))
         return EXIT_FAILURE
-    except KeyboardInterrupt as stop:
-        return report_interrupt(stop)
+    except KeyboardInterrupt as stop:  # outside training: a stop no other rank knows of
+        code = report_interrupt(stop)
+        abort_job(code)  # (the ranks that stop too, within seconds, each end alone)
+        return code
     except MemoryError:
         print_error("out of memory: try a smaller --batch-size, or fewer --threads")
         return EXIT_FAILURE
