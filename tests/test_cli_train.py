@@ -235,6 +235,10 @@ def test_ctrl_c_writes_a_checkpoint_and_exits_130(tmp_path) -> None:
     checkpoint = Path(message.rsplit(" ", 1)[1])
     assert checkpoint.is_file() and load_checkpoint(checkpoint)["epoch"] >= 1
     assert not (out_dir / "model.npz").exists()
+    # The message says where the checkpoint stands: epochs, and steps into the next.
+    saved = load_checkpoint(checkpoint)
+    steps = f" and {saved['step']} step(s)" if saved["step"] else ""
+    assert f"after {saved['epoch']} epoch(s){steps}; checkpoint saved" in message
 
 
 def test_a_directory_data_set_is_remembered_for_evaluate(tmp_path, capsys, monkeypatch) -> None:

@@ -532,9 +532,10 @@ def _report_interrupt(stop: TrainingInterrupted) -> int:
     if stop.checkpoint_path is None:
         print(f"{PROG}: {how} before the first checkpoint; nothing to resume", file=sys.stderr)
     else:
+        steps = f" and {stop.step} step(s)" if stop.step else ""  # (into the next epoch)
         print(
-            f"{PROG}: {how} after {stop.epoch} epoch(s); checkpoint saved; resume with: "
-            f"{PROG} train --resume {shlex.quote(str(stop.checkpoint_path))}",
+            f"{PROG}: {how} after {stop.epoch} epoch(s){steps}; checkpoint saved; resume "
+            f"with: {PROG} train --resume {shlex.quote(str(stop.checkpoint_path))}",
             file=sys.stderr,
         )
     return 128 + int(stop.signal)
