@@ -281,3 +281,15 @@ def test_a_run_directory_that_cannot_be_made_and_a_file_for_data_are_one_line_ea
     err = capsys.readouterr().err
     assert code == 1 and err.startswith(f"npcnn: error: '{a_file}' is a file, not a data set: ")
     assert not (tmp_path / "r").exists()
+
+
+def test_a_stop_mid_epoch_says_the_steps_its_checkpoint_holds(tmp_path, capsys) -> None:
+    from npcnn.cli.train import report_training_stop
+    from npcnn.training import History, TrainingInterrupted
+
+    stop = TrainingInterrupted(tmp_path / "c.npz", History(), 3, 7, signal.SIGTERM)
+    assert report_training_stop(stop) == 143
+    err = capsys.readouterr().err
+    assert err.startswith("npcnn: stopped by SIGTERM after 3 epoch(s) and 7 step(s); ")
+    report_training_stop(TrainingInterrupted(tmp_path / "c.npz", History(), 3, 0))
+    assert "interrupted after 3 epoch(s); checkpoint saved" in capsys.readouterr().err

@@ -260,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
                 )
     except TrainingInterrupted as stop:
         if stop.epoch < config["epochs"]:
-            return _report_interrupt(stop)
+            return report_training_stop(stop)
         # Stopped after the last step: the training is complete, the report is not.
         npcnn.save(model, run_dir / MODEL_FILE)
         return _report_unfinished(run_dir, stop.signal)
@@ -526,7 +526,7 @@ def _reports(args: argparse.Namespace, config: dict[str, Any]) -> list[Callback]
     return [callbacks.ProgressBar(force=bool(args.progress)), line]
 
 
-def _report_interrupt(stop: TrainingInterrupted) -> int:
+def report_training_stop(stop: TrainingInterrupted) -> int:
     """Say how the run stopped and how to continue it; the exit code is 128 + the signal."""
     how = "interrupted" if stop.signal.name == "SIGINT" else f"stopped by {stop.signal.name}"
     if stop.checkpoint_path is None:
