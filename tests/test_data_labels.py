@@ -209,3 +209,13 @@ def test_cli_predict_names_a_directory_s_classes_without_reading_its_labels(tmp_
     assert code == 1
     listed = directory / "classes.txt"
     assert err == f"npcnn: error: the model has 12 outputs but {listed} lists 2 classes, not 12\n"
+
+
+def test_a_directory_whose_test_images_have_another_size_is_refused(tmp_path) -> None:
+    # A model trained on 28x28 would fail only at the first test pass, naming no file.
+    directory = write_directory(tmp_path / "d", digits(40))
+    rng = np.random.default_rng(1)
+    write_idx(directory / IDX_FILE_NAMES[2], rng.integers(0, 256, (20, 32, 32), dtype=np.uint8))
+    sizes = r"the splits' images differ in size: train-images\S* 28x28 and t10k-images\S* 32x32"
+    with pytest.raises(DataError, match=sizes):
+        load_dataset(directory)

@@ -243,6 +243,10 @@ def _directory_splits(
     )
     for i in range(1, len(arrays), 2):
         check_labels(arrays[i], len(names), str(paths[i]), hint)
+    images = list(zip(paths[0::2], arrays[0::2], strict=True))
+    if len({a.shape[1:] for _, a in images}) > 1:  # a model takes one size of image
+        sizes = [f"{p.name} {'x'.join(map(str, a.shape[1:]))}" for p, a in images]
+        raise DataError(f"{path}: the splits' images differ in size: {' and '.join(sizes)}")
     name = path.name or str(path)
     return [
         DatasetSplit(name, split, *arrays[2 * k : 2 * k + 2], names, str(path))
