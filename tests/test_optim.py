@@ -247,3 +247,21 @@ def test_float32_parameters_stay_float32_and_in_place(make) -> None:
     assert p.data.dtype == np.float32
     assert np.shares_memory(p.data, data)
     assert np.all(p.data < 1)
+
+
+def test_a_state_of_other_parameters_or_a_negative_second_moment_is_refused() -> None:
+    params = [_param([1.0, 2.0], [0.1, 0.2]), _param([3.0], [0.3])]
+    adam = optim.Adam(params, lr=0.1)
+    adam.step()
+    state = adam.state_dict()
+    fewer = optim.Adam(params[:1], lr=0.1)
+    with pytest.raises(ValueError, match="state of 2 parameters, but this optimiser has 1"):
+        fewer.load_state_dict(state)
+    more = optim.Adam([*params, _param([4.0], [0.4])], lr=0.1)
+    with pytest.raises(ValueError, match="of 2 parameters, but this optimiser has 3"):
+        more.load_state_dict(state)
+    bad = {**state, "state.0.exp_avg_sq": np.array([0.01, -0.5])}  # sqrt: NaN weights
+    with pytest.raises(ValueError, match=r"'state\.0\.exp_avg_sq' holds negative values"):
+        optim.Adam(params, lr=0.1).load_state_dict(bad)
+    older = {k: v for k, v in state.items() if k != "param_count"}  # files before the count
+    optim.Adam(params, lr=0.1).load_state_dict(older)

@@ -25,6 +25,7 @@ class Adam(Optimizer):
     """
 
     _state_names = ("exp_avg", "exp_avg_sq", "step")
+    _nonnegative_states = ("exp_avg_sq",)
     _hyper_names = ("lr", "betas", "eps", "weight_decay")
     _decoupled = False
 

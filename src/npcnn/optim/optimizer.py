@@ -69,6 +69,8 @@ class Optimizer:
 
     _state_names: ClassVar[tuple[str, ...]] = ()
     _hyper_names: ClassVar[tuple[str, ...]] = ("lr",)
+    #: State arrays that cannot be negative (a second moment, whose square root `step` takes).
+    _nonnegative_states: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Iterable[Parameter], lr: float) -> None:
         self.params = list(params)
@@ -91,6 +93,7 @@ class Optimizer:
     def state_dict(self) -> dict[str, Any]:
         """Hyperparameters and copies of the per-parameter state arrays."""
         out: dict[str, Any] = {name: getattr(self, name) for name in self._hyper_names}
+        out["param_count"] = len(self.params)  # (a state of other parameters is refused)
         for i, st in enumerate(self.state):
             for name, value in st.items():
                 out[f"state.{i}.{name}"] = np.array(value, copy=True)
@@ -112,6 +115,12 @@ class Optimizer:
                 value = np.asarray(state[name])
                 value = tuple(value.tolist()) if value.ndim else value.item()
                 hyper[name] = check_hyperparameter(name, value)
+        count = state.get("param_count", len(self.params))  # (absent from older files)
+        if int(np.asarray(count)) != len(self.params):
+            raise ValueError(
+                f"optimizer state of {int(np.asarray(count))} parameters, but this optimiser "
+                f"has {len(self.params)}"
+            )
         new_state: list[dict[str, np.ndarray]] = [{} for _ in self.params]
         for key, value in state.items():
             if not key.startswith("state."):
@@ -134,6 +143,8 @@ class Optimizer:
                 raise ValueError(f"optimizer state {key!r}: {kind} keeps no {name!r}")
             if not np.all(np.isfinite(value)):
                 raise ValueError(f"optimizer state {key!r} holds NaN or infinite values")
+            if name in self._nonnegative_states and np.any(value < 0):
+                raise ValueError(f"optimizer state {key!r} holds negative values")
             new_state[i][name] = value.astype(self.params[i].dtype) if value.ndim else value.copy()
         self._check_complete(new_state)
         for name, value in hyper.items():
