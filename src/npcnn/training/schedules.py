@@ -9,7 +9,11 @@ epoch e (1-based) trains with lr_{e-1}:
     CosineAnnealingLR:  lr_t = eta_min + (lr_0 - eta_min) * (1 + cos(pi * t / t_max)) / 2
 
 (PyTorch computes the same values recursively; the closed forms agree to
-rounding and make a schedule's state just ``last_epoch``.)
+rounding and make a schedule's state just ``last_epoch``.) One difference
+follows: a rate set by hand between steps lasts until the next ``step()``,
+which sets the formula's rate again, whereas PyTorch's recursion carries the
+change on (StepLR halving the new rate, say). To change the course of a
+schedule, build a new one on the optimiser.
 """
 
 from __future__ import annotations
