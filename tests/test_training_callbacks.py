@@ -212,3 +212,12 @@ def test_model_checkpoint_every_epoch_and_best_only(tmp_path) -> None:
     assert best.best == min(losses)
     assert load_checkpoint(tmp_path / "best.npz")["epoch"] == best_epoch
     assert load_checkpoint(tmp_path / "e02.npz")["epoch"] == 2
+
+
+def test_empty_validation_data_is_refused_rather_than_nan_every_epoch() -> None:
+    images, labels = validation()
+    trainer = make_trainer()
+    with pytest.raises(ValueError, match="validation data is empty"):
+        trainer.fit(batches(), 1, validation=(images[:0], labels[:0]))
+    history = make_trainer().fit(batches(), 1, validation=(images[:3], labels[:3]))
+    assert np.isfinite(history.epochs[-1]["val_loss"])

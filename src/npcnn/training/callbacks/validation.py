@@ -43,6 +43,9 @@ class Validation(Callback):
     """
 
     def __init__(self, data: ValidationData, batch_size: int = 500, tta: str = "none") -> None:
+        if isinstance(data, tuple) and len(data) == 2 and len(data[1]) == 0:
+            # Its loss and accuracy would be NaN every epoch (the mean of nothing).
+            raise ValueError("validation data is empty: pass some examples, or none at all")
         self.data = data
         self.batch_size = batch_size
         self.tta = check_tta(tta)
