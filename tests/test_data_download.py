@@ -262,7 +262,7 @@ def test_partial_transfer_everywhere_is_an_error(server, toy, tmp_path):
     with pytest.raises(DownloadError, match=r"received \d+ of \d+ bytes"):
         load_dataset(spec=_spec([server.mirror("short")], md5=md5), cache_dir=tmp_path)
     assert _leftovers(tmp_path) == []
-    assert not any((tmp_path / "toy").iterdir())
+    assert not (tmp_path / "toy").exists()  # nothing, not even an empty folder
 
 
 @pytest.mark.parametrize("failure", [("status", 503), ("drop", None), ("short", b"x" * 100)])
@@ -302,6 +302,7 @@ def test_offline_gives_one_message_with_files_urls_and_place(
     assert str(tmp_path / "toy") in message
     assert "NPCNN_DATA" in message
     assert _leftovers(tmp_path) == []
+    assert not (tmp_path / "toy").exists()  # no empty folder left in the cache
 
 
 def test_download_false_never_touches_the_network(server, toy, tmp_path):

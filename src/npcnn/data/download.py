@@ -10,6 +10,7 @@ an interrupted or bad download never leaves a file that looks complete.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import socket
@@ -118,7 +119,26 @@ def fetch(
     :class:`DownloadError` listing every failed URL when none answered.
     """
     dest_dir = Path(dest_dir)
+    made = not dest_dir.exists()
     dest_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _fetch_into(file, mirrors, dest_dir, progress, timeout, attempts)
+    except (ChecksumError, DownloadError):
+        if made:  # a failed download leaves no empty folder behind in the cache
+            with contextlib.suppress(OSError):
+                dest_dir.rmdir()
+        raise
+
+
+def _fetch_into(
+    file: FileSpec,
+    mirrors: Sequence[str],
+    dest_dir: Path,
+    progress: bool | None,
+    timeout: float,
+    attempts: int,
+) -> Path:
+    """`fetch` into an existing ``dest_dir``."""
     dest = dest_dir / file.name
     failures: list[str] = []
     mismatches: list[str] = []
