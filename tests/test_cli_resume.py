@@ -129,15 +129,25 @@ def _write_digits(data_dir: Path, first: int) -> None:
         write_idx(data_dir / name, array)
 
 
-def test_a_resume_on_replaced_files_counts_as_other_data(tmp_path, capsys) -> None:
+def _run_on_digits(tmp_path, capsys) -> tuple[Path, Path, list]:
+    """(its data folder, its checkpoint, the resume command before --out) of an epoch
+    trained on a folder of digits."""
     data_dir = tmp_path / "digits"
     _write_digits(data_dir, 0)
     argv = ["--data", data_dir, "--no-progress", "--out"]
     assert run_cli(capsys, "train", "--epochs", "1", *argv, tmp_path / "a")[0] == 0
     checkpoint = tmp_path / "a" / "checkpoint.npz"
+    return (
+        data_dir,
+        checkpoint,
+        ["train", "--resume", checkpoint, "--epochs", "2", "--no-progress", "--out"],
+    )
+
+
+def test_a_resume_on_replaced_files_counts_as_other_data(tmp_path, capsys) -> None:
+    data_dir, checkpoint, resume = _run_on_digits(tmp_path, capsys)
     fingerprint = load_checkpoint(checkpoint)["run"]["data_fingerprint"]
     _write_digits(data_dir, 96)  # the same sizes, other digits
-    resume = ["train", "--resume", checkpoint, "--epochs", "2", "--no-progress", "--out"]
     code, out, err = run_cli(capsys, *resume, tmp_path / "b")
     assert code == 2 and out == "" and not (tmp_path / "b").exists()
     assert err == (
@@ -152,13 +162,8 @@ def test_a_resume_on_replaced_files_counts_as_other_data(tmp_path, capsys) -> No
 
 
 def test_a_resume_follows_its_data_folder_to_a_new_place(tmp_path, capsys) -> None:
-    data_dir = tmp_path / "digits"
-    _write_digits(data_dir, 0)
-    argv = ["--data", data_dir, "--no-progress", "--out"]
-    assert run_cli(capsys, "train", "--epochs", "1", *argv, tmp_path / "a")[0] == 0
-    checkpoint = tmp_path / "a" / "checkpoint.npz"
+    data_dir, checkpoint, resume = _run_on_digits(tmp_path, capsys)
     moved = data_dir.rename(tmp_path / "moved")
-    resume = ["train", "--resume", checkpoint, "--epochs", "2", "--no-progress", "--out"]
     code, out, err = run_cli(capsys, *resume, tmp_path / "b")
     assert code == 1 and out == "" and not (tmp_path / "b").exists()
     assert err == (
@@ -188,10 +193,7 @@ def test_a_checkpoint_without_a_data_fingerprint_keeps_refusing_another_folder(
     # Checkpoints written before fingerprints cannot show that a folder is the same.
     from npcnn.training.checkpoint import CHECKPOINT_KEY
 
-    _write_digits(tmp_path / "digits", 0)
-    argv = ["--data", tmp_path / "digits", "--no-progress", "--out"]
-    assert run_cli(capsys, "train", "--epochs", "1", *argv, tmp_path / "a")[0] == 0
-    checkpoint = tmp_path / "a" / "checkpoint.npz"
+    _, checkpoint, resume = _run_on_digits(tmp_path, capsys)
     with np.load(checkpoint) as f:
         arrays = dict(f)
     record = json.loads(str(arrays[CHECKPOINT_KEY]))
@@ -199,8 +201,7 @@ def test_a_checkpoint_without_a_data_fingerprint_keeps_refusing_another_folder(
     arrays[CHECKPOINT_KEY] = np.array(json.dumps(record))
     np.savez(checkpoint, **arrays)
     _write_digits(tmp_path / "copy", 0)
-    resume = ["train", "--resume", checkpoint, "--epochs", "2", "--no-progress"]
-    code, _, err = run_cli(capsys, *resume, "--data", tmp_path / "copy", "--out", tmp_path / "b")
+    code, _, err = run_cli(capsys, *resume, tmp_path / "b", "--data", tmp_path / "copy")
     assert code == 2 and "--data differs from the checkpoint's" in err, err
 
 

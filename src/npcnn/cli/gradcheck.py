@@ -35,17 +35,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             "no derivative, are counted as excluded."
         ),
     )
-    p.add_argument(
-        "model",
-        nargs="?",
-        metavar="MODEL",
-        help="a model .npz or .onnx file, or a training checkpoint (default: a preset)",
-    )
-    p.add_argument(
-        "--preset",
-        choices=list(PRESETS),
-        help=f"check this preset's network (default: {DEFAULT_PRESET})",
-    )
+    options.add_model_or_preset(p, list(PRESETS), DEFAULT_PRESET, "check")
     p.add_argument(
         "--batch-size",
         type=options.int_in_range(1, MAX_BATCH),

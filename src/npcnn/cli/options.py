@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 #: What every command that takes a model file (MODEL) accepts.
 MODEL_HELP = "a model .npz or .onnx file, or a training checkpoint"
+
+
+def add_model_or_preset(
+    p: argparse.ArgumentParser, presets: Sequence[str], default: str, verb: str
+) -> None:
+    """The arguments of a command that works on a saved model or on a preset's network:
+    MODEL (optional) and --preset, whose help says the command does `verb` to it."""
+    p.add_argument("model", nargs="?", metavar="MODEL", help=f"{MODEL_HELP} (default: a preset)")
+    p.add_argument(
+        "--preset", choices=list(presets), help=f"{verb} this preset's network (default: {default})"
+    )
 
 
 def _int(text: str, expected: str) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from npcnn.cli import options
 from npcnn.cli.errors import EXIT_OK, UsageError
 from npcnn.models import DEFAULT_PRESET, PRESETS
 
@@ -14,17 +15,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="print a model's layers, output shapes and parameter counts",
         description="Print the layer table of a preset's network or of a saved model.",
     )
-    p.add_argument(
-        "model",
-        nargs="?",
-        metavar="MODEL",
-        help="a model .npz or .onnx file, or a training checkpoint (default: a preset)",
-    )
-    p.add_argument(
-        "--preset",
-        choices=list(PRESETS),
-        help=f"summarise this preset's network (default: {DEFAULT_PRESET})",
-    )
+    options.add_model_or_preset(p, list(PRESETS), DEFAULT_PRESET, "summarise")
     p.set_defaults(run=run)
 
 
