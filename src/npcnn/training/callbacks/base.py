@@ -57,7 +57,9 @@ class Callback:
       ``images_per_second``), ``epochs``, and any entries extensions added;
     * ``on_train_end``: ``status`` ("completed", "stopped" by a callback,
       "interrupted" by Ctrl-C, "failed" by an exception), ``epochs``,
-      ``history``. Called however the run ends.
+      ``history``. Called however the run ends, once it has begun: not when
+      ``on_train_begin`` itself raised (the callbacks after the one that
+      raised never began).
 
     State for resume: a checkpoint holds what ``state_dict()`` returned when
     it was written, so change state in ``on_step_end`` or
