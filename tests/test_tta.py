@@ -182,3 +182,10 @@ def test_a_damaged_tta_in_run_json_is_one_error_line(flip_run, tmp_path, capsys)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("npcnn: error: ")
     assert "damaged run record ('tta' is 'sideways')" in lines[0]
+
+
+@pytest.mark.parametrize("tta", ["none", "flip"])
+def test_evaluate_on_no_images_gives_no_rows_of_the_model_s_classes(tta) -> None:
+    model = get_preset("small").model(seed=0)
+    result = evaluate(model, np.zeros((0, 28, 28), np.uint8), tta=tta)
+    assert result.probabilities.shape == (0, 10) and result.predictions.shape == (0,)

@@ -143,7 +143,9 @@ def evaluate(
             totals.add(len(y), batch_loss(loss_fn, logits, y), count_correct(logits, y))
         if on_batch is not None:
             on_batch(len(x))
-    probs = np.concatenate(probabilities) if probabilities else np.zeros((0, 0))
+    if not probabilities:  # no images: the model's (0, classes), as for any batch
+        probabilities.append(softmax(inference_logits(model, as_model_input(images), tta)))
+    probs = np.concatenate(probabilities)
     return EvalResult(
         loss=totals.mean_loss if labels is not None else None,
         accuracy=totals.accuracy if labels is not None else None,
