@@ -263,6 +263,18 @@ def run_tta(model_path: str | os.PathLike[str], given: str | None) -> tuple[str,
     return recorded, "the run's, from run.json" if recorded != "none" else "none"
 
 
+def gone_data_folder(name: str) -> str | None:
+    """Why the data folder a run recorded (by its absolute path) cannot be read now, "no
+    longer exists" (moved or deleted since training) or "is not a folder"; None when it
+    is there, or `name` is a named data set or a relative path."""
+    from npcnn.data import dataset_spec
+
+    folder = Path(name)
+    if dataset_spec(name) is not None or not folder.is_absolute() or folder.is_dir():
+        return None
+    return "is not a folder" if folder.exists() else "no longer exists"
+
+
 def run_data_section(record: dict[str, Any] | None) -> dict[str, Any]:
     """The "data" section of a run record (what the run's data held: its classes, how
     many test images, ...), or {} when there is no record, or no such section, or it is

@@ -152,18 +152,16 @@ def data_name(model_path: str, given: str | None) -> str:
     Raises CLIError when the run's data set is a folder that has gone (moved or
     deleted since training): the record names it by its absolute path.
     """
-    from npcnn.cli.common import run_setting
+    from npcnn.cli.common import gone_data_folder, run_setting
     from npcnn.cli.rundir import RUN_RECORD
-    from npcnn.data import dataset_spec
 
     if given is not None:
         return given
     name = run_setting(model_path, "data")
     if name is None:
         return "sample"
-    folder = Path(name)
-    if dataset_spec(name) is None and folder.is_absolute() and not folder.is_dir():
-        state = "is not a folder" if folder.exists() else "no longer exists"
+    state = gone_data_folder(name)
+    if state is not None:
         raise CLIError(
             f"the run's data folder {name} (from {Path(model_path).parent / RUN_RECORD}) "
             f"{state}; pass --data NAME|DIR"

@@ -201,18 +201,13 @@ def check_data_folder_exists(
 ) -> None:
     """Refuse to resume from the run's data folder (no --data `given`) when it is gone,
     saying how to name its new place."""
-    from npcnn.data import DATASETS
+    from npcnn.cli.common import gone_data_folder
 
-    folder = Path(config["data"])
-    if resumed is None or given is not None or config["data"] in DATASETS:
-        return
-    if not folder.is_absolute():
-        return
-    if not folder.is_dir():
-        state = "is not a folder" if folder.exists() else "no longer exists"
+    state = None if resumed is None or given is not None else gone_data_folder(config["data"])
+    if state is not None:
         raise CLIError(
-            f"the data folder of the run in {resumed} ({folder}) {state}; pass --data DIR "
-            "with its new place (the same files are recognised by their contents)"
+            f"the data folder of the run in {resumed} ({config['data']}) {state}; pass --data "
+            "DIR with its new place (the same files are recognised by their contents)"
         )
 
 
