@@ -452,6 +452,24 @@ def test_a_layer_instance_in_two_places_of_one_network_is_refused() -> None:
     block.add_layer("0", block[0])  # the child it replaces is no other place
 
 
+def test_a_layer_put_at_a_second_place_through_an_inner_container_is_refused() -> None:
+    # Adding to `inner` checks inner's tree only; `outer` then holds `relu` twice, which
+    # parameters() (and so every optimiser) refuses, naming both places.
+    relu, conv = nn.ReLU(), nn.Conv2D(2, 2, 3)
+    inner = nn.Sequential(conv)
+    outer = nn.Sequential(inner, relu)
+    assert len(outer.parameters()) == 2
+    inner.add_layer("late", relu)
+    assert len(inner.parameters()) == 2  # inner alone holds it once
+    twice = r"layer ReLU '1' of this Sequential is also its layer '0\.late'"
+    with pytest.raises(ValueError, match=twice):
+        outer.parameters()
+    with pytest.raises(ValueError, match="one place only"):
+        optim.SGD(outer.parameters(), lr=0.1)
+    inner.add_layer("late", nn.ReLU())  # another instance in its place: accepted again
+    assert len(outer.parameters()) == 2
+
+
 def test_a_parameter_two_layers_hold_is_stepped_once_with_both_gradients(tmp_path) -> None:
     first, second = nn.Dense(3, 3, bias=False, rng=0), nn.Dense(3, 3, bias=False, rng=1)
     second.weight = first.weight

@@ -214,24 +214,48 @@ class Layer:
             self._children[name] = layer  # type: ignore[index]
             object.__setattr__(self, name, layer)
 
-    def _check_new_in_tree(self, name: str, layer: Layer, placed: dict[int, str | None]) -> None:
+    def check_placed_once(self) -> None:
+        """ValueError when one layer instance is at two places of this layer's tree.
+
+        Adding a layer checks the tree of the layer it is added to, not the trees
+        that already hold that layer: `inner.add_layer("x", b)` after
+        `outer = Sequential(inner, b)` puts `b` twice in `outer`. `parameters()`
+        runs this check, so no optimiser is built over such a model.
+        """
+        placed: dict[int, str | None] = {id(self): None}
+        for name, child in self._children.items():
+            self._check_new_in_tree(name, child, placed, adding=False)
+
+    def _check_new_in_tree(
+        self, name: str, layer: Layer, placed: dict[int, str | None], adding: bool = True
+    ) -> None:
         """ValueError when `layer` or one of its layers is among `placed` (id: its path
         below this layer, None for this layer itself), else add them there. One
         instance in two places would keep one forward's cache for two calls (wrong
-        weight gradients) and have its parameters listed, and stepped, twice."""
+        weight gradients) and have its parameters listed, and stepped, twice.
+        `adding`: the message is about adding `layer`, else about a tree built so."""
         for path, sub in layer.named_layers(name):
             if id(sub) not in placed:
                 placed[id(sub)] = path
                 continue
             what = f"{type(sub).__name__} {path!r}" if path != name else repr(name)
             where = placed[id(sub)]
+            kind = type(self).__name__
+            if not adding:
+                what = f"{type(sub).__name__} {path!r}"
+                raise ValueError(
+                    f"layer {what} of this {kind} is also "
+                    + (f"the {kind} itself" if where is None else f"its layer {where!r}")
+                    + "; a layer instance may be in one place only (shared weights are "
+                    "not supported): create another layer"
+                )
             if where is None:
                 raise ValueError(
-                    f"cannot add layer {what} to this {type(self).__name__}: it is "
-                    f"that {type(self).__name__} itself, which cannot contain itself"
+                    f"cannot add layer {what} to this {kind}: it is "
+                    f"that {kind} itself, which cannot contain itself"
                 )
             raise ValueError(
-                f"cannot add layer {what} to this {type(self).__name__}: that "
+                f"cannot add layer {what} to this {kind}: that "
                 f"{type(sub).__name__} is already in it (as {where!r}); a layer instance "
                 "may be in one place only (shared weights are not supported): create "
                 "another layer"
@@ -371,7 +395,12 @@ class Layer:
     def parameters(self) -> list[Parameter]:
         """Every trainable parameter once, in a fixed order (the optimiser's order): a
         Parameter that two layers hold (tied weights) comes at its first place only, as
-        in PyTorch, so that an optimiser steps it once, with the sum of both gradients."""
+        in PyTorch, so that an optimiser steps it once, with the sum of both gradients.
+
+        Raises:
+            ValueError: a layer instance is at two places of the tree (`check_placed_once`).
+        """
+        self.check_placed_once()
         return list({id(p): p for _, p in self.named_parameters()}.values())
 
     def named_buffers(
