@@ -150,6 +150,28 @@ def test_optimisers_refuse_hyperparameters_out_of_range(make, message: str) -> N
         make(nn.Dense(3, 2).parameters())
 
 
+@pytest.mark.parametrize(
+    ("make", "name", "value", "message"),
+    [
+        (optim.SGD, "lr", NAN, "Invalid learning rate: nan"),
+        (optim.SGD, "momentum", 1.0, "Invalid momentum value"),
+        (optim.Adam, "lr", -1e-3, "Invalid learning rate"),
+        (optim.AdamW, "betas", (0.9, 1.0), "Invalid beta parameter: 1.0"),
+        (optim.AdamW, "weight_decay", INF, "Invalid weight_decay value"),
+    ],
+)
+def test_a_hyperparameter_set_by_hand_is_checked_as_when_built(make, name, value, message) -> None:
+    # A value set after construction (by hand, or by a schedule of one's own) is held to
+    # the same range; the optimiser keeps its old value.
+    opt = make(nn.Dense(3, 2).parameters(), lr=0.01)
+    before = getattr(opt, name)
+    with pytest.raises(ValueError, match=message):
+        setattr(opt, name, value)
+    assert getattr(opt, name) == before
+    opt.lr = np.float32(0.5)  # a value in range is taken, as a float
+    assert opt.lr == 0.5 and type(opt.lr) is float
+
+
 def test_optimisers_accept_the_edges_of_their_ranges() -> None:
     params = nn.Dense(3, 2).parameters()
     sgd = optim.SGD(params, lr=0, momentum=0.999, dampening=1.0, weight_decay=0)

@@ -82,6 +82,14 @@ class Optimizer:
         # Per-parameter state, created lazily on the first step (as PyTorch does).
         self.state: list[dict[str, np.ndarray]] = [{} for _ in self.params]
 
+    def __setattr__(self, name: str, value: Any) -> None:
+        """Hyperparameters are checked whenever they are set, not only when the optimiser
+        is built: `opt.lr = float("nan")` by hand, or by a schedule of one's own, fails
+        there with the range, rather than as NaN weights a step later."""
+        if name in self._hyper_names:
+            value = check_hyperparameter(name, value)
+        object.__setattr__(self, name, value)
+
     def step(self) -> None:
         raise NotImplementedError
 
