@@ -241,13 +241,11 @@ class Layer:
             what = f"{type(sub).__name__} {path!r}" if path != name else repr(name)
             where = placed[id(sub)]
             kind = type(self).__name__
-            if not adding:
-                what = f"{type(sub).__name__} {path!r}"
+            if not adding:  # (never the root itself: adding refuses cycles)
                 raise ValueError(
-                    f"layer {what} of this {kind} is also "
-                    + (f"the {kind} itself" if where is None else f"its layer {where!r}")
-                    + "; a layer instance may be in one place only (shared weights are "
-                    "not supported): create another layer"
+                    f"layer {type(sub).__name__} {path!r} of this {kind} is also its layer "
+                    f"{where!r}; a layer instance may be in one place only (shared weights "
+                    "are not supported): create another layer"
                 )
             if where is None:
                 raise ValueError(
