@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from npcnn.nn.module import Parameter
-from npcnn.optim.optimizer import Optimizer, check_hyperparameter
+from npcnn.optim.optimizer import Optimizer
 from npcnn.runtime.memory import scratch
 
 
@@ -38,9 +38,10 @@ class Adam(Optimizer):
         weight_decay: float = 0.0,
     ) -> None:
         super().__init__(params, lr)
-        self.betas = check_hyperparameter("betas", betas)
-        self.eps = check_hyperparameter("eps", eps)
-        self.weight_decay = check_hyperparameter("weight_decay", weight_decay)
+        # (each hyperparameter is checked as it is set: Optimizer.__setattr__)
+        self.betas = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
 
     def step(self) -> None:
         beta1, beta2 = self.betas

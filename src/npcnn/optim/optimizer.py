@@ -78,17 +78,16 @@ class Optimizer:
             raise ValueError("optimizer got an empty parameter list")
         if not all(isinstance(p, Parameter) for p in self.params):
             raise TypeError("optimizer expects Parameter objects, e.g. model.parameters()")
-        self.lr = check_hyperparameter("lr", lr)
+        self.lr = lr  # (checked by __setattr__, as every hyperparameter)
         # Per-parameter state, created lazily on the first step (as PyTorch does).
         self.state: list[dict[str, np.ndarray]] = [{} for _ in self.params]
 
     def __setattr__(self, name: str, value: Any) -> None:
-        """Hyperparameters are checked whenever they are set, not only when the optimiser
-        is built: `opt.lr = float("nan")` by hand, or by a schedule of one's own, fails
-        there with the range, rather than as NaN weights a step later."""
-        if name in self._hyper_names:
-            value = check_hyperparameter(name, value)
-        object.__setattr__(self, name, value)
+        """Hyperparameters (the names of `HYPERPARAMETER_RANGES`) are checked whenever
+        they are set, by the constructor or later: `opt.lr = float("nan")` by hand, or by
+        a schedule of one's own, fails there with the range, rather than as NaN weights
+        a step later."""
+        object.__setattr__(self, name, check_hyperparameter(name, value))
 
     def step(self) -> None:
         raise NotImplementedError

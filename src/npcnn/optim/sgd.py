@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from npcnn.nn.module import Parameter
-from npcnn.optim.optimizer import Optimizer, check_hyperparameter
+from npcnn.optim.optimizer import Optimizer
 from npcnn.runtime.memory import scratch
 
 
@@ -37,9 +37,10 @@ class SGD(Optimizer):
         nesterov: bool = False,
     ) -> None:
         super().__init__(params, lr)
-        self.momentum = check_hyperparameter("momentum", momentum)
-        self.dampening = check_hyperparameter("dampening", dampening)
-        self.weight_decay = check_hyperparameter("weight_decay", weight_decay)
+        # (each hyperparameter is checked as it is set: Optimizer.__setattr__)
+        self.momentum = momentum
+        self.dampening = dampening
+        self.weight_decay = weight_decay
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires momentum > 0 and dampening = 0")
         self.nesterov = bool(nesterov)
