@@ -238,15 +238,14 @@ class Layer:
             if id(sub) not in placed:
                 placed[id(sub)] = path
                 continue
-            what = f"{type(sub).__name__} {path!r}" if path != name else repr(name)
-            where = placed[id(sub)]
-            kind = type(self).__name__
+            where, kind = placed[id(sub)], type(self).__name__
             if not adding:  # (never the root itself: adding refuses cycles)
                 raise ValueError(
                     f"layer {type(sub).__name__} {path!r} of this {kind} is also its layer "
                     f"{where!r}; a layer instance may be in one place only (shared weights "
                     "are not supported): create another layer"
                 )
+            what = f"{type(sub).__name__} {path!r}" if path != name else repr(name)
             if where is None:
                 raise ValueError(
                     f"cannot add layer {what} to this {kind}: it is "
